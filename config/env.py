@@ -1,0 +1,134 @@
+"""Strict parsing of the environment variables Pairloop reads.
+
+Every parser raises ``ImproperlyConfigured`` naming the variable and the bad value,
+so a typo stops start-up instead of silently falling back to a default.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from django.core.exceptions import ImproperlyConfigured
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+@dataclass(frozen=True)
+class Env:
+    environ: Mapping[str, str]
+
+    def raw(self, name: str) -> str | None:
+        value = self.environ.get(name)
+        return None if value is None else value.strip()
+
+    def bool(self, name: str, *, default: bool) -> bool:
+        value = self.raw(name)
+        if value is None:
+            return default
+        if value.lower() in _TRUE:
+            return True
+        if value.lower() in _FALSE:
+            return False
+        raise ImproperlyConfigured(
+            f"{name}={value!r} is not a boolean (use one of 1/0, true/false, yes/no)"
+        )
+
+    def int(self, name: str, *, default: int, minimum: int | None = None) -> int:
+        value = self.raw(name)
+        if value is None or value == "":
+            return default
+        try:
+            number = int(value)
+        except ValueError:
+            raise ImproperlyConfigured(f"{name}={value!r} is not an integer") from None
+        if minimum is not None and number < minimum:
+            raise ImproperlyConfigured(f"{name}={value!r} must be >= {minimum}")
+        return number
+
+    def list(self, name: str, *, default: list[str]) -> list[str]:
+        value = self.raw(name)
+        if value is None:
+            return list(default)
+        items = [item.strip() for item in value.split(",")]
+        if any(not item or " " in item for item in items):
+            raise ImproperlyConfigured(
+                f"{name}={value!r} must be a comma-separated list without empty "
+                "or blank items"
+            )
+        return items
+
+    def path(self, name: str, *, default: Path) -> Path:
+        value = self.raw(name)
+        if value is None or value == "":
+            return default
+        if "\x00" in value:
+            raise ImproperlyConfigured(f"{name} contains a NUL byte")
+        return Path(value).expanduser().resolve()
+
+
+def parse_database_url(name: str, value: str) -> dict:
+    """``postgres://user:password@host:port/dbname?sslmode=...`` → Django DATABASES entry."""
+    parts = urlsplit(value)
+    if parts.scheme not in {"postgres", "postgresql", "pgsql"}:
+        raise ImproperlyConfigured(
+            f"{name}={_redact(value)!r}: scheme must be postgres:// or postgresql:// "
+            "(Pairloop runs on PostgreSQL only)"
+        )
+    dbname = unquote(parts.path.lstrip("/"))
+    if not dbname or "/" in dbname:
+        raise ImproperlyConfigured(
+            f"{name}={_redact(value)!r}: missing or invalid database name in the path"
+        )
+    try:
+        port = parts.port
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"{name}={_redact(value)!r}: the port is not a number in 1..65535"
+        ) from None
+    options = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": dbname,
+        "USER": unquote(parts.username or ""),
+        "PASSWORD": unquote(parts.password or ""),
+        "HOST": parts.hostname or "",
+        "PORT": str(port or ""),
+        "OPTIONS": options,
+        "CONN_MAX_AGE": 60,
+        "CONN_HEALTH_CHECKS": True,
+    }
+
+
+def parse_redis_url(name: str, value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in {"redis", "rediss", "unix"}:
+        raise ImproperlyConfigured(
+            f"{name}={_redact(value)!r}: scheme must be redis://, rediss:// or unix://"
+        )
+    try:
+        parts.port  # noqa: B018 - validates the port
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"{name}={_redact(value)!r}: the port is not a number in 1..65535"
+        ) from None
+    db = parts.path.lstrip("/")
+    if parts.scheme != "unix" and db and not db.isdigit():
+        raise ImproperlyConfigured(
+            f"{name}={_redact(value)!r}: the database in the path must be a number"
+        )
+    return value
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":***@", 1)
+    return url
+
+
+ENV = Env(os.environ)

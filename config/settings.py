@@ -1,0 +1,189 @@
+"""Django settings, read from the environment and parsed strictly (see config/env.py).
+
+Variables: DATABASE_URL, REDIS_URL, SECRET_KEY, DEBUG, ALLOWED_HOSTS, ARTIFACTS_DIR
+(plus a few optional tuning knobs documented in README). There is no SQLite fallback:
+the local runner (``python -m config.devservices``) starts a real PostgreSQL and Redis
+from pip packages when DATABASE_URL / REDIS_URL are unset.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+from kombu import Queue
+
+from config.env import ENV, parse_database_url, parse_redis_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+DEBUG = ENV.bool("DEBUG", default=False)
+
+SECRET_KEY = ENV.raw("SECRET_KEY") or ""
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "SECRET_KEY is not set; it is required when DEBUG is off "
+            "(generate one with: python -c 'import secrets; print(secrets.token_urlsafe(50))')"
+        )
+    SECRET_KEY = "insecure-dev-key-only-used-with-DEBUG-on"
+elif not DEBUG and len(SECRET_KEY) < 50:
+    raise ImproperlyConfigured("SECRET_KEY must be at least 50 characters when DEBUG is off")
+
+ALLOWED_HOSTS = ENV.list(
+    "ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"] if DEBUG else []
+)
+if not DEBUG and not ALLOWED_HOSTS:
+    raise ImproperlyConfigured("ALLOWED_HOSTS must be set when DEBUG is off")
+
+_database_url = ENV.raw("DATABASE_URL")
+if not _database_url:
+    raise ImproperlyConfigured(
+        "DATABASE_URL is not set. Run through `make run` / `make test` (they start an "
+        "embedded PostgreSQL under ./var/) or set DATABASE_URL=postgres://user@host/db"
+    )
+DATABASES = {"default": parse_database_url("DATABASE_URL", _database_url)}
+DATABASES["default"]["TEST"] = {"NAME": ENV.raw("TEST_DATABASE_NAME") or None}
+
+_redis_url = ENV.raw("REDIS_URL")
+if not _redis_url:
+    raise ImproperlyConfigured(
+        "REDIS_URL is not set. Run through `make run` / `make test` (they start an "
+        "embedded Redis under ./var/) or set REDIS_URL=redis://host:6379/0"
+    )
+REDIS_URL = parse_redis_url("REDIS_URL", _redis_url)
+
+ARTIFACTS_DIR = ENV.path("ARTIFACTS_DIR", default=BASE_DIR / "var" / "artifacts")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "labelapp",
+    "frontend",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "frontend.middleware.ContentSecurityPolicyMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+ASGI_APPLICATION = "config.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "var" / "staticfiles"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+LOGIN_URL = "frontend:login"
+LOGIN_REDIRECT_URL = "frontend:projects"
+LOGOUT_REDIRECT_URL = "frontend:login"
+
+# Request bodies above this are refused with 400 (imports go through files/CLI).
+DATA_UPLOAD_MAX_MEMORY_SIZE = ENV.int(
+    "DATA_UPLOAD_MAX_MEMORY_SIZE", default=1024 * 1024, minimum=1024
+)
+
+# Security headers; with DEBUG off these satisfy `manage.py check --deploy`.
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
+if not DEBUG:
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_SSL_REDIRECT = ENV.bool("SECURE_SSL_REDIRECT", default=True)
+    SECURE_HSTS_SECONDS = ENV.int("SECURE_HSTS_SECONDS", default=31536000, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    if ENV.bool("TRUST_X_FORWARDED_PROTO", default=False):
+        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+CSRF_TRUSTED_ORIGINS = ENV.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+        "rest_framework.authentication.TokenAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "labelapp.api.pagination.IdCursorPagination",
+    "PAGE_SIZE": 100,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"]
+    + (["rest_framework.renderers.BrowsableAPIRenderer"] if DEBUG else []),
+    "EXCEPTION_HANDLER": "labelapp.api.errors.exception_handler",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Pairloop API",
+    "DESCRIPTION": "Pairwise preference labelling, reward models and rejection sampling.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# Celery: queues and routes are declared once here (config/celery.py reads them).
+CELERY_BROKER_URL = REDIS_URL
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_DEFAULT_QUEUE = "default"
+# "default": imports, exports, aggregation, lease reclaim. "gpu": reward-model
+# training and sampling rounds; its workers run with --concurrency 1 and
+# --prefetch-multiplier 1 so one job owns the accelerator at a time.
+CELERY_TASK_QUEUES = (Queue("default", routing_key="default"), Queue("gpu", routing_key="gpu"))
+CELERY_TASK_ROUTES = {"pairloop.gpu.*": {"queue": "gpu"}}
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    # Longer than the longest task time limit, so an unacked long job is not
+    # redelivered to a second worker while the first is still running it.
+    "visibility_timeout": 4 * 3600,
+}
+CELERY_TIMEZONE = "UTC"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": ENV.raw("LOG_LEVEL") or "INFO"},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
