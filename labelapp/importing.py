@@ -1,0 +1,565 @@
+"""Import prompts, responses and labelled pairs from JSON-lines files (``.gz`` too).
+
+Line formats (detected per line):
+
+* prompt: ``{"prompt": "..."}``, ``{"messages": [{"role", "content"}, ...]}``, or
+  MT-bench / arena-hard style ``{"question_id": ..., "turns": [...]}`` (first turn;
+  turns may be strings or ``{"content": ...}`` objects). ``question_id`` / ``uid``
+  become the prompt's ``external_id``.
+* response: ``{"prompt"|"messages": ..., "response": "..."}``, or an arena-hard
+  model answer ``{"question_id"|"uid": ..., "model_id": ..., "choices": [{"turns":
+  [{"content": ...}]}]}``, which joins to the prompt whose ``external_id`` equals
+  its ``question_id`` / ``uid`` (import the questions file first, or earlier in the
+  same command).
+* labelled pair: TRL ``{"prompt", "chosen", "rejected"}``; Anthropic HH
+  ``{"chosen", "rejected"}`` transcripts with ``\\n\\nHuman:`` / ``\\n\\nAssistant:``
+  turns; ``{"prompt"|"messages", "response_a", "response_b", "p_a", "strength"?}``.
+  Labels are stored as labels of the ``imported`` pseudo-annotator.
+
+All files of one call import in one transaction: a bad line aborts everything with an
+:class:`ImportFailed` naming the file, the line and the problem, and nothing is
+written. ``skip_invalid=True`` instead skips bad lines and reports each of them.
+Re-importing the same data adds nothing (natural keys + ON CONFLICT DO NOTHING).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from itertools import combinations
+from pathlib import Path
+
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.utils import timezone
+
+from labelapp.errors import ImportFailed
+from labelapp.models import (
+    Comparison,
+    Label,
+    Project,
+    Prompt,
+    Response,
+    content_hash,
+    text_hash,
+)
+
+IMPORTED_USERNAME = "imported"
+ROLES = {"system", "user", "assistant"}
+BATCH = 5000
+Progress = Callable[[float, str], None]
+
+Messages = list[dict[str, str]]
+
+
+class LineError(ValueError):
+    """A problem with one line; the caller adds the file and line number."""
+
+
+@dataclass
+class PromptRec:
+    messages: Messages
+    external_id: str = ""
+
+
+@dataclass
+class ResponseRec:
+    text: str
+    messages: Messages | None = None
+    external_id: str = ""
+    model_ref: str = ""
+
+
+@dataclass
+class PairRec:
+    messages: Messages
+    text_a: str
+    text_b: str
+    p_a: float
+    strength: int | None = None
+
+
+@dataclass
+class ImportResult:
+    lines: int = 0
+    created: dict[str, int] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        parts = [f"{self.lines} lines"]
+        parts += [f"{n} new {what}" for what, n in self.created.items()]
+        if self.skipped:
+            parts.append(f"{len(self.skipped)} invalid lines skipped")
+        return ", ".join(parts)
+
+
+# ---------------------------------------------------------------- parsing
+
+
+def _text(obj: dict, key: str, *, allow_empty: bool = False) -> str:
+    value = obj.get(key)
+    if not isinstance(value, str):
+        raise LineError(f"field {key!r} must be a string, got {type(value).__name__}")
+    if not allow_empty and not value.strip():
+        raise LineError(f"field {key!r} is empty")
+    return value
+
+
+def _messages(value: object, key: str) -> Messages:
+    if isinstance(value, str):
+        if not value.strip():
+            raise LineError(f"field {key!r} is empty")
+        return [{"role": "user", "content": value}]
+    if not isinstance(value, list) or not value:
+        raise LineError(f"field {key!r} must be a non-empty string or message list")
+    messages = []
+    for i, msg in enumerate(value):
+        if not isinstance(msg, dict):
+            raise LineError(f"{key}[{i}] must be an object with role and content")
+        role, content = msg.get("role"), msg.get("content")
+        if role not in ROLES:
+            raise LineError(f"{key}[{i}].role={role!r} is not one of {sorted(ROLES)}")
+        if not isinstance(content, str) or not content.strip():
+            raise LineError(f"{key}[{i}].content must be a non-empty string")
+        messages.append({"role": role, "content": content})
+    return messages
+
+
+def _prompt_messages(obj: dict) -> Messages:
+    if "messages" in obj:
+        return _messages(obj["messages"], "messages")
+    if "prompt" in obj:
+        return _messages(obj["prompt"], "prompt")
+    if "turns" in obj:
+        turns = obj["turns"]
+        if not isinstance(turns, list) or not turns:
+            raise LineError("field 'turns' must be a non-empty list")
+        first = turns[0]
+        if isinstance(first, dict):
+            first = first.get("content")
+        if not isinstance(first, str) or not first.strip():
+            raise LineError("turns[0] must be a non-empty string or {content}")
+        return [{"role": "user", "content": first}]
+    raise LineError("no prompt: expected 'prompt', 'messages' or 'turns'")
+
+
+def _external_id(obj: dict) -> str:
+    for key in ("question_id", "uid"):
+        if key in obj:
+            value = obj[key]
+            if not isinstance(value, (str, int)) or isinstance(value, bool):
+                raise LineError(f"field {key!r} must be a string or integer")
+            return str(value)
+    return ""
+
+
+_HUMAN, _ASSISTANT = "\n\nHuman:", "\n\nAssistant:"
+
+
+def _split_hh(transcript: str, key: str) -> tuple[str, str]:
+    """Split an HH transcript into (conversation prefix, final assistant reply)."""
+    cut = transcript.rfind(_ASSISTANT)
+    if cut < 0 or not transcript.lstrip("\n").startswith("Human:"):
+        raise LineError(f"field {key!r} is not a Human:/Assistant: transcript")
+    return transcript[:cut], transcript[cut + len(_ASSISTANT) :].strip()
+
+
+def _hh_messages(prefix: str) -> Messages:
+    messages: Messages = []
+    rest = prefix
+    while rest:
+        if rest.startswith(_HUMAN):
+            role, rest = "user", rest[len(_HUMAN) :]
+        elif rest.startswith(_ASSISTANT):
+            role, rest = "assistant", rest[len(_ASSISTANT) :]
+        else:
+            raise LineError("transcript turn does not start with Human: or Assistant:")
+        nxt = [i for i in (rest.find(_HUMAN), rest.find(_ASSISTANT)) if i >= 0]
+        end = min(nxt) if nxt else len(rest)
+        content = rest[:end].strip()
+        if not content:
+            raise LineError(f"an empty {role} turn in the transcript")
+        messages.append({"role": role, "content": content})
+        rest = rest[end:]
+    if not messages or messages[-1]["role"] != "user":
+        raise LineError("the transcript must end with a Human turn before the reply")
+    return messages
+
+
+def _strength(obj: dict) -> int | None:
+    value = obj.get("strength")
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 4:
+        raise LineError(f"field 'strength'={value!r} must be an integer in 1..4")
+    return value
+
+
+def parse_record(obj: object) -> PromptRec | ResponseRec | PairRec:
+    if not isinstance(obj, dict):
+        raise LineError(f"expected a JSON object, got {type(obj).__name__}")
+    if "chosen" in obj or "rejected" in obj:
+        chosen, rejected = _text(obj, "chosen"), _text(obj, "rejected")
+        if "prompt" in obj or "messages" in obj:
+            messages = _prompt_messages(obj)
+            a, b = chosen.strip(), rejected.strip()
+        else:
+            prefix_a, a = _split_hh(chosen, "chosen")
+            prefix_b, b = _split_hh(rejected, "rejected")
+            if prefix_a != prefix_b:
+                raise LineError(
+                    "chosen and rejected transcripts differ before their final "
+                    "Assistant reply, so they are not a pair over one conversation"
+                )
+            messages = _hh_messages(prefix_a)
+        for key, value in (("chosen", a), ("rejected", b)):
+            if not value:
+                raise LineError(f"the {key} response is empty")
+        if a == b:
+            raise LineError("chosen and rejected responses are identical")
+        return PairRec(messages, a, b, 1.0, _strength(obj))
+    if "response_a" in obj or "response_b" in obj:
+        a, b = _text(obj, "response_a"), _text(obj, "response_b")
+        if a == b:
+            raise LineError("response_a and response_b are identical")
+        p_a = obj.get("p_a")
+        if not isinstance(p_a, (int, float)) or isinstance(p_a, bool):
+            raise LineError(f"field 'p_a'={p_a!r} must be a number in [0, 1]")
+        if not 0.0 <= float(p_a) <= 1.0:
+            raise LineError(f"field 'p_a'={p_a!r} is outside [0, 1]")
+        return PairRec(_prompt_messages(obj), a, b, float(p_a), _strength(obj))
+    if "response" in obj:
+        return ResponseRec(_text(obj, "response"), messages=_prompt_messages(obj))
+    if "choices" in obj:
+        ext = _external_id(obj)
+        if not ext:
+            raise LineError("a model answer needs 'question_id' or 'uid' to join on")
+        choices = obj["choices"]
+        try:
+            text = choices[0]["turns"][0]["content"]
+        except (TypeError, KeyError, IndexError):
+            raise LineError("expected choices[0].turns[0].content") from None
+        if not isinstance(text, str) or not text.strip():
+            raise LineError("choices[0].turns[0].content is empty")
+        model = obj.get("model_id") or obj.get("model") or ""
+        return ResponseRec(text, external_id=ext, model_ref=str(model))
+    return PromptRec(_prompt_messages(obj), _external_id(obj))
+
+
+def _open(path: Path) -> Iterable[str]:
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8")
+    return path.open(encoding="utf-8")
+
+
+def read_records(
+    path: Path, *, skip_invalid: bool = False, skipped: list[str] | None = None
+) -> Iterator[tuple[int, PromptRec | ResponseRec | PairRec]]:
+    """Yield (line number, record); raise ImportFailed naming the file and line."""
+    try:
+        handle = _open(path)
+    except OSError as exc:
+        raise ImportFailed(f"{path}: cannot open: {exc.strerror or exc}") from None
+    with handle as lines:
+        try:
+            for lineno, line in enumerate(lines, 1):
+                if not line.strip():
+                    continue
+                try:
+                    try:
+                        obj = json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        raise LineError(
+                            f"invalid JSON: {exc.msg} at column {exc.colno}"
+                        ) from None
+                    yield lineno, parse_record(obj)
+                except LineError as exc:
+                    message = f"{path}, line {lineno}: {exc}"
+                    if not skip_invalid:
+                        raise ImportFailed(message) from None
+                    if skipped is not None:
+                        skipped.append(message)
+        except (UnicodeDecodeError, EOFError, gzip.BadGzipFile) as exc:
+            raise ImportFailed(f"{path}: unreadable: {exc}") from None
+
+
+# ---------------------------------------------------------------- writing
+
+
+def imported_annotator():
+    user_model = get_user_model()
+    user, created = user_model.objects.get_or_create(
+        username=IMPORTED_USERNAME, defaults={"is_active": False}
+    )
+    if created:
+        user.set_unusable_password()
+        user.save(update_fields=["password"])
+    return user
+
+
+def _chunks(items: list, size: int = BATCH) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def import_files(
+    *,
+    project: Project,
+    paths: list[Path],
+    skip_invalid: bool = False,
+    make_pairs: bool = False,
+    max_pairs_per_prompt: int = 6,
+    progress: Progress | None = None,
+    rng: random.Random | None = None,
+) -> ImportResult:
+    """Import every file into ``project`` atomically; see the module docstring."""
+    rng = rng or random.Random()
+    result = ImportResult()
+    records: list[tuple[str, PromptRec | ResponseRec | PairRec]] = []
+    for path in paths:
+        for lineno, record in read_records(
+            Path(path), skip_invalid=skip_invalid, skipped=result.skipped
+        ):
+            records.append((f"{path}, line {lineno}", record))
+            if progress and len(records) % 20000 == 0:
+                progress(0.0, f"read {len(records):,} lines")
+    result.lines = len(records)
+
+    with transaction.atomic():
+        # Serialise imports into one project: two concurrent imports of the same
+        # file would otherwise both see "missing" rows and race on the inserts.
+        Project.objects.select_for_update().get(pk=project.pk)
+        counts_before = _counts(project)
+        prompt_ids = _write_prompts(project, records, progress)
+        response_ids = _write_responses(
+            project, records, prompt_ids, skip_invalid, result
+        )
+        _write_pairs(project, records, prompt_ids, response_ids, rng, progress)
+        if make_pairs:
+            _make_pairs(project, set(prompt_ids.values()), max_pairs_per_prompt, rng)
+        counts_after = _counts(project)
+    result.created = {k: counts_after[k] - counts_before[k] for k in counts_after}
+    if progress:
+        progress(1.0, result.summary())
+    return result
+
+
+def _counts(project: Project) -> dict[str, int]:
+    return {
+        "prompts": Prompt.objects.filter(project=project).count(),
+        "responses": Response.objects.filter(prompt__project=project).count(),
+        "comparisons": Comparison.objects.filter(project=project).count(),
+        "labels": Label.objects.filter(comparison__project=project).count(),
+    }
+
+
+def _write_prompts(
+    project: Project, records: list, progress: Progress | None
+) -> dict[str, int]:
+    """Insert every conversation once; return content hash → prompt id."""
+    wanted: dict[str, Prompt] = {}
+    for _, rec in records:
+        messages = getattr(rec, "messages", None)
+        if messages is None:
+            continue
+        digest = content_hash(messages)
+        if digest not in wanted:
+            wanted[digest] = Prompt(
+                project=project,
+                messages=messages,
+                content_hash=digest,
+                external_id=getattr(rec, "external_id", "") or "",
+            )
+    rows = list(wanted.values())
+    for i, chunk in enumerate(_chunks(rows)):
+        Prompt.objects.bulk_create(chunk, ignore_conflicts=True)
+        if progress:
+            done = min(len(rows), (i + 1) * BATCH)
+            progress(
+                0.5 * done / max(1, len(rows)), f"prompts {done:,} / {len(rows):,}"
+            )
+    ids: dict[str, int] = {}
+    hashes = list(wanted)
+    for chunk in _chunks(hashes, 20000):
+        ids.update(
+            Prompt.objects.filter(project=project, content_hash__in=chunk).values_list(
+                "content_hash", "id"
+            )
+        )
+    return ids
+
+
+def _write_responses(
+    project: Project,
+    records: list,
+    prompt_ids: dict[str, int],
+    skip_invalid: bool,
+    result: ImportResult,
+) -> dict[tuple[int, str], int]:
+    """Insert responses (single and pair texts); return (prompt id, hash) → id."""
+    external: dict[str, int] = {}
+    needed_ext = {r.external_id for _, r in records if isinstance(r, ResponseRec)}
+    needed_ext.discard("")
+    if needed_ext:
+        for chunk in _chunks(sorted(needed_ext), 20000):
+            external.update(
+                Prompt.objects.filter(project=project, external_id__in=chunk)
+                .order_by("id")
+                .values_list("external_id", "id")
+            )
+    wanted: dict[tuple[int, str], Response] = {}
+
+    def add(prompt_id: int, text: str, model_ref: str = "") -> None:
+        key = (prompt_id, text_hash(text))
+        if key not in wanted:
+            wanted[key] = Response(
+                prompt_id=prompt_id,
+                text=text,
+                text_hash=key[1],
+                origin=Response.Origin.IMPORT,
+                model_ref=model_ref,
+            )
+
+    for where, rec in records:
+        if isinstance(rec, ResponseRec):
+            if rec.messages is not None:
+                prompt_id = prompt_ids[content_hash(rec.messages)]
+            else:
+                found = external.get(rec.external_id)
+                if found is None:
+                    message = (
+                        f"{where}: no prompt with question_id/uid "
+                        f"{rec.external_id!r} in project {project.name!r}; import "
+                        "the questions file first (or before the answers in the "
+                        "same command)"
+                    )
+                    if not skip_invalid:
+                        raise ImportFailed(message)
+                    result.skipped.append(message)
+                    continue
+                prompt_id = found
+            add(prompt_id, rec.text, rec.model_ref)
+        elif isinstance(rec, PairRec):
+            prompt_id = prompt_ids[content_hash(rec.messages)]
+            add(prompt_id, rec.text_a)
+            add(prompt_id, rec.text_b)
+    for chunk in _chunks(list(wanted.values())):
+        Response.objects.bulk_create(chunk, ignore_conflicts=True)
+    ids: dict[tuple[int, str], int] = {}
+    keys = list(wanted)
+    for chunk in _chunks(keys, 20000):
+        found = Response.objects.filter(
+            prompt_id__in={k[0] for k in chunk}, text_hash__in={k[1] for k in chunk}
+        ).values_list("prompt_id", "text_hash", "id")
+        ids.update({(p, h): i for p, h, i in found})
+    return ids
+
+
+def _choice_for(p_a: float) -> str:
+    return "a" if p_a > 0.5 else "b" if p_a < 0.5 else "tie"
+
+
+def _write_pairs(
+    project: Project,
+    records: list,
+    prompt_ids: dict[str, int],
+    response_ids: dict[tuple[int, str], int],
+    rng: random.Random,
+    progress: Progress | None,
+) -> None:
+    pairs = [rec for _, rec in records if isinstance(rec, PairRec)]
+    if not pairs:
+        return
+    annotator = imported_annotator()
+    now = timezone.now()
+    comparisons: dict[tuple[int, int], Comparison] = {}
+    label_p: dict[tuple[int, int], tuple[float, int | None]] = {}
+    for rec in pairs:
+        prompt_id = prompt_ids[content_hash(rec.messages)]
+        a = response_ids[(prompt_id, text_hash(rec.text_a))]
+        b = response_ids[(prompt_id, text_hash(rec.text_b))]
+        p_a = rec.p_a
+        if a > b:  # canonical orientation: lower response id is A
+            a, b, p_a = b, a, 1.0 - p_a
+        if (a, b) in comparisons:
+            continue
+        choice = _choice_for(p_a)
+        comparisons[(a, b)] = Comparison(
+            project=project,
+            prompt_id=prompt_id,
+            response_a_id=a,
+            response_b_id=b,
+            origin=Comparison.Origin.IMPORT,
+            labels_required=1,
+            labels_count=1,
+            status=Comparison.Status.COMPLETE,
+            random_key=rng.random(),
+            p_a=p_a,
+            majority=choice,
+            agreement=1.0,
+            mean_strength=rec.strength,
+            completed_at=now,
+        )
+        label_p[(a, b)] = (p_a, rec.strength)
+    rows = list(comparisons.values())
+    for chunk in _chunks(rows):
+        Comparison.objects.bulk_create(chunk, ignore_conflicts=True)
+    comparison_ids: dict[tuple[int, int], int] = {}
+    keys = list(comparisons)
+    for chunk in _chunks(keys, 20000):
+        found = Comparison.objects.filter(
+            response_a_id__in={k[0] for k in chunk},
+            response_b_id__in={k[1] for k in chunk},
+        ).values_list("response_a_id", "response_b_id", "id")
+        comparison_ids.update({(a, b): i for a, b, i in found if (a, b) in label_p})
+    labels = [
+        Label(
+            comparison_id=comparison_ids[key],
+            annotator=annotator,
+            choice=_choice_for(p_a),
+            strength=strength,
+            p_a=p_a,
+            source=Label.Source.IMPORTED,
+            review_state=Label.ReviewState.ACCEPTED,
+        )
+        for key, (p_a, strength) in label_p.items()
+    ]
+    for i, chunk in enumerate(_chunks(labels)):
+        Label.objects.bulk_create(chunk, ignore_conflicts=True)
+        if progress:
+            done = min(len(labels), (i + 1) * BATCH)
+            progress(
+                0.5 + 0.5 * done / len(labels), f"pairs {done:,} / {len(labels):,}"
+            )
+
+
+def _make_pairs(
+    project: Project, prompt_ids: set[int], max_per_prompt: int, rng: random.Random
+) -> None:
+    """Open comparisons among each prompt's responses, for annotators to label."""
+    by_prompt: dict[int, list[int]] = {}
+    for prompt_id, response_id in Response.objects.filter(
+        prompt_id__in=prompt_ids
+    ).values_list("prompt_id", "id"):
+        by_prompt.setdefault(prompt_id, []).append(response_id)
+    rows = []
+    for prompt_id, response_ids in by_prompt.items():
+        pairs = list(combinations(sorted(response_ids), 2))
+        rng.shuffle(pairs)
+        for a, b in pairs[:max_per_prompt]:
+            rows.append(
+                Comparison(
+                    project=project,
+                    prompt_id=prompt_id,
+                    response_a_id=a,
+                    response_b_id=b,
+                    origin=Comparison.Origin.IMPORT,
+                    labels_required=project.overlap,
+                    random_key=rng.random(),
+                )
+            )
+    for chunk in _chunks(rows):
+        Comparison.objects.bulk_create(chunk, ignore_conflicts=True)

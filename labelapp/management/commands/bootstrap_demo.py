@@ -1,0 +1,58 @@
+"""First-run set-up for `make run`: accounts and a demo project, created once."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+from django.db import transaction
+
+from labelapp.importing import import_files
+from labelapp.models import Membership, Project
+
+DEMO_FILE = Path(__file__).resolve().parents[2] / "demo" / "demo.jsonl"
+DEMO_PROJECT = "Demo: helpful answers"
+
+
+class Command(BaseCommand):
+    help = "Create an admin, an annotator and a demo project on first run (idempotent)."
+
+    def handle(self, *args: object, **options: object) -> None:
+        user_model = get_user_model()
+        if user_model.objects.filter(is_superuser=True).exists():
+            self.stdout.write("accounts exist already; skipping first-run set-up")
+            return
+        admin_password = secrets.token_urlsafe(12)
+        annotator_password = secrets.token_urlsafe(12)
+        with transaction.atomic():
+            admin = user_model.objects.create_superuser(
+                "admin", "admin@example.com", admin_password
+            )
+            annotator = user_model.objects.create_user(
+                "annotator", "annotator@example.com", annotator_password
+            )
+            project, _ = Project.objects.get_or_create(
+                name=DEMO_PROJECT,
+                defaults={
+                    "overlap": 1,
+                    "retrain_threshold": 5,
+                    "guidelines": (
+                        "Pick the response that is **more helpful, correct and "
+                        "honest**. Use *Tie* when they are equally good and *Both "
+                        "bad* when neither is acceptable."
+                    ),
+                },
+            )
+            Membership.objects.get_or_create(
+                project=project, user=admin, defaults={"role": Membership.Role.ADMIN}
+            )
+            Membership.objects.get_or_create(project=project, user=annotator)
+            import_files(project=project, paths=[DEMO_FILE], make_pairs=True)
+        self.stdout.write(
+            "\nFirst run: accounts created (shown only this once)\n"
+            f"  admin:     admin / {admin_password}\n"
+            f"  annotator: annotator / {annotator_password}\n"
+            f"  demo project: {project.name!r} (id {project.pk})\n"
+        )

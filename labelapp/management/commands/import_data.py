@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import transaction
+
+from labelapp.errors import ImportFailed
+from labelapp.importing import import_files
+from labelapp.models import Project
+
+
+class Command(BaseCommand):
+    help = (
+        "Import prompts, responses and labelled pairs from JSON-lines files (.gz too) "
+        "into a project, atomically. See labelapp/importing.py for the formats."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("files", nargs="+", type=Path)
+        parser.add_argument(
+            "--project", required=True, help="project name (created if new)"
+        )
+        parser.add_argument(
+            "--skip-invalid",
+            action="store_true",
+            help="skip (and list) invalid lines instead of aborting the import",
+        )
+        parser.add_argument(
+            "--make-pairs",
+            action="store_true",
+            help="open comparisons among each imported prompt's responses",
+        )
+
+    def handle(self, *args: object, **options: object) -> None:
+        last = [-1.0]
+
+        def progress(fraction: float, message: str) -> None:
+            if fraction - last[0] >= 0.05 or fraction >= 1.0:
+                last[0] = fraction
+                self.stderr.write(f"[{fraction:4.0%}] {message}")
+
+        try:
+            # The project is created in the same transaction: a failed import of a
+            # new project leaves no empty project behind.
+            with transaction.atomic():
+                project, created = Project.objects.get_or_create(
+                    name=options["project"]
+                )
+                result = import_files(
+                    project=project,
+                    paths=options["files"],
+                    skip_invalid=options["skip_invalid"],
+                    make_pairs=options["make_pairs"],
+                    progress=progress,
+                )
+        except ImportFailed as exc:
+            raise CommandError(f"{exc}\nnothing was imported") from None
+        if created:
+            self.stderr.write(f"created project {project.name!r} (id {project.pk})")
+        for message in result.skipped:
+            self.stderr.write(f"skipped: {message}")
+        self.stdout.write(f"project {project.pk} {project.name!r}: {result.summary()}")
