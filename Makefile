@@ -3,6 +3,10 @@
 #               REDIS_URL are unset, migrate, first-run set-up, web + worker + beat
 #   make test   install if needed, ruff check, ruff format --check, pytest
 
+# Local runs and tests are development mode unless the caller says otherwise;
+# production settings (DEBUG=0) are exercised by docker-compose and a deploy test.
+export DEBUG ?= 1
+
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 VPY := $(VENV)/bin/python
