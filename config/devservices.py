@@ -330,6 +330,10 @@ def _run_all(env: dict[str, str], host: str, port: int) -> int:
     return exit_code
 
 
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m config.devservices")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -345,8 +349,10 @@ def main(argv: list[str] | None = None) -> int:
         base.setdefault("DEBUG", "1")
     if not base.get("SECRET_KEY") and base.get("DEBUG", "").lower() in {"1", "true"}:
         base["SECRET_KEY"] = _dev_secret_key()
-    # Ctrl-C must reach the children first; the runner stops services afterwards.
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
+    # Ctrl-C (or SIGTERM) stops the children first, then the services. SIGINT is
+    # set explicitly: a shell starting us in the background leaves it ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         with services(base) as env:
             if args.command == "exec":

@@ -54,3 +54,71 @@ def test_set_variables_start_nothing(monkeypatch, tmp_path):
         assert env["REDIS_URL"] == given["REDIS_URL"]
     assert not (tmp_path / "postgres").exists()
     assert not (tmp_path / "redis").exists()
+
+
+def _wait_http(url: str, timeout: float) -> int:
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            return httpx.get(url, timeout=2).status_code
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    raise AssertionError(f"{url} did not answer within {timeout} s")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_run_serves_the_app_and_ctrl_c_stops_everything(tmp_path):
+    """`make run`'s runner: embedded services, migrate, first-run accounts and demo,
+    web + worker + beat; SIGINT stops every process; a second run reuses ./var."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import psutil
+
+    from tests.conftest import ROOT
+
+    web_port, pg_port, redis_port = _free_port(), _free_port(), _free_port()
+    env = {
+        k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}
+    }
+    env.update(
+        PAIRLOOP_VAR_DIR=str(tmp_path),
+        PAIRLOOP_PG_PORT=str(pg_port),
+        PAIRLOOP_REDIS_PORT=str(redis_port),
+        DEBUG="1",
+    )
+    cmd = [sys.executable, "-m", "config.devservices", "run", "--port", str(web_port)]
+
+    def run_once() -> str:
+        log = tmp_path / "run.log"
+        with log.open("w") as out:
+            proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=out)
+        try:
+            status = _wait_http(f"http://127.0.0.1:{web_port}/admin/login/", 180)
+            assert status == 200
+            children = psutil.Process(proc.pid).children(recursive=True)
+            names = " ".join(" ".join(c.cmdline()) for c in children)
+            assert "runserver" in names and "worker" in names and "beat" in names
+        finally:
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(60) == 0  # a clean stop
+        for child in children:
+            assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
+        for port in (web_port, pg_port, redis_port):
+            with socket.socket() as sock:
+                assert sock.connect_ex(("127.0.0.1", port)) != 0, port
+        return log.read_text()
+
+    first = run_once()
+    assert "admin:     admin / " in first and "annotator: annotator / " in first
+    assert "demo project: 'Demo: helpful answers'" in first
+    second = run_once()
+    assert "accounts exist already" in second
+    assert "admin:     admin / " not in second
