@@ -194,3 +194,25 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": ENV.raw("LOG_LEVEL") or "INFO"},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# Jobs: a running job whose worker has not heartbeat for this long is requeued (or
+# failed after PAIRLOOP_JOB_MAX_ATTEMPTS) by the periodic reaper.
+PAIRLOOP_JOB_STALE_SECONDS = ENV.int(
+    "PAIRLOOP_JOB_STALE_SECONDS", default=120, minimum=2
+)
+PAIRLOOP_JOB_HEARTBEAT_SECONDS = ENV.int(
+    "PAIRLOOP_JOB_HEARTBEAT_SECONDS", default=5, minimum=1
+)
+PAIRLOOP_JOB_MAX_ATTEMPTS = ENV.int("PAIRLOOP_JOB_MAX_ATTEMPTS", default=3, minimum=1)
+_beat_every = ENV.int("PAIRLOOP_BEAT_SECONDS", default=30, minimum=1)
+CELERY_BEAT_SCHEDULE = {
+    "reap-stale-jobs": {"task": "pairloop.jobs.reap_stale", "schedule": _beat_every},
+    "reclaim-expired-leases": {
+        "task": "pairloop.leases.reclaim",
+        "schedule": _beat_every,
+    },
+    "check-retrain-triggers": {
+        "task": "pairloop.loop.check_triggers",
+        "schedule": _beat_every,
+    },
+}

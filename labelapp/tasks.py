@@ -1,1 +1,62 @@
-"""Celery tasks: thin wrappers that take ids and call services."""
+"""Celery tasks: thin wrappers that take ids, claim the job row and call a service.
+
+Every task is named explicitly, acks late and is rejected (so redelivered) when its
+worker is lost; retries with backoff are for transient infrastructure errors only
+(database or broker connections), never for bad data or bugs.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+
+from celery import shared_task
+from django.db import InterfaceError, OperationalError
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from labelapp import jobs
+
+TRANSIENT = (OperationalError, InterfaceError, RedisConnectionError)
+COMMON = {
+    "acks_late": True,
+    "reject_on_worker_lost": True,
+    "autoretry_for": TRANSIENT,
+    "retry_backoff": 5,
+    "retry_backoff_max": 120,
+    "retry_jitter": True,
+    "max_retries": 5,
+}
+GPU_LIMITS = {"soft_time_limit": 3 * 3600, "time_limit": 3 * 3600 + 300}
+DEFAULT_LIMITS = {"soft_time_limit": 1800, "time_limit": 1900}
+
+
+def _worker_id() -> str:
+    # Unique per run: a requeued job picked up by the same process is a new owner.
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+@shared_task(name="pairloop.gpu.train_reward_model", **COMMON, **GPU_LIMITS)
+def train_reward_model(job_id: int) -> None:
+    from labelapp.loop import reward_model_train
+
+    jobs.job_run(job_id=job_id, worker=_worker_id(), service=reward_model_train)
+
+
+@shared_task(name="pairloop.gpu.run_round", **COMMON, **GPU_LIMITS)
+def run_round(job_id: int) -> None:
+    from labelapp.loop import round_run
+
+    jobs.job_run(job_id=job_id, worker=_worker_id(), service=round_run)
+
+
+@shared_task(name="pairloop.jobs.reap_stale", **COMMON, **DEFAULT_LIMITS)
+def reap_stale_jobs() -> dict[str, int]:
+    return jobs.jobs_reap_stale()
+
+
+@shared_task(name="pairloop.loop.check_triggers", **COMMON, **DEFAULT_LIMITS)
+def check_triggers(project_id: int | None = None) -> int:
+    from labelapp.loop import training_maybe_trigger
+
+    return training_maybe_trigger(project_id=project_id)
