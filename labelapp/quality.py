@@ -27,6 +27,7 @@ import statistics
 from collections import Counter, defaultdict
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import groupby
 from typing import Any, Literal
 
 from django.db import transaction
@@ -87,58 +88,84 @@ def units_from_observations(
 # ---------------------------------------------------------------------------
 
 
+class AgreementAccumulator:
+    """Single-pass Krippendorff's alpha (nominal) and pairwise percent agreement.
+
+    Feed it one unit (comparison) at a time; it keeps only per-category totals, so
+    agreement over millions of labels streams from the database in constant memory.
+
+    Alpha in coincidence-matrix form (Krippendorff 2011, section A):
+    o_ck = Σ_u Σ_{i≠j} [v_i=c][v_j=k] / (m_u − 1), n_c = Σ_k o_ck, n = Σ_c n_c,
+    α = 1 − (n − 1)·Σ_{c≠k} o_ck / Σ_{c≠k} n_c·n_k. Units with fewer than two values
+    are unpairable and contribute nothing.
+    """
+
+    def __init__(self) -> None:
+        self.disagree_obs = 0.0  # Σ_{c≠k} o_ck
+        self.n_c: Counter[Hashable] = Counter()  # pairable values per category
+        self.pairs_agree = 0  # unordered label pairs within a unit that agree
+        self.pairs_total = 0
+        self.units = 0  # units with at least one value
+        self.pairable_units = 0
+        self.values = 0  # all values, pairable or not
+
+    def add(self, unit: Iterable[Hashable | None]) -> None:
+        counts = Counter(v for v in unit if v is not None)
+        m = sum(counts.values())
+        if m == 0:
+            return
+        self.units += 1
+        self.values += m
+        if m < 2:
+            return
+        self.pairable_units += 1
+        sq = sum(c * c for c in counts.values())
+        # Ordered pairs (i, j), i ≠ j, with different values: m² − Σ count².
+        self.disagree_obs += (m * m - sq) / (m - 1)
+        # Each pairable value adds exactly 1 to its category's marginal.
+        self.n_c.update(counts)
+        self.pairs_agree += (sq - m) // 2
+        self.pairs_total += m * (m - 1) // 2
+
+    def alpha(self) -> float | None:
+        """``None`` when undefined: no pairable values, or only one category used
+        (expected disagreement 0)."""
+        n = sum(self.n_c.values())
+        if n < 2:
+            return None
+        # Σ_{c≠k} n_c n_k = n² − Σ n_c².
+        disagree_exp = n * n - sum(c * c for c in self.n_c.values())
+        if disagree_exp == 0:
+            return None
+        return 1.0 - (n - 1) * self.disagree_obs / disagree_exp
+
+    def pairwise(self) -> float | None:
+        return self.pairs_agree / self.pairs_total if self.pairs_total else None
+
+
+def _accumulate(units: Iterable[Iterable[Hashable | None]]) -> AgreementAccumulator:
+    acc = AgreementAccumulator()
+    for unit in units:
+        acc.add(unit)
+    return acc
+
+
 def krippendorff_alpha_nominal(
     units: Iterable[Iterable[Hashable | None]],
 ) -> float | None:
     """Krippendorff's alpha for nominal data with missing values.
 
     ``units`` holds one iterable per unit (comparison) with the value each coder gave,
-    ``None`` where a coder gave none; the coder identity does not matter for alpha, so
-    a unit may also just list the values it received. Units with fewer than two values
-    are unpairable and ignored (Krippendorff 2011, section A).
-
-    Returns ``None`` when alpha is undefined: no pairable values, or every pairable
-    value is the same category (expected disagreement 0).
-
-    Coincidence-matrix form: o_ck = Σ_u Σ_{i≠j} [v_i=c][v_j=k] / (m_u − 1),
-    n_c = Σ_k o_ck, n = Σ_c n_c, and α = 1 − (n − 1)·Σ_{c≠k} o_ck / Σ_{c≠k} n_c·n_k.
+    ``None`` where a coder gave none; coder identity does not matter for alpha, so a
+    unit may also just list the values it received. See ``AgreementAccumulator``.
     """
-    disagree_obs = 0.0  # Σ_{c≠k} o_ck
-    n_c: Counter[Hashable] = Counter()
-    for unit in units:
-        values = [v for v in unit if v is not None]
-        m = len(values)
-        if m < 2:
-            continue
-        counts = Counter(values)
-        # Ordered pairs (i, j), i ≠ j, with different values: m² − Σ count².
-        unequal_pairs = m * m - sum(c * c for c in counts.values())
-        disagree_obs += unequal_pairs / (m - 1)
-        # Each pairable value contributes exactly 1 to its category's marginal.
-        n_c.update(counts)
-    n = sum(n_c.values())
-    if n < 2:
-        return None
-    # Σ_{c≠k} n_c n_k = n² − Σ n_c².
-    disagree_exp = n * n - sum(c * c for c in n_c.values())
-    if disagree_exp == 0:
-        return None
-    return 1.0 - (n - 1) * disagree_obs / disagree_exp
+    return _accumulate(units).alpha()
 
 
 def pairwise_agreement(units: Iterable[Iterable[Hashable | None]]) -> float | None:
     """Percent agreement: the share of coder pairs within a unit that gave the same
     value, pooled over all units (each unordered pair of labels counts once)."""
-    agree = total = 0
-    for unit in units:
-        values = [v for v in unit if v is not None]
-        m = len(values)
-        if m < 2:
-            continue
-        counts = Counter(values)
-        agree += sum(c * (c - 1) // 2 for c in counts.values())
-        total += m * (m - 1) // 2
-    return agree / total if total else None
+    return _accumulate(units).pairwise()
 
 
 def annotator_pair_agreement(
@@ -504,7 +531,11 @@ def diversity_trend(
 
 
 def label_observations(
-    *, project: Project, round_number: int | None = None, include_rejected: bool = True
+    *,
+    project: Project,
+    round_number: int | None = None,
+    include_rejected: bool = True,
+    gold_only: bool = False,
 ) -> list[LabelObs]:
     """The project's labels as ``LabelObs``, read in chunks. A list is fine here: the
     agreement functions need all labels of a unit together, and a LabelObs is small
@@ -514,6 +545,8 @@ def label_observations(
         qs = qs.filter(comparison__round__number=round_number)
     if not include_rejected:
         qs = qs.exclude(review_state=Label.ReviewState.REJECTED)
+    if gold_only:
+        qs = qs.filter(comparison__is_gold=True)
     rows = qs.values_list(
         "comparison_id",
         "annotator_id",
@@ -550,37 +583,66 @@ def label_observations(
     ]
 
 
+def _summary(acc: AgreementAccumulator, coders: set, both_bad: BothBad) -> dict:
+    return {
+        "alpha": acc.alpha(),
+        "pairwise_agreement": acc.pairwise(),
+        "n_units": acc.units,
+        "n_multi_units": acc.pairable_units,
+        "n_labels": acc.values,
+        "n_annotators": len(coders),
+        "both_bad": both_bad,
+    }
+
+
 def agreement_summary(
     observations: Iterable[LabelObs], *, both_bad: BothBad = "category"
 ) -> dict[str, Any]:
     """Alpha and pairwise agreement over non-rejected labels (pure)."""
     kept = [o for o in observations if not o.rejected]
-    units = units_from_observations(kept, both_bad=both_bad)
-    return {
-        "alpha": krippendorff_alpha_nominal(units),
-        "pairwise_agreement": pairwise_agreement(units),
-        "n_units": sum(1 for u in units if u),
-        "n_multi_units": sum(1 for u in units if len(u) >= 2),
-        "n_labels": sum(len(u) for u in units),
-        "n_annotators": len({o.coder for o in kept}),
-        "both_bad": both_bad,
-    }
+    acc = _accumulate(units_from_observations(kept, both_bad=both_bad))
+    return _summary(acc, {o.coder for o in kept}, both_bad)
 
 
 def project_agreement(
     *, project: Project, both_bad: BothBad = "category"
 ) -> dict[str, Any]:
-    """Alpha and pairwise agreement for the whole project and per round (rounds by
-    number; comparisons outside any round, e.g. imports, appear under ``None``)."""
-    obs = label_observations(project=project, include_rejected=False)
-    by_round: dict[int | None, list[LabelObs]] = defaultdict(list)
-    for o in obs:
-        by_round[o.round].append(o)
+    """Alpha and pairwise agreement (non-rejected labels) for the whole project and
+    per round (by number; comparisons outside any round, e.g. imports, appear under
+    ``None``).
+
+    Streams the labels ordered by comparison and feeds one comparison at a time to
+    accumulators, so memory does not grow with the project (exports call this for
+    their dataset card)."""
+    qs = Label.objects.filter(comparison__project=project).exclude(
+        review_state=Label.ReviewState.REJECTED
+    )
+    if both_bad == "exclude":
+        qs = qs.exclude(choice=Choice.BOTH_BAD)
+    rows = (
+        qs.order_by("comparison_id")
+        .values_list(
+            "comparison_id", "comparison__round__number", "choice", "annotator_id"
+        )
+        .iterator(chunk_size=_CHUNK)
+    )
+    total = AgreementAccumulator()
+    coders: set[int] = set()
+    per_round: dict[int | None, AgreementAccumulator] = {}
+    round_coders: dict[int | None, set[int]] = defaultdict(set)
+    for (_cid, rnd), unit_rows in groupby(rows, key=lambda r: (r[0], r[1])):
+        values = []
+        for *_, choice, uid in unit_rows:
+            values.append(choice)
+            coders.add(uid)
+            round_coders[rnd].add(uid)
+        total.add(values)
+        per_round.setdefault(rnd, AgreementAccumulator()).add(values)
     return {
-        **agreement_summary(obs, both_bad=both_bad),
+        **_summary(total, coders, both_bad),
         "rounds": [
-            {"round": r, **agreement_summary(by_round[r], both_bad=both_bad)}
-            for r in sorted(by_round, key=lambda r: (r is not None, r or 0))
+            {"round": r, **_summary(per_round[r], round_coders[r], both_bad)}
+            for r in sorted(per_round, key=lambda r: (r is not None, r or 0))
         ],
     }
 
@@ -627,11 +689,15 @@ def annotator_stats(
     ]
 
 
+def _gold_for_project(project: Project) -> dict[Hashable, dict[str, Any]]:
+    return gold_accuracy(
+        o for o in label_observations(project=project, gold_only=True) if o.gold_choice
+    )
+
+
 def annotators_flagged(*, project: Project) -> list[int]:
     """User ids under the project's gold accuracy bar (see ``gold_flagged``)."""
-    gold = gold_accuracy(
-        o for o in label_observations(project=project) if o.gold_choice
-    )
+    gold = _gold_for_project(project)
     return [
         int(uid)
         for uid in gold_flagged(
@@ -645,14 +711,17 @@ def annotators_flagged(*, project: Project) -> list[int]:
 def annotators_flag_and_pause(*, project: Project) -> list[int]:
     """Service: flag annotators below the gold bar and, when the project says so,
     pause their memberships (paused annotators get no new comparisons; existing
-    labels stay). Returns the ids of the memberships paused by this call; already
-    paused members are left alone so an admin's own pause reason is kept."""
-    flagged = annotators_flagged(project=project)
-    if not flagged or not project.pause_flagged_annotators:
+    labels stay). Returns the ids of the users paused by this call; already paused
+    members are left alone so an admin's own pause reason is kept. Annotators without
+    a membership (imported labels) have nothing to pause."""
+    if not project.pause_flagged_annotators:
         return []
-    gold = gold_accuracy(
-        o for o in label_observations(project=project) if o.coder in set(flagged)
+    gold = _gold_for_project(project)
+    flagged = gold_flagged(
+        gold, min_count=project.gold_min_count, min_accuracy=project.gold_min_accuracy
     )
+    if not flagged:
+        return []
     paused: list[int] = []
     with transaction.atomic():
         # Lock the rows so a concurrent admin "unpause" is not overwritten by a stale
@@ -669,7 +738,7 @@ def annotators_flag_and_pause(*, project: Project) -> list[int]:
             )[:300]
             m.save(update_fields=["paused", "paused_reason"])
             paused.append(m.user_id)
-    return paused
+    return sorted(paused)
 
 
 def _comparison_rewards(qs: Any) -> list[dict[str, Any]]:
