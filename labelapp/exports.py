@@ -509,7 +509,9 @@ def _command_line(project: Project, kind: str, opts: ExportOptions) -> str:
         "--kind",
         kind,
     ]
-    args += ["--format", opts.format, "--messages" if opts.messages else "--strings"]
+    args += ["--format", opts.format]
+    if kind != "labels":
+        args.append("--messages" if opts.messages else "--strings")
     if opts.min_agreement is not None:
         args += ["--min-agreement", str(opts.min_agreement)]
     if opts.min_labels != 1:
@@ -570,8 +572,13 @@ def _card(
         "",
         _DESCRIPTIONS[kind],
         "",
-        f"- file: `{data_file}` ({opts.format}, "
-        f"{'conversational messages' if opts.messages else 'plain strings'})",
+        f"- file: `{data_file}` ({opts.format}"
+        + (
+            ""
+            if kind == "labels"
+            else (", conversational messages" if opts.messages else ", plain strings")
+        )
+        + ")",
         f"- rows: {counts['rows']}",
         f"- created: {created.isoformat()}",
         f"- project: {project.name} (id {project.pk})",

@@ -844,3 +844,31 @@ def reward_monitor(*, project: Project) -> dict[str, Any]:
         "versions": versions,
         "diversity": diversity_trend((r["number"], r["stats"]) for r in rounds),
     }
+
+
+def project_quality_report(
+    *, project: Project, fast_threshold_s: float = DEFAULT_FAST_THRESHOLD_S
+) -> dict[str, Any]:
+    """Everything the quality page shows, in one JSON-serialisable dict:
+    agreement (project and per round), per-annotator checks, agreement between each
+    pair of annotators (non-rejected labels), and the reward-model monitor."""
+    stats = annotator_stats(project=project, fast_threshold_s=fast_threshold_s)
+    names = {s["user_id"]: s["username"] for s in stats}
+    pairs = annotator_pair_agreement(
+        label_observations(project=project, include_rejected=False)
+    )
+    return {
+        "agreement": project_agreement(project=project),
+        "annotators": stats,
+        "annotator_pairs": [
+            {"a": names.get(a, str(a)), "b": names.get(b, str(b)), **v}
+            for (a, b), v in sorted(pairs.items(), key=lambda kv: kv[0])
+        ],
+        "flagged": [s["user_id"] for s in stats if s["flagged"]],
+        "reward_monitor": reward_monitor(project=project),
+        "thresholds": {
+            "fast_threshold_s": fast_threshold_s,
+            "gold_min_count": project.gold_min_count,
+            "gold_min_accuracy": project.gold_min_accuracy,
+        },
+    }

@@ -301,6 +301,11 @@ def test_annotator_stats_and_flag_and_pause() -> None:
     # good: a unswapped (left), a swapped (right), ... -> half left.
     assert stats["good"]["position_bias"]["left_rate"] == 0.5
     assert quality.annotators_flagged(project=project) == [bad.pk]
+    report = quality.project_quality_report(project=project)
+    assert report["flagged"] == [bad.pk]
+    pair = {(p["a"], p["b"]): p for p in report["annotator_pairs"]}
+    assert pair[("good", "bad")]["n"] == 4 and pair[("good", "bad")]["agree"] == 1
+    json.dumps(report)  # the page and the API serialise it as it is
 
     # The project does not pause by default: flagging only reports.
     assert quality.annotators_flag_and_pause(project=project) == []
