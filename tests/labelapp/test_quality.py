@@ -278,6 +278,15 @@ def test_project_agreement_per_round_skips_rejected() -> None:
     assert by_round[1]["pairwise_agreement"] == 0.5 and by_round[1]["n_units"] == 2
     assert by_round[None]["pairwise_agreement"] == 1.0
 
+    # "both bad" as a category lowers agreement; excluded, the pair is unanimous.
+    c4 = review_comparison(project, "p4", "a4", "b4")
+    review_label(c4, x, "a")
+    review_label(c4, y, "both_bad")
+    assert quality.project_agreement(project=project)["pairwise_agreement"] == 0.5
+    excluded = quality.project_agreement(project=project, both_bad="exclude")
+    assert excluded["pairwise_agreement"] == pytest.approx(2 / 3)
+    assert excluded["n_units"] == 4 and excluded["n_multi_units"] == 3
+
 
 @pytest.mark.django_db
 def test_annotator_stats_and_flag_and_pause() -> None:
