@@ -28,7 +28,7 @@ class World:
 def world() -> World:
     project = make_project()
     other = make_project()
-    c1, c2 = make_comparisons(project, 2)
+    c1, _c2 = make_comparisons(project, 2)
     (c_other,) = make_comparisons(other, 1)
     users = {
         "anonymous": None,
