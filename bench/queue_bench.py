@@ -391,8 +391,10 @@ def main() -> int:
                 base, project_id, tokens[: args.open_annotators], args.rate,
                 args.open_seconds,
             )  # fmt: skip
-            say(f"[fixed load {args.rate:g} labels/s, {args.open_annotators}"
-                f" annotators, {args.open_seconds:g}s, latency from scheduled send]")  # fmt: skip
+            say(
+                f"[fixed load {args.rate:g} labels/s, {args.open_annotators}"
+                f" annotators, {args.open_seconds:g}s, latency from scheduled send]"
+            )
             say(summary("next", fixed.next_ms))
             say(summary("label", fixed.label_ms))
             say(f"achieved {fixed.labels / args.open_seconds:.1f} labels/s")
