@@ -60,3 +60,10 @@ def check_triggers(project_id: int | None = None) -> int:
     from labelapp.loop import training_maybe_trigger
 
     return training_maybe_trigger(project_id=project_id)
+
+
+@shared_task(name="pairloop.leases.reclaim", **COMMON, **DEFAULT_LIMITS)
+def reclaim_expired_leases() -> int:
+    from labelapp.queue import leases_reclaim
+
+    return leases_reclaim()
