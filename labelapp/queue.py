@@ -385,8 +385,19 @@ def label_submit(
             comparison.status = Comparison.Status.COMPLETE
             comparison.completed_at = now
             changed += ["status", "completed_at"]
+            # A completed comparison may bring the project to its retraining
+            # threshold; the check runs after commit, on the default queue, and
+            # starts training at most once (one active job per project and kind).
+            project_id = comparison.project_id
+            transaction.on_commit(lambda: _check_triggers_later(project_id))
         comparison_aggregate_refresh(comparison, also_save=changed)
         return label, True
+
+
+def _check_triggers_later(project_id: int) -> None:
+    from labelapp.tasks import check_triggers
+
+    check_triggers.apply_async(args=[project_id])
 
 
 def assignment_skip(
