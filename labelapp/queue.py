@@ -387,9 +387,12 @@ def label_submit(
             changed += ["status", "completed_at"]
             # A completed comparison may bring the project to its retraining
             # threshold; the check runs after commit, on the default queue, and
-            # starts training at most once (one active job per project and kind).
+            # starts training at most once (one active job per project and kind);
+            # if the broker is down, beat runs the same check periodically.
             project_id = comparison.project_id
-            transaction.on_commit(lambda: _check_triggers_later(project_id))
+            transaction.on_commit(
+                lambda: _check_triggers_later(project_id), robust=True
+            )
         comparison_aggregate_refresh(comparison, also_save=changed)
         return label, True
 
