@@ -115,5 +115,8 @@ def render_markdown(text: str) -> str:
 
 
 def pygments_css(selector: str = ".md pre") -> str:
-    """The highlight theme, for regenerating the block in app.css."""
-    return HtmlFormatter(style="default").get_style_defs(selector)
+    """The highlight theme, for regenerating the block at the end of app.css. Only
+    rules under ``selector``: Pygments also emits bare ``pre``/line-number rules that
+    would restyle the whole page."""
+    defs = HtmlFormatter(style="default").get_style_defs(selector)
+    return "\n".join(line for line in defs.splitlines() if line.startswith(selector))
