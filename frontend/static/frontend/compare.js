@@ -54,7 +54,6 @@ const state = {
   // Latency of each swap to the next pair (ms, keypress -> painted), for tests.
   swaps: [],
 };
-window.pairloopStats = { swaps: state.swaps };
 
 // ---------------------------------------------------------------- utilities
 
@@ -594,6 +593,21 @@ document.addEventListener("keydown", (event) => {
 });
 
 // -------------------------------------------------------------------- boot
+
+// Read-only view of the page's state for the browser tests and for debugging.
+window.pairloopStats = {
+  swaps: state.swaps,
+  get pending() {
+    return outbox.items.length;
+  },
+  get prefetchReady() {
+    return state.prefetched !== null;
+  },
+  get current() {
+    const c = state.current;
+    return c && { assignmentId: c.assignment_id, comparisonId: c.comparison_id };
+  },
+};
 
 async function boot() {
   renderOutbox();
