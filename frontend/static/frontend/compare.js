@@ -286,7 +286,15 @@ function noteSkipped() {
 // (on screen, or labelled but not acknowledged yet) so it hands out another one.
 async function requestNext(exclude) {
   const response = await postJson(cfg.nextUrl, { exclude });
-  if (!response.ok) throw new Error(`next: HTTP ${response.status}`);
+  if (!response.ok) {
+    const error = new Error(`next: HTTP ${response.status}`);
+    // 4xx other than timeouts/rate limits will not fix itself by retrying.
+    error.fatal =
+      response.status >= 400 &&
+      response.status < 500 &&
+      ![401, 403, 408, 429].includes(response.status);
+    throw error;
+  }
   const body = await response.json();
   state.progress = body.progress;
   renderProgress();
@@ -400,12 +408,24 @@ function showLoading() {
     : "Loading the next comparison…";
 }
 
+// A prefetched pair whose lease is about to run out is not worth showing: the
+// label could arrive after someone else took the slot.
+const LEASE_MARGIN_MS = 30_000;
+
+function takePrefetched() {
+  const next = state.prefetched;
+  state.prefetched = null;
+  if (next && Date.parse(next.lease_expires_at) - Date.now() < LEASE_MARGIN_MS) {
+    return null;
+  }
+  return next;
+}
+
 // Move on from the current pair: the prefetched one if ready, else fetch.
 async function advance(startedAt) {
-  if (state.prefetched) {
-    const next = state.prefetched;
-    state.prefetched = null;
-    show(next, startedAt);
+  const ready = takePrefetched();
+  if (ready) {
+    show(ready, startedAt);
     return;
   }
   showLoading();
@@ -413,10 +433,9 @@ async function advance(startedAt) {
   state.loadingNext = true;
   try {
     if (state.prefetching) await state.prefetching;
-    if (state.prefetched) {
-      const next = state.prefetched;
-      state.prefetched = null;
-      show(next, startedAt);
+    const late = takePrefetched();
+    if (late) {
+      show(late, startedAt);
       return;
     }
     for (let delay = RETRY_MIN_MS; ; delay = Math.min(delay * 2, RETRY_MAX_MS)) {
@@ -429,7 +448,12 @@ async function advance(startedAt) {
           showEmpty();
         }
         return;
-      } catch {
+      } catch (error) {
+        if (error.fatal) {
+          el.loading.hidden = true;
+          showError(`Could not load the next comparison (${error.message}).`);
+          return;
+        }
         await sleep(delay); // server unreachable: keep trying, the outbox is safe
       }
     }
