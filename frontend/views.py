@@ -31,6 +31,7 @@ from labelapp.models import (
     Membership,
     Project,
 )
+from labelapp.queue import comparison_next_for
 
 # The REST endpoints the page posts labels and skips to (labelapp.api); "{id}" is
 # filled in by the page.
@@ -177,8 +178,6 @@ def compare_next(request: HttpRequest, project_id: int) -> HttpResponseBase:
     acknowledged); with a non-empty list this is a prefetch and may hold a second
     lease. 204 when nothing is left."""
     project = _member_project(request, project_id)
-    from labelapp.queue import comparison_next_for
-
     exclude = _parse_exclude(request)
     if exclude is None:
         return JsonResponse(
