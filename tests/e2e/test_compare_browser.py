@@ -281,7 +281,8 @@ def test_compare_page_screenshot(
     assert page.locator(".response-body table").count() == 1
     page.keyboard.press("1")
     page.keyboard.press("e")
-    page.wait_for_timeout(1200)  # let the visible-time counter tick
+    page.set_viewport_size({"width": 1440, "height": 1000})
+    page.wait_for_timeout(2200)  # let the visible-time counter tick
     target = (
         ROOT / "docs" / "compare-page.png"
         if os.environ.get("PAIRLOOP_SCREENSHOT") == "1"
