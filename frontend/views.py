@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import datetime, time
 from functools import wraps
 from typing import Any
 
 from django.contrib.auth.decorators import login_required
-from django.db.models import Exists, OuterRef
 from django.http import (
     HttpRequest,
     HttpResponse,
@@ -18,70 +16,37 @@ from django.http import (
     JsonResponse,
 )
 from django.shortcuts import get_object_or_404, render
-from django.utils import timezone
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from frontend.rendering import render_markdown
+from labelapp import selectors
+from labelapp.api.serializers import NextSerializer
 from labelapp.errors import DomainError
-from labelapp.models import (
-    STRENGTH_LABELS,
-    Assignment,
-    Comparison,
-    Label,
-    Membership,
-    Project,
-)
+from labelapp.models import STRENGTH_LABELS, Assignment, Project
 from labelapp.queue import comparison_next_for
 
-# The REST endpoints the page posts labels and skips to (labelapp.api); "{id}" is
-# filled in by the page.
-LABEL_URL_TEMPLATE = "/api/v1/assignments/{id}/label/"
-SKIP_URL_TEMPLATE = "/api/v1/assignments/{id}/skip/"
+
+def _api_url_template(name: str) -> str:
+    """A REST API URL with "{id}" where the assignment id goes (the page fills it)."""
+    return reverse(name, kwargs={"pk": 0}).replace("/0/", "/{id}/")
+
+
 # The page may hold its current comparison plus one prefetched (see compare_next).
 MAX_HELD_LEASES = 2
 MAX_EXCLUDE_IDS = 20
 
 
-def annotator_progress(
-    *, annotator: Any, project: Project, now: datetime | None = None
-) -> dict[str, int]:
-    """Labels done today and in total, and comparisons still open to this annotator."""
-    now = now or timezone.now()
-    start_of_day = timezone.make_aware(
-        datetime.combine(timezone.localdate(now), time.min)
-    )
-    labels = Label.objects.filter(annotator=annotator, comparison__project=project)
-    finished_by_me = Assignment.objects.filter(
-        comparison=OuterRef("pk"),
-        annotator=annotator,
-        state__in=[Assignment.State.LABELLED, Assignment.State.SKIPPED],
-    )
-    remaining = (
-        Comparison.objects.filter(project=project, status=Comparison.Status.OPEN)
-        .exclude(Exists(finished_by_me))
-        .count()
-    )
-    return {
-        "done_today": labels.filter(created_at__gte=start_of_day).count(),
-        "done_total": labels.count(),
-        "remaining": remaining,
-    }
-
-
 @login_required
 @require_GET
 def project_list(request: HttpRequest) -> HttpResponse:
-    memberships = (
-        Membership.objects.filter(user=request.user)
-        .select_related("project")
-        .order_by("project__name")
-    )
+    memberships = selectors.memberships_of(request.user).order_by("project__name")
     rows = [
         {
             "project": m.project,
             "role": m.get_role_display(),
             "paused": m.paused,
-            "progress": annotator_progress(annotator=request.user, project=m.project),
+            "progress": project_progress(request.user, m.project),
         }
         for m in memberships
     ]
@@ -101,9 +66,9 @@ def compare(request: HttpRequest, project_id: int) -> HttpResponse:
         "project": project,
         "guidelines_html": render_markdown(project.guidelines),
         "strengths": sorted(STRENGTH_LABELS.items()),
-        "progress": annotator_progress(annotator=request.user, project=project),
-        "label_url_template": LABEL_URL_TEMPLATE,
-        "skip_url_template": SKIP_URL_TEMPLATE,
+        "progress": project_progress(request.user, project),
+        "label_url_template": _api_url_template("api:assignment-label"),
+        "skip_url_template": _api_url_template("api:assignment-skip"),
     }
     return render(request, "frontend/compare.html", context)
 
@@ -124,37 +89,23 @@ def _json_login_required(
     return wrapper
 
 
-def assignment_payload(assignment: Assignment) -> dict[str, Any]:
-    """The API's ``next`` body (a/b in display order) plus server-rendered, sanitised
-    ``html`` beside every raw text, so the page never renders untrusted markdown."""
-    comparison = assignment.comparison
-    left, right = comparison.response_a, comparison.response_b
-    if assignment.swapped:
-        left, right = right, left
-    messages = [
-        {
-            "role": str(m.get("role", "")),
-            "content": str(m.get("content", "")),
-            "html": render_markdown(str(m.get("content", ""))),
+def project_progress(user: Any, project: Project) -> dict[str, int]:
+    return selectors.project_progress(user=user, project=project)
+
+
+def payload_with_html(assignment: Assignment) -> dict[str, Any]:
+    """The API's ``next`` body (same selector and serializer, a/b in display order)
+    plus server-rendered, sanitised ``html`` beside every raw text, so the page never
+    renders untrusted markdown itself."""
+    payload = dict(NextSerializer(selectors.assignment_payload(assignment)).data)
+    for message in payload["prompt"]["messages"]:
+        message["html"] = render_markdown(message["content"])
+    for side in ("a", "b"):
+        payload[side] = {
+            **payload[side],
+            "html": render_markdown(payload[side]["text"]),
         }
-        for m in comparison.prompt.messages
-    ]
-    return {
-        "assignment_id": assignment.pk,
-        "comparison_id": comparison.pk,
-        "prompt": {"messages": messages},
-        "a": {
-            "response_id": left.pk,
-            "text": left.text,
-            "html": render_markdown(left.text),
-        },
-        "b": {
-            "response_id": right.pk,
-            "text": right.text,
-            "html": render_markdown(right.text),
-        },
-        "lease_expires_at": assignment.expires_at.isoformat(),
-    }
+    return payload
 
 
 def _parse_exclude(request: HttpRequest) -> list[int] | None:
@@ -198,12 +149,9 @@ def compare_next(request: HttpRequest, project_id: int) -> HttpResponseBase:
         return JsonResponse(
             {"detail": str(exc), "code": exc.code}, status=exc.http_status
         )
-    progress = annotator_progress(annotator=request.user, project=project)
-    if assignment is None:
-        return JsonResponse({"assignment": None, "progress": progress}, status=200)
-    assignment = Assignment.objects.select_related(
-        "comparison__prompt", "comparison__response_a", "comparison__response_b"
-    ).get(pk=assignment.pk)
-    return JsonResponse(
-        {"assignment": assignment_payload(assignment), "progress": progress}
-    )
+    progress = project_progress(request.user, project)
+    body = {
+        "assignment": payload_with_html(assignment) if assignment else None,
+        "progress": progress,
+    }
+    return JsonResponse(body)
