@@ -88,6 +88,8 @@ def _setup_project(django_user_model: Any, n: int) -> tuple[Any, Project]:
 def login(page: Any, base_url: str) -> None:
     """Keyboard only: the username field has autofocus."""
     page.goto(f"{base_url}/login/")
+    # autofocus is applied after load; wait for it rather than race it.
+    page.wait_for_function("() => document.activeElement.id === 'id_username'")
     page.keyboard.type("ann")
     page.keyboard.press("Tab")
     page.keyboard.type(PASSWORD)
@@ -167,7 +169,16 @@ def test_label_five_by_keyboard(
             dwell,
         )
 
+    # And skip the sixth, by keyboard too.
+    sixth = wait_shown(page)
+    page.keyboard.press("s")
+    page.wait_for_function(
+        "id => window.pairloopStats.current.comparisonId !== id",
+        arg=sixth["comparisonId"],
+    )
     wait_sent(page)
+    skipped = Assignment.objects.get(pk=sixth["assignmentId"])
+    assert skipped.state == Assignment.State.SKIPPED
     labels = list(Label.objects.filter(annotator=user).select_related("assignment"))
     assert len(labels) == 5
     assert {label.comparison_id for label in labels} == set(expected)
@@ -182,7 +193,7 @@ def test_label_five_by_keyboard(
         assert label.assignment.state == Assignment.State.LABELLED
     assert not page.dialogs and not page.js_errors
 
-    swaps = page.evaluate("() => window.pairloopStats.swaps")
+    swaps = page.evaluate("() => window.pairloopStats.swaps")[:5]  # the labels'
     assert len(swaps) == 5
     median = statistics.median(swaps)
     print(
@@ -381,5 +392,7 @@ def test_server_killed_mid_submit_loses_and_duplicates_nothing(
         assert Label.objects.count() == 3
         assert Assignment.objects.filter(annotator=user, state="labelled").count() == 3
         assert page.dialogs == []
+        # End quiescent: the page's prefetch must not be cut by the kill below.
+        page.wait_for_function("() => window.pairloopStats.idle")
     finally:
         server.kill()

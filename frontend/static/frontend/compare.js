@@ -624,6 +624,15 @@ window.pairloopStats = {
   get pending() {
     return outbox.items.length;
   },
+  // No request in flight or queued: safe to tear the test database down.
+  get idle() {
+    return (
+      outbox.items.length === 0 &&
+      !outbox.draining &&
+      !state.prefetching &&
+      !state.loadingNext
+    );
+  },
   get prefetchReady() {
     return state.prefetched !== null;
   },
