@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import statistics
+import time
 from pathlib import Path
 from typing import Any
 
@@ -299,6 +300,7 @@ def test_compare_page_screenshot(
     make_comparison(project, [{"role": "user", "content": "next"}], "one", "two")
     login(page, live_server.url)
     page.goto(f"{live_server.url}/projects/{project.pk}/compare/")
+    shown_at = time.monotonic()  # a little after the page started its stopwatch
     wait_shown(page)
     assert page.locator(".conversation .message").count() == 4
     assert page.locator(".response-body pre code span.k").count() > 0
@@ -314,6 +316,33 @@ def test_compare_page_screenshot(
     )
     page.screenshot(path=str(target))
     assert target.stat().st_size > 10_000
+
+    # The shortcut overlay opens with "?" and closes with Esc.
+    page.keyboard.press("?")
+    assert page.locator("#help").is_visible()
+    page.keyboard.press("Escape")
+    assert page.locator("#help").is_hidden()
+
+    # Time spent counts only while the tab is visible: hide it for 1.5 s.
+    page.evaluate(
+        """() => {
+          Object.defineProperty(document, 'hidden', {value: true, configurable: true});
+          document.dispatchEvent(new Event('visibilitychange'));
+        }"""
+    )
+    page.wait_for_timeout(1500)
+    page.evaluate(
+        """() => {
+          Object.defineProperty(document, 'hidden', {value: false, configurable: true});
+          document.dispatchEvent(new Event('visibilitychange'));
+        }"""
+    )
+    page.keyboard.press("Enter")
+    wait_sent(page)
+    elapsed_ms = (time.monotonic() - shown_at) * 1000
+    label = Label.objects.get()
+    assert label.duration_ms is not None
+    assert 2000 <= label.duration_ms <= elapsed_ms - 1400
 
 
 @pytest.mark.django_db(transaction=True)
