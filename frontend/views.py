@@ -127,7 +127,8 @@ def compare_next(request: HttpRequest, project_id: int) -> HttpResponseBase:
     """Lease the comparison to show (POST: it creates a lease). Body ``{"exclude":
     [assignment ids]}``: leases the page already holds (shown, or labelled but not yet
     acknowledged); with a non-empty list this is a prefetch and may hold a second
-    lease. 204 when nothing is left."""
+    lease. Always 200 ``{"assignment": payload | null, "progress": {...}}`` (unlike
+    the API's 204), so the page gets the progress line with every answer."""
     project = _member_project(request, project_id)
     exclude = _parse_exclude(request)
     if exclude is None:

@@ -285,7 +285,9 @@ function noteSkipped() {
 // Ask the server for a lease. `exclude` lists leases this page already holds
 // (on screen, or labelled but not acknowledged yet) so it hands out another one.
 async function requestNext(exclude) {
-  const response = await postJson(cfg.nextUrl, { exclude });
+  // The server accepts at most 20; more would mean a stuck outbox, and the most
+  // recent ids are the ones that matter.
+  const response = await postJson(cfg.nextUrl, { exclude: exclude.slice(-20) });
   if (!response.ok) {
     const error = new Error(`next: HTTP ${response.status}`);
     // 4xx other than timeouts/rate limits will not fix itself by retrying.
