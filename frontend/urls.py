@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from frontend import views
+from frontend import views, views_jobs
 
 app_name = "frontend"
 urlpatterns = [
@@ -19,5 +19,17 @@ urlpatterns = [
         "projects/<int:project_id>/compare/next.json",
         views.compare_next,
         name="compare-next",
+    ),
+    path("projects/<int:project_id>/jobs/", views_jobs.jobs_page, name="jobs"),
+    path("projects/<int:project_id>/jobs.json", views_jobs.jobs_json, name="jobs-json"),
+    path(
+        "projects/<int:project_id>/jobs/start/<str:kind>/",
+        views_jobs.jobs_start,
+        name="jobs-start",
+    ),
+    path(
+        "projects/<int:project_id>/jobs/<int:job_id>/retry/",
+        views_jobs.jobs_retry,
+        name="jobs-retry",
     ),
 ]

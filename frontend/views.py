@@ -47,6 +47,7 @@ def project_list(request: HttpRequest) -> HttpResponse:
             "role": m.get_role_display(),
             "paused": m.paused,
             "progress": project_progress(request.user, m.project),
+            "can_review": m.role in ("reviewer", "admin"),
         }
         for m in memberships
     ]

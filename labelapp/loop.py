@@ -473,3 +473,76 @@ def _json_safe(value):
         return v
 
     return json.loads(json.dumps(clean(value), default=float))
+
+
+# ------------------------------------------------------------------ page data
+
+
+def job_as_dict(job: Job) -> dict:
+    return {
+        "id": job.pk,
+        "kind": job.kind,
+        "kind_display": job.get_kind_display(),
+        "status": job.status,
+        "progress": round(job.progress, 4),
+        "message": job.message,
+        "error": job.error,
+        "traceback_tail": job.traceback_tail,
+        "attempts": job.attempts,
+        "created_at": job.created_at.isoformat(),
+        "started_at": job.started_at.isoformat() if job.started_at else None,
+        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+    }
+
+
+def loop_overview(project: Project, *, jobs_limit: int = 50) -> dict:
+    """Jobs, reward-model versions and rounds of a project, for the jobs page."""
+    recent_jobs = list(Job.objects.filter(project=project).order_by("-id")[:jobs_limit])
+    versions = []
+    for v in ModelVersion.objects.filter(
+        project=project, kind=ModelVersion.Kind.REWARD
+    ).order_by("-version"):
+        ev = v.metrics.get("eval") or {}
+        versions.append(
+            {
+                "version": v.version,
+                "status": v.status,
+                "reason": v.status_reason,
+                "n_pairs": v.n_pairs,
+                "accuracy": ev.get("accuracy"),
+                "log_loss": ev.get("log_loss"),
+                "ece": ev.get("ece"),
+                "base_ref": v.base_ref,
+                "created_at": v.created_at,
+            }
+        )
+    rounds = []
+    for r in (
+        Round.objects.filter(project=project)
+        .annotate(
+            n_comparisons=Count("comparisons", distinct=True),
+            n_sft=Count("sft_examples", distinct=True),
+        )
+        .select_related("reward_version")
+        .order_by("-number")
+    ):
+        from training.bon_stats import flatten_round_stats
+
+        rounds.append(
+            {
+                "number": r.number,
+                "status": r.status,
+                "reward_version": r.reward_version.version
+                if r.reward_version
+                else None,
+                "n_comparisons": r.n_comparisons,
+                "n_sft": r.n_sft,
+                **flatten_round_stats(r.stats or {}),
+            }
+        )
+    return {
+        "jobs": [job_as_dict(j) for j in recent_jobs],
+        "versions": versions,
+        "rounds": rounds,
+        "since_last_version": comparisons_completed_since_last_version(project),
+    }

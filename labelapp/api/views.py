@@ -23,7 +23,9 @@ from labelapp import content, models, selectors
 from labelapp.aggregation import label_review
 from labelapp.api import serializers as s
 from labelapp.api.permissions import ProjectAdminWrites, StaffCreatesProjects
-from labelapp.errors import NotFound
+from labelapp.errors import NotFound, PermissionDenied
+from labelapp.jobs import job_retry
+from labelapp.loop import round_start, training_start
 from labelapp.queue import assignment_skip, comparison_next_for, label_submit
 
 
@@ -105,6 +107,32 @@ class ProjectViewSet(_Scoped, viewsets.ModelViewSet):
             return HttpResponse(status=status.HTTP_204_NO_CONTENT)
         payload = selectors.assignment_payload(assignment)
         return HttpResponse(s.NextSerializer(payload).data)
+
+    def _administered(self) -> models.Project:
+        project = self.get_object()
+        if not selectors.can_administer(self.request.user, project.pk):
+            raise PermissionDenied("Only project admins start training and rounds.")
+        return project
+
+    @extend_schema(
+        request=None,
+        responses={202: s.JobSerializer, 409: OpenApiResponse(description="Active")},
+        summary="Start reward-model training now (admins)",
+    )
+    @action(detail=True, methods=["post"], permission_classes=[IsAuthenticated])
+    def train(self, request: Request, pk: str | None = None) -> HttpResponse:
+        job = training_start(project=self._administered(), created_by=request.user)
+        return HttpResponse(s.JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(
+        request=None,
+        responses={202: s.JobSerializer, 409: OpenApiResponse(description="Active")},
+        summary="Start a rejection-sampling round now (admins)",
+    )
+    @action(detail=True, methods=["post"], permission_classes=[IsAuthenticated])
+    def round(self, request: Request, pk: str | None = None) -> HttpResponse:
+        job = round_start(project=self._administered(), created_by=request.user)
+        return HttpResponse(s.JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(responses=s.ProgressSerializer, summary="Your progress")
     @action(detail=True, methods=["get"], permission_classes=[IsAuthenticated])
@@ -328,6 +356,24 @@ class JobViewSet(_ProjectScopedReadOnly):
     model = models.Job
     serializer_class = s.JobSerializer
     selector = staticmethod(selectors.jobs_for)
+
+    @extend_schema(
+        request=None,
+        responses={
+            202: s.JobSerializer,
+            409: OpenApiResponse(description="Not failed"),
+        },
+        summary="Retry a failed job (admins)",
+    )
+    @action(detail=True, methods=["post"], permission_classes=[IsAuthenticated])
+    def retry(self, request: Request, pk: str | None = None) -> HttpResponse:
+        job = self.get_object()
+        if job.project_id is None or not selectors.can_administer(
+            request.user, job.project_id
+        ):
+            raise PermissionDenied("Only project admins retry jobs.")
+        job = job_retry(job=job)
+        return HttpResponse(s.JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
 
 
 class MeView(APIView):
