@@ -251,7 +251,17 @@ def pair_from_record(record: Any, path: Path, line: int) -> Pair:
     )
 
 
-def iter_pairs(path: str | os.PathLike[str]) -> Iterator[Pair]:
+def iter_pairs(
+    path: str | os.PathLike[str],
+    *,
+    skipped: list[PairFormatError] | None = None,
+) -> Iterator[Pair]:
+    """Yield the pairs of one file; raise on the first bad line.
+
+    With ``skipped`` given, bad lines are appended to it instead of raising, so the
+    caller can report how many were left out (real dumps such as HH contain a few
+    empty replies). File-level problems always raise.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"pair file not found: {path}")
@@ -261,16 +271,23 @@ def iter_pairs(path: str | os.PathLike[str]) -> Iterator[Pair]:
                 if not raw_line.strip():
                     continue
                 try:
-                    record = json.loads(raw_line)
-                except json.JSONDecodeError as exc:
-                    raise PairFormatError(
-                        path,
-                        line_no,
-                        "<json>",
-                        raw_line.strip(),
-                        f"bad JSON ({exc.msg})",
-                    ) from None
-                yield pair_from_record(record, path, line_no)
+                    try:
+                        record = json.loads(raw_line)
+                    except json.JSONDecodeError as exc:
+                        raise PairFormatError(
+                            path,
+                            line_no,
+                            "<json>",
+                            raw_line.strip(),
+                            f"bad JSON ({exc.msg})",
+                        ) from None
+                    pair = pair_from_record(record, path, line_no)
+                except PairFormatError as err:
+                    if skipped is None:
+                        raise
+                    skipped.append(err)
+                    continue
+                yield pair
         except (UnicodeDecodeError, gzip.BadGzipFile, EOFError) as exc:
             raise PairFormatError(path, 0, "<file>", str(path), str(exc)) from None
 
@@ -279,16 +296,18 @@ def read_pairs(
     paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
     *,
     limit: int | None = None,
+    skipped: list[PairFormatError] | None = None,
 ) -> list[Pair]:
     """Read and validate every pair of one or more files (all of them, or ``limit``).
 
-    Validation is eager — the whole file is checked before anything trains.
+    Validation is eager — the whole file is checked before anything trains. Bad
+    lines raise :class:`PairFormatError` unless a ``skipped`` list collects them.
     """
     if isinstance(paths, str | os.PathLike):
         paths = [paths]
     pairs: list[Pair] = []
     for path in paths:
-        for pair in iter_pairs(path):
+        for pair in iter_pairs(path, skipped=skipped):
             if limit is not None and len(pairs) >= limit:
                 return pairs
             pairs.append(pair)
