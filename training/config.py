@@ -128,6 +128,13 @@ class RewardConfig:
             "less compute); batch order is still shuffled."
         },
     )
+    disable_dropout: bool = field(
+        default=True,
+        metadata={
+            "help": "Set every dropout probability to 0 (as TRL's RewardConfig does): "
+            "the pairwise loss is noisy enough, and scores then match at eval time."
+        },
+    )
     gradient_checkpointing: bool = field(
         default=False,
         metadata={"help": "Trade compute for memory on large bases."},

@@ -404,6 +404,10 @@ def train(
     autocast = config.bf16 if config.bf16 is not None else device.type == "cuda"
     model, tokenizer, base_ref = prepare_model(config, artifacts_dir)
     model.to(device)
+    if config.disable_dropout:
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
     if config.gradient_checkpointing:
         model.backbone.gradient_checkpointing_enable()
     prefix_reuse = (
