@@ -1,0 +1,203 @@
+"""Training configuration: one dataclass, every field documented, saved per version."""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+# Llama 2 (Touvron et al. 2023, table 28, "margin small"), indexed by strength level
+# 1..4 where 1 = negligibly better / unsure and 4 = significantly better.
+LLAMA2_SMALL_MARGINS = (0.0, 1 / 3, 2 / 3, 1.0)
+
+
+@dataclass
+class RewardConfig:
+    """Hyperparameters of one reward-model training run (TRL ``RewardConfig`` style)."""
+
+    base: str = field(
+        default="builtin:minilm-l6",
+        metadata={
+            "help": "Model reference of the base: builtin:minilm-l6, "
+            "builtin:smollm2-135m-instruct, a Hugging Face id in the local cache or a "
+            "local directory. Encoders get mean pooling + a scalar head; decoders are "
+            "scored at the last non-pad token."
+        },
+    )
+    init_from: str | None = field(
+        default=None,
+        metadata={
+            "help": "Directory of an earlier reward-model version to warm-start from "
+            "(its backbone, head and tokenizer; `base` is then taken from it)."
+        },
+    )
+    learning_rate: float = field(
+        default=3e-5, metadata={"help": "Peak AdamW learning rate."}
+    )
+    num_epochs: float = field(
+        default=1.0,
+        metadata={"help": "Passes over the training pairs (fractions allowed)."},
+    )
+    batch_size: int = field(
+        default=8,
+        metadata={
+            "help": "Pairs per micro-batch; each pair contributes two sequences "
+            "(both responses go through one forward pass)."
+        },
+    )
+    gradient_accumulation_steps: int = field(
+        default=1,
+        metadata={"help": "Micro-batches per optimizer step."},
+    )
+    max_length: int = field(
+        default=512,
+        metadata={
+            "help": "Maximum tokens per (conversation + response) sequence. Longer "
+            "inputs keep the end of the conversation and as much of the response as "
+            "fits; truncations are counted and reported, never dropped."
+        },
+    )
+    warmup_ratio: float = field(
+        default=0.05,
+        metadata={
+            "help": "Fraction of optimizer steps of linear warm-up before linear decay."
+        },
+    )
+    weight_decay: float = field(
+        default=0.0,
+        metadata={"help": "AdamW weight decay on matrices (not biases or norms)."},
+    )
+    max_grad_norm: float = field(
+        default=1.0,
+        metadata={"help": "Gradient clipping norm; 0 disables clipping."},
+    )
+    seed: int = field(
+        default=0,
+        metadata={"help": "Seed for the head initialisation and batch order."},
+    )
+    eval_fraction: float = field(
+        default=0.1,
+        metadata={
+            "help": "Fraction of pairs held out for evaluation, chosen by hashing the "
+            "pair id so a pair stays on the same side across versions."
+        },
+    )
+    eval_batch_size: int = field(
+        default=32, metadata={"help": "Pairs per batch during evaluation."}
+    )
+    use_margins: bool = field(
+        default=False,
+        metadata={
+            "help": "Subtract a Llama 2 margin, chosen by the label's strength, from "
+            "the reward difference in favour of the preferred response."
+        },
+    )
+    margins: tuple[float, ...] = field(
+        default=LLAMA2_SMALL_MARGINS,
+        metadata={
+            "help": "Margins for strength levels 1..4 (1 = negligibly better/unsure, "
+            "4 = significantly better); pairs without strength get no margin."
+        },
+    )
+    center_rewards_coefficient: float = field(
+        default=0.0,
+        metadata={
+            "help": "Coefficient of the reward-centring term coef·(r_a + r_b)², which "
+            "keeps rewards near zero mean (Eisenstein et al. 2023); 0 disables it."
+        },
+    )
+    pooling: str = field(
+        default="mean",
+        metadata={
+            "help": "Encoder pooling: 'mean' over non-pad tokens (how MiniLM was "
+            "trained) or 'cls'. Ignored for decoders."
+        },
+    )
+    prefix_reuse: bool = field(
+        default=True,
+        metadata={
+            "help": "Decoder bases: run the shared conversation once per pair and "
+            "reuse its KV cache for both responses."
+        },
+    )
+    group_by_length: bool = field(
+        default=True,
+        metadata={
+            "help": "Batch pairs of similar length together (dynamic padding wastes "
+            "less compute); batch order is still shuffled."
+        },
+    )
+    disable_dropout: bool = field(
+        default=True,
+        metadata={
+            "help": "Set every dropout probability to 0 (as TRL's RewardConfig does): "
+            "the pairwise loss is noisy enough, and scores then match at eval time."
+        },
+    )
+    gradient_checkpointing: bool = field(
+        default=False,
+        metadata={"help": "Trade compute for memory on large bases."},
+    )
+    device: str | None = field(
+        default=None,
+        metadata={"help": "torch device; default cuda when available, else cpu."},
+    )
+    bf16: bool | None = field(
+        default=None,
+        metadata={
+            "help": "bf16 autocast; default on for CUDA, off (fp32) on CPU where bf16 "
+            "is slow."
+        },
+    )
+    progress_interval_s: float = field(
+        default=2.0,
+        metadata={"help": "Seconds between progress callbacks."},
+    )
+
+    def __post_init__(self) -> None:
+        self.margins = tuple(float(m) for m in self.margins)
+        problems = []
+        if self.learning_rate <= 0:
+            problems.append(f"learning_rate must be > 0 (got {self.learning_rate})")
+        if self.num_epochs <= 0:
+            problems.append(f"num_epochs must be > 0 (got {self.num_epochs})")
+        if self.batch_size < 1 or self.gradient_accumulation_steps < 1:
+            problems.append("batch_size and gradient_accumulation_steps must be >= 1")
+        if self.max_length < 8:
+            problems.append(f"max_length must be >= 8 (got {self.max_length})")
+        if not 0.0 <= self.eval_fraction < 1.0:
+            problems.append(
+                f"eval_fraction must be in [0, 1) (got {self.eval_fraction})"
+            )
+        if not 0.0 <= self.warmup_ratio <= 1.0:
+            problems.append(f"warmup_ratio must be in [0, 1] (got {self.warmup_ratio})")
+        if len(self.margins) != 4:
+            problems.append(f"margins needs 4 values (got {self.margins})")
+        if self.pooling not in ("mean", "cls"):
+            problems.append(f"pooling must be 'mean' or 'cls' (got {self.pooling!r})")
+        if problems:
+            raise ValueError("invalid RewardConfig: " + "; ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["margins"] = list(self.margins)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RewardConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            # Checkpoints outlive code versions; old fields must not block loading.
+            warnings.warn(
+                f"ignoring unknown RewardConfig fields {unknown}", stacklevel=2
+            )
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def config_help() -> dict[str, str]:
+    """Field name → help text (used by the CLI and docs)."""
+    return {
+        f.name: f.metadata.get("help", "") for f in dataclasses.fields(RewardConfig)
+    }

@@ -1,0 +1,227 @@
+"""The reward model: a transformer backbone plus a scalar head.
+
+- encoder backbones (BERT & co): mean (or CLS) pooling over non-pad tokens → head;
+- decoder backbones (Llama & co): hidden state of the last non-pad token → head, as
+  ``AutoModelForSequenceClassification`` does. Sequences are right-padded.
+
+``forward_prefix_shared`` is the fast path for decoders: the conversation is run once
+per pair and its KV cache is reused for both responses.
+
+A checkpoint directory holds ``config.json`` (the backbone's config),
+``model.safetensors`` (``backbone.*`` and ``head.*``), the tokenizer files and
+``pairloop.json`` (``reward_model`` section = :class:`RewardModelSpec`, plus training
+metadata written by ``train_rm``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+ENCODER_TYPES = {
+    "bert",
+    "roberta",
+    "xlm-roberta",
+    "distilbert",
+    "deberta",
+    "deberta-v2",
+    "electra",
+    "albert",
+    "mpnet",
+    "modernbert",
+}
+META_FILE = "pairloop.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+def backbone_kind(hf_config: Any) -> str:
+    archs = getattr(hf_config, "architectures", None) or []
+    if any("CausalLM" in a for a in archs):
+        return "decoder"
+    return "encoder" if hf_config.model_type in ENCODER_TYPES else "decoder"
+
+
+@dataclass
+class RewardModelSpec:
+    """What is needed, besides the backbone config, to rebuild the module."""
+
+    kind: str  # "encoder" | "decoder"
+    pooling: str = "mean"  # encoders only: "mean" | "cls"
+    base: str = ""  # model reference the weights started from
+
+
+class RewardModel(nn.Module):
+    def __init__(self, backbone: nn.Module, spec: RewardModelSpec) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.spec = spec
+        hidden = backbone.config.hidden_size
+        self.head = nn.Linear(hidden, 1)
+        # Small init so the untrained model starts near r = 0 (loss ≈ log 2).
+        nn.init.normal_(self.head.weight, std=1.0 / (hidden + 1) ** 0.5)
+        nn.init.zeros_(self.head.bias)
+        params = inspect.signature(backbone.forward).parameters
+        # transformers renamed past_key_values → cache; support both.
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+
+    @property
+    def is_encoder(self) -> bool:
+        return self.spec.kind == "encoder"
+
+    def _pool(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.is_encoder:
+            if self.spec.pooling == "cls":
+                return hidden[:, 0]
+            m = mask.unsqueeze(-1).to(hidden.dtype)
+            return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
+        last = mask.long().sum(1) - 1  # right padding: last real token
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Rewards ``[batch]`` for right-padded sequences."""
+        kwargs: dict[str, Any] = {}
+        if not self.is_encoder:
+            # Explicit positions keep rotary embeddings identical to the prefix path.
+            kwargs["position_ids"] = (attention_mask.long().cumsum(1) - 1).clamp(min=0)
+            kwargs["use_cache"] = False
+        out = self.backbone(
+            input_ids=input_ids, attention_mask=attention_mask, **kwargs
+        )
+        pooled = self._pool(out.last_hidden_state, attention_mask)
+        return self.head(pooled.to(self.head.weight.dtype)).squeeze(-1)
+
+    def forward_prefix_shared(
+        self,
+        prefix_ids: torch.Tensor,
+        prefix_mask: torch.Tensor,
+        suffix_ids: torch.Tensor,
+        suffix_mask: torch.Tensor,
+        repeats: int = 2,
+    ) -> torch.Tensor:
+        """Decoder rewards when each prefix row is shared by ``repeats`` suffixes.
+
+        ``prefix_*``: ``[B, Lp]`` right-padded; ``suffix_*``: ``[B * repeats, Ls]``
+        right-padded, ordered ``p0s0, p0s1, p1s0, ...``. Returns ``[B * repeats]``.
+        The prefix runs once; its KV cache is repeated along the batch (a cheap
+        copy) and gradients flow back through it from every suffix.
+        """
+        if self.is_encoder:
+            raise ValueError("prefix reuse needs a decoder backbone")
+        prefix_pos = (prefix_mask.long().cumsum(1) - 1).clamp(min=0)
+        out = self.backbone(
+            input_ids=prefix_ids,
+            attention_mask=prefix_mask,
+            position_ids=prefix_pos,
+            use_cache=True,
+        )
+        cache = getattr(out, self._cache_kw, None)
+        if cache is None:
+            cache = out.past_key_values
+        cache.batch_repeat_interleave(repeats)
+        prefix_len = prefix_mask.long().sum(1).repeat_interleave(repeats)
+        suffix_pos = prefix_len.unsqueeze(1) + torch.arange(
+            suffix_ids.shape[1], device=suffix_ids.device
+        )
+        # Pad holes between a short prefix and its suffix are masked out, and the
+        # suffix positions continue from each row's real prefix length, so this
+        # equals running prefix + suffix unpadded.
+        mask = torch.cat([prefix_mask.repeat_interleave(repeats, 0), suffix_mask], 1)
+        out = self.backbone(
+            input_ids=suffix_ids,
+            attention_mask=mask,
+            position_ids=suffix_pos,
+            use_cache=True,
+            **{self._cache_kw: cache},
+        )
+        hidden = out.last_hidden_state
+        last = suffix_mask.long().sum(1) - 1
+        pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+        return self.head(pooled.to(self.head.weight.dtype)).squeeze(-1)
+
+
+def build_reward_model(
+    base_dir: str | os.PathLike[str], *, pooling: str = "mean", base_ref: str = ""
+) -> RewardModel:
+    """A reward model from a pretrained backbone dir (head freshly initialised)."""
+    from transformers import AutoConfig, AutoModel
+    from transformers.utils import logging as hf_logging
+
+    hf_config = AutoConfig.from_pretrained(str(base_dir))
+    # Loading a backbone out of a *ForCausalLM checkpoint reports the unused LM head
+    # as "UNEXPECTED"; that is the intended behaviour here, so keep the log quiet.
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        backbone = AutoModel.from_pretrained(str(base_dir), dtype=torch.float32)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    spec = RewardModelSpec(
+        kind=backbone_kind(hf_config), pooling=pooling, base=base_ref
+    )
+    return RewardModel(backbone, spec)
+
+
+def reward_model_from_config(hf_config: Any, spec: RewardModelSpec) -> RewardModel:
+    """A randomly initialised reward model (tests build tiny ones this way)."""
+    from transformers import AutoModel
+
+    return RewardModel(AutoModel.from_config(hf_config), spec)
+
+
+def save_weights(model: RewardModel, directory: Path) -> None:
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    # Tied weights share storage; safetensors refuses aliases, so clone them apart.
+    seen: dict[int, str] = {}
+    for key, tensor in state.items():
+        ptr = tensor.untyped_storage().data_ptr()
+        if ptr in seen:
+            state[key] = tensor.clone()
+        seen[ptr] = key
+    save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
+    model.backbone.config.save_pretrained(str(directory))
+
+
+def read_meta(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    path = Path(directory) / META_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{directory} is not a reward model ({META_FILE} missing)"
+        )
+    return json.loads(path.read_text())
+
+
+def load_reward_model(
+    directory: str | os.PathLike[str], *, device: str | torch.device | None = None
+) -> tuple[RewardModel, Any]:
+    """Load ``(model, tokenizer)`` saved by ``train_rm`` (eval mode, fp32)."""
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoTokenizer
+
+    directory = Path(directory)
+    meta = read_meta(directory)
+    spec = RewardModelSpec(**meta["reward_model"])
+    hf_config = AutoConfig.from_pretrained(str(directory))
+    model = reward_model_from_config(hf_config, spec)
+    state = load_file(str(directory / WEIGHTS_FILE))
+    model.load_state_dict(state, strict=True)
+    tokenizer = AutoTokenizer.from_pretrained(str(directory))
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.to(device or "cpu")
+    model.eval()
+    return model, tokenizer
+
+
+def spec_dict(spec: RewardModelSpec) -> dict[str, Any]:
+    return asdict(spec)
