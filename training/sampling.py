@@ -682,7 +682,8 @@ class OpenAISampler:
                 )
             return response.json()
         raise SamplingHTTPError(
-            f"{self.base_url}{path} failed after {self.max_retries + 1} attempts: {last}"
+            f"{self.base_url}{path} failed after {self.max_retries + 1} "
+            f"attempts: {last}"
         )
 
     def _one_prompt(
