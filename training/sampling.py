@@ -226,6 +226,7 @@ class TransformersSampler:
         *,
         max_batch_rows: int = 64,
         share_prefill: bool = True,
+        eos_token_ids: Sequence[int] | None = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -236,8 +237,10 @@ class TransformersSampler:
         self.context_length = int(
             getattr(config, "max_position_embeddings", None) or 2048
         )
-        eos: set[int] = set()
-        for source in (getattr(model, "generation_config", None), config, tokenizer):
+        eos: set[int] = set(eos_token_ids or ())
+        sources = (getattr(model, "generation_config", None), config, tokenizer)
+        # Explicit ids replace the model's (e.g. a chat model's end-of-turn token).
+        for source in () if eos else sources:
             value = getattr(source, "eos_token_id", None)
             if isinstance(value, int):
                 eos.add(value)
