@@ -9,7 +9,41 @@ import torch
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO.parent / "shared" / "data"
 
-WORDS = ["the", "a", "cat", "dog", "sat", "on", "mat", "ran", "fast", "slow", "big", "small", "red", "blue", "green", "why", "how", "what", "is", "are", "was", "were", "user", "assistant", "system", ":", ".", ",", "?", "hello", "world", "answer", "question"]
+WORDS = (
+    "the",
+    "a",
+    "cat",
+    "dog",
+    "sat",
+    "on",
+    "mat",
+    "ran",
+    "fast",
+    "slow",
+    "big",
+    "small",
+    "red",
+    "blue",
+    "green",
+    "why",
+    "how",
+    "what",
+    "is",
+    "are",
+    "was",
+    "were",
+    "user",
+    "assistant",
+    "system",
+    ":",
+    ".",
+    ",",
+    "?",
+    "hello",
+    "world",
+    "answer",
+    "question",
+)
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
 PAD, BOS, EOS = 0, 1, 2
 CHAT_TEMPLATE = (
