@@ -143,7 +143,9 @@ def register(subparsers: Any) -> None:
         help="draw all N and report what adaptive N would have saved",
     )
     parser.add_argument("--device", help="transformers backend: cpu, cuda, ...")
-    parser.add_argument("--batch-rows", type=int, default=64, help="rows per batch")
+    parser.add_argument(
+        "--batch-rows", type=int, help="rows decoded together (64 CPU, 512 GPU)"
+    )
     parser.add_argument("--base-url", help="openai backend: e.g. http://host:8000/v1")
     parser.add_argument("--api-key-env", default="OPENAI_API_KEY")
     parser.add_argument("--max-concurrency", type=int, default=8)
@@ -154,7 +156,7 @@ def _sampler_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     import os
 
     if args.backend == "transformers":
-        kw: dict[str, Any] = {"max_batch_rows": args.batch_rows}
+        kw: dict[str, Any] = {"max_batch_rows": args.batch_rows}  # None: default
         if args.device:
             kw["device"] = args.device
         return kw
