@@ -1,0 +1,800 @@
+"""Sampler backends for rejection sampling, behind one interface.
+
+Every backend answers ``sample(conversations, n, ...)`` with, per conversation, ``n``
+:class:`Completion` objects (text, token count, finish reason):
+
+- ``transformers`` — local model, CPU or GPU. The prompt's prefill runs once per
+  prompt and its KV cache is expanded along the batch for the ``n`` samples (where
+  ``generate(num_return_sequences=n)`` prefills every prompt ``n`` times); a
+  hand-written decode loop drops finished rows from the batch.
+- ``vllm`` — GPU, optional import; one request per sample with its own seed, and
+  prefix caching so the prompt is prefilled once.
+- ``openai`` — any OpenAI-compatible chat/completions endpoint, with bounded
+  concurrency, timeouts and retries.
+
+Seeding: sample ``i`` of a conversation draws its randomness from a generator seeded
+by ``(seed, hash of the conversation, i)``. A sample therefore does not depend on
+which other prompts share its batch, on batch sizes, or on whether it was drawn in
+one call or in chunks (``first_index``), which makes adaptive N replayable and the
+shared-prefill path comparable sample-for-sample with the naive path. (Numerics
+still differ in the last bits between batch shapes, which can flip a draw that lands
+exactly on a token boundary; in practice samples match.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from training._policy_loader import UnknownModelError, load_policy
+
+DEFAULT_POLICY = "builtin:smollm2-135m-instruct"
+BACKENDS = ("transformers", "vllm", "openai")
+
+Conversation = list[dict[str, str]]
+# progress(done, total): samples finished so far out of those requested in the call.
+SampleProgress = Callable[[int, int], None]
+
+
+class BadSamplingInput(ValueError):
+    """Input that the engine refuses before sampling anything."""
+
+
+class UnknownBackendError(BadSamplingInput):
+    pass
+
+
+class PromptTooLongError(BadSamplingInput):
+    """A prompt (plus the tokens to generate) exceeds the model's context."""
+
+    def __init__(self, message: str, index: int) -> None:
+        super().__init__(message)
+        self.index = index
+
+
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_POLICY",
+    "BadSamplingInput",
+    "Completion",
+    "OpenAISampler",
+    "PromptTooLongError",
+    "Sampler",
+    "TransformersSampler",
+    "UnknownBackendError",
+    "UnknownModelError",
+    "VLLMSampler",
+    "make_sampler",
+    "validate_request",
+]
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    token_count: int
+    # "stop" (end-of-sequence token) or "length" (hit max_new_tokens).
+    finish_reason: str
+
+
+class Sampler(Protocol):
+    def validate(
+        self, conversations: Sequence[Conversation], max_new_tokens: int
+    ) -> None:
+        """Raise :class:`BadSamplingInput` for prompts this sampler cannot serve."""
+
+    def sample(
+        self,
+        conversations: Sequence[Conversation],
+        n: int,
+        *,
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float,
+        seed: int,
+        progress: SampleProgress | None = None,
+        first_index: int = 0,
+    ) -> list[list[Completion]]: ...
+
+
+def validate_request(
+    conversations: Sequence[Conversation],
+    n: int,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+) -> None:
+    """Backend-independent checks shared by all samplers and the round."""
+    if not conversations:
+        raise BadSamplingInput("no prompts given")
+    if not isinstance(n, int) or n < 1:
+        raise BadSamplingInput(f"n must be an integer >= 1, got {n!r}")
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise BadSamplingInput(f"max_new_tokens must be >= 1, got {max_new_tokens!r}")
+    if temperature < 0:
+        raise BadSamplingInput(f"temperature must be >= 0, got {temperature}")
+    if not 0 < top_p <= 1:
+        raise BadSamplingInput(f"top_p must be in (0, 1], got {top_p}")
+    for i, conv in enumerate(conversations):
+        if not conv or not all(
+            isinstance(m, dict)
+            and isinstance(m.get("role"), str)
+            and isinstance(m.get("content"), str)
+            for m in conv
+        ):
+            raise BadSamplingInput(
+                f"prompt {i}: a conversation is a non-empty list of "
+                "{'role': str, 'content': str} messages"
+            )
+
+
+def conversation_key(conversation: Conversation) -> bytes:
+    blob = json.dumps(conversation, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).digest()
+
+
+def sample_seed(seed: int, conversation: Conversation, index: int) -> int:
+    """The seed of sample ``index`` for ``conversation`` (stable across processes)."""
+    digest = hashlib.sha256(
+        f"{seed}:{index}:".encode() + conversation_key(conversation)
+    ).digest()
+    return int.from_bytes(digest[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+# --------------------------------------------------------------------------------
+# transformers
+
+
+def _chat_text(tokenizer: Any, conversation: Conversation) -> str:
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(
+            conversation, add_generation_prompt=True, tokenize=False
+        )
+    # Base models without a template: a plain transcript ending on the reply turn.
+    lines = [f"{m['role']}: {m['content']}" for m in conversation]
+    return "\n".join([*lines, "assistant:"])
+
+
+def _preallocated_cache(config: Any, capacity: int) -> Any:
+    """A KV cache whose layers write into buffers sized for the whole generation.
+
+    transformers' DynamicCache grows by ``torch.cat`` at every step, copying the
+    whole cache each time; on CPU that copy cost more than the model itself
+    (two thirds of a decode step at 64 rows). Writing in place and handing out
+    views avoids it.
+    """
+    from transformers.cache_utils import Cache, DynamicLayer
+
+    class PreallocatedLayer(DynamicLayer):
+        def __init__(self) -> None:
+            super().__init__()
+            self.length = 0
+
+        def lazy_initialization(self, key_states: Any, value_states: Any) -> None:
+            self.device = key_states.device
+            batch, heads, _, dim = key_states.shape
+            self._k = key_states.new_empty((batch, heads, capacity, dim))
+            self._v = value_states.new_empty((batch, heads, capacity, dim))
+            self.is_initialized = True
+
+        def update(self, key_states: Any, value_states: Any, *args: Any, **kw: Any):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            end = self.length + key_states.shape[-2]
+            self._k[:, :, self.length : end] = key_states
+            self._v[:, :, self.length : end] = value_states
+            self.length = end
+            self.keys = self._k[:, :, :end]
+            self.values = self._v[:, :, :end]
+            return self.keys, self.values
+
+        def get_seq_length(self) -> int:
+            return self.length
+
+        def batch_repeat_interleave(self, repeats: int) -> None:
+            self._k = self._k.repeat_interleave(repeats, dim=0)
+            self._v = self._v.repeat_interleave(repeats, dim=0)
+
+        def batch_select_indices(self, indices: Any) -> None:
+            self._k = self._k[indices]
+            self._v = self._v[indices]
+
+    layers = int(config.num_hidden_layers)
+    return Cache(layers=[PreallocatedLayer() for _ in range(layers)])
+
+
+class TransformersSampler:
+    """Local sampling with a shared prompt prefill and a lean decode loop.
+
+    ``max_batch_rows`` bounds the rows decoded together (prompts per batch x n);
+    prompts are sorted by length so that a batch wastes little on left padding.
+    ``share_prefill=False`` prefills every prompt n times, like
+    ``generate(num_return_sequences=n)``; it exists for tests and benchmarks.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        max_batch_rows: int | None = None,
+        share_prefill: bool = True,
+        eos_token_ids: Sequence[int] | None = None,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.share_prefill = share_prefill
+        self.device = next(model.parameters()).device
+        # CPU throughput stops improving around 64 rows; a GPU wants far more.
+        default_rows = 512 if self.device.type == "cuda" else 64
+        self.max_batch_rows = max_batch_rows or default_rows
+        config = model.config
+        self.context_length = int(
+            getattr(config, "max_position_embeddings", None) or 2048
+        )
+        eos: set[int] = set(eos_token_ids or ())
+        sources = (getattr(model, "generation_config", None), config, tokenizer)
+        # Explicit ids replace the model's (e.g. a chat model's end-of-turn token).
+        for source in () if eos else sources:
+            value = getattr(source, "eos_token_id", None)
+            if isinstance(value, int):
+                eos.add(value)
+            elif value:
+                eos.update(int(v) for v in value)
+        if not eos:
+            raise ValueError("the model/tokenizer defines no eos_token_id")
+        self.eos_ids = sorted(eos)
+        self._eos_set = frozenset(self.eos_ids)
+        # transformers 5 renamed past_key_values to cache (the old name warns).
+        params = inspect.signature(model.forward).parameters
+        self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
+        pad = getattr(tokenizer, "pad_token_id", None)
+        self.pad_id = int(pad) if pad is not None else self.eos_ids[0]
+        # Test hook: called with (row sample seeds, logits) before each draw.
+        self.logits_hook: Callable[[list[int], Any], None] | None = None
+
+    @classmethod
+    def from_ref(
+        cls,
+        ref: str = DEFAULT_POLICY,
+        *,
+        device: str | None = None,
+        dtype: Any = None,
+        artifacts_dir: str | None = None,
+        **kwargs: Any,
+    ) -> TransformersSampler:
+        model, tokenizer = load_policy(
+            ref, device=device, dtype=dtype, artifacts_dir=artifacts_dir
+        )
+        return cls(model, tokenizer, **kwargs)
+
+    def encode(self, conversation: Conversation) -> list[int]:
+        text = _chat_text(self.tokenizer, conversation)
+        # The chat template already spells out BOS where the model wants one.
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def validate(
+        self, conversations: Sequence[Conversation], max_new_tokens: int
+    ) -> None:
+        for i, conv in enumerate(conversations):
+            length = len(self.encode(conv))
+            if length + max_new_tokens > self.context_length:
+                raise PromptTooLongError(
+                    f"prompt {i} has {length} tokens; with max_new_tokens="
+                    f"{max_new_tokens} that exceeds the model's context of "
+                    f"{self.context_length} tokens",
+                    index=i,
+                )
+
+    def sample(
+        self,
+        conversations: Sequence[Conversation],
+        n: int,
+        *,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        seed: int = 0,
+        progress: SampleProgress | None = None,
+        first_index: int = 0,
+    ) -> list[list[Completion]]:
+        validate_request(conversations, n, max_new_tokens, temperature, top_p)
+        self.validate(conversations, max_new_tokens)
+        encoded = [self.encode(c) for c in conversations]
+        seeds = [
+            [sample_seed(seed, c, first_index + j) for j in range(n)]
+            for c in conversations
+        ]
+        # Prompts sorted by length share batches with similar lengths (less padding).
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+        per_batch = max(1, self.max_batch_rows // n)
+        results: list[list[Completion]] = [[] for _ in conversations]
+        total, done = len(conversations) * n, 0
+        for start in range(0, len(order), per_batch):
+            batch = order[start : start + per_batch]
+            outputs = self._decode_batch(
+                [encoded[i] for i in batch],
+                [seeds[i] for i in batch],
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                top_p=top_p,
+            )
+            for i, rows in zip(batch, outputs, strict=True):
+                results[i] = [self._completion(ids, reason) for ids, reason in rows]
+            done += len(batch) * n
+            if progress is not None:
+                progress(done, total)
+        return results
+
+    def _completion(self, ids: list[int], reason: str) -> Completion:
+        body = ids[:-1] if reason == "stop" else ids
+        text = self.tokenizer.decode(body, skip_special_tokens=True)
+        return Completion(text=text, token_count=len(ids), finish_reason=reason)
+
+    def _decode_batch(
+        self,
+        prompts: list[list[int]],
+        seeds: list[list[int]],
+        *,
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float,
+    ) -> list[list[tuple[list[int], str]]]:
+        import torch
+
+        n = len(seeds[0])
+        device = self.device
+        width = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, prompt in enumerate(prompts):
+            # Left padding keeps every row's next token in the last column.
+            ids[row, width - len(prompt) :] = torch.tensor(prompt)
+            mask[row, width - len(prompt) :] = 1
+        ids, mask = ids.to(device), mask.to(device)
+        if not self.share_prefill:
+            ids = ids.repeat_interleave(n, dim=0)
+            mask = mask.repeat_interleave(n, dim=0)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        row_seeds = [s for prompt_seeds in seeds for s in prompt_seeds]
+        generators = []
+        for s in row_seeds:
+            g = torch.Generator(device=device)
+            g.manual_seed(s)
+            generators.append(g)
+        # Mask columns for every step, allocated once; step t uses [:, : width+t+1].
+        full_mask = torch.ones(
+            (len(row_seeds), width + max_new_tokens), dtype=torch.long, device=device
+        )
+
+        with torch.inference_mode():
+            cache = _preallocated_cache(self.model.config, width + max_new_tokens)
+            out = self.model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=positions,
+                **{self._cache_kwarg: cache},
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            logits = out.logits[:, -1, :]
+            if self.share_prefill:
+                # The one place the n samples part ways: copy the prompt's KV
+                # cache n times instead of recomputing it n times.
+                cache.batch_repeat_interleave(n)
+                mask = mask.repeat_interleave(n, dim=0)
+                logits = logits.repeat_interleave(n, dim=0)
+            full_mask[:, :width] = mask
+            next_pos = mask.sum(-1, keepdim=True)
+            # Batch row -> output row; -1 marks a finished row still in the batch.
+            rows = list(range(len(row_seeds)))
+            dead = 0
+            tokens: list[list[int]] = [[] for _ in row_seeds]
+            reasons = ["length"] * len(row_seeds)
+            for step in range(max_new_tokens):
+                live = [b for b, r in enumerate(rows) if r >= 0]
+                live_logits = logits if dead == 0 else logits[live]
+                if self.logits_hook is not None:
+                    self.logits_hook([row_seeds[rows[b]] for b in live], live_logits)
+                drawn = self._draw(
+                    live_logits, [generators[rows[b]] for b in live], temperature, top_p
+                ).tolist()
+                chosen = [self.pad_id] * len(rows)
+                for b, token in zip(live, drawn, strict=True):
+                    r = rows[b]
+                    chosen[b] = token
+                    tokens[r].append(token)
+                    if token in self._eos_set:
+                        reasons[r] = "stop"
+                        rows[b] = -1
+                        dead += 1
+                if step == max_new_tokens - 1 or dead == len(rows):
+                    break
+                # Finished rows leave the batch so later steps only pay for what
+                # is still generating; compacting copies the cache, so it waits
+                # until an eighth of the batch is done.
+                if dead and dead >= max(1, len(rows) // 8):
+                    keep = [b for b, r in enumerate(rows) if r >= 0]
+                    index = torch.tensor(keep, device=device)
+                    cache.batch_select_indices(index)
+                    full_mask, next_pos = full_mask[index], next_pos[index]
+                    chosen = [chosen[b] for b in keep]
+                    rows = [rows[b] for b in keep]
+                    dead = 0
+                out = self.model(
+                    input_ids=torch.tensor(chosen, device=device)[:, None],
+                    attention_mask=full_mask[:, : width + step + 1],
+                    position_ids=next_pos,
+                    **{self._cache_kwarg: cache},
+                    use_cache=True,
+                )
+                logits = out.logits[:, -1, :]
+                next_pos = next_pos + 1
+        pairs = list(zip(tokens, reasons, strict=True))
+        return [pairs[p * n : (p + 1) * n] for p in range(len(prompts))]
+
+    @staticmethod
+    def _draw(
+        logits: Any, generators: list[Any], temperature: float, top_p: float
+    ) -> Any:
+        import torch
+
+        if temperature == 0:
+            return logits.argmax(dim=-1)
+        probs = torch.softmax(logits.float() / temperature, dim=-1)
+        order = None
+        if top_p < 1.0:
+            # Nucleus: keep the smallest set of top tokens whose mass reaches top_p
+            # (the token crossing the threshold included).
+            probs, order = probs.sort(dim=-1, descending=True)
+            cumulative = probs.cumsum(dim=-1)
+            probs = probs.masked_fill(cumulative - probs >= top_p, 0.0)
+        cdf = probs.cumsum(dim=-1)
+        # One uniform per row from the row's own generator: inverse-CDF sampling
+        # keeps each sample independent of the batch it happens to be in.
+        uniforms = torch.cat(
+            [torch.rand(1, generator=g, device=g.device) for g in generators]
+        ).to(cdf.device)
+        u = (uniforms * cdf[:, -1]).unsqueeze(-1).to(cdf.dtype)
+        picked = torch.searchsorted(cdf, u, right=True).clamp_(max=cdf.shape[-1] - 1)
+        if order is not None:
+            picked = order.gather(-1, picked)
+        return picked.squeeze(-1)
+
+
+# --------------------------------------------------------------------------------
+# vLLM
+
+
+class VLLMSampler:
+    """vLLM on a GPU; install ``vllm`` separately (it is not a project dependency).
+
+    Each sample is its own request with the per-sample seed (see the module
+    docstring), and prefix caching makes the n requests of a prompt share one
+    prefill — the same saving as ``SamplingParams(n=...)`` while keeping samples
+    reproducible when drawn in chunks.
+    """
+
+    def __init__(
+        self,
+        model_path: str,
+        *,
+        gpu_memory_utilization: float = 0.85,
+        dtype: str = "bfloat16",
+        **engine_kwargs: Any,
+    ) -> None:
+        try:
+            import vllm
+        except ImportError as exc:
+            raise BadSamplingInput(
+                "the vllm backend needs the 'vllm' package (pip install vllm), "
+                "which runs on CUDA GPUs; use --backend transformers otherwise"
+            ) from exc
+        self._vllm = vllm
+        self.llm = vllm.LLM(
+            model=model_path,
+            enable_prefix_caching=True,
+            gpu_memory_utilization=gpu_memory_utilization,
+            dtype=dtype,
+            **engine_kwargs,
+        )
+        self.tokenizer = self.llm.get_tokenizer()
+        self.context_length = int(self.llm.llm_engine.model_config.max_model_len)
+
+    @classmethod
+    def from_ref(
+        cls, ref: str = DEFAULT_POLICY, *, artifacts_dir: str | None = None, **kw: Any
+    ) -> VLLMSampler:
+        from training._policy_loader import resolve_policy_dir
+
+        return cls(resolve_policy_dir(ref, artifacts_dir), **kw)
+
+    def _prompt_ids(self, conversation: Conversation) -> list[int]:
+        text = _chat_text(self.tokenizer, conversation)
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def validate(
+        self, conversations: Sequence[Conversation], max_new_tokens: int
+    ) -> None:
+        for i, conv in enumerate(conversations):
+            length = len(self._prompt_ids(conv))
+            if length + max_new_tokens > self.context_length:
+                raise PromptTooLongError(
+                    f"prompt {i} has {length} tokens; with max_new_tokens="
+                    f"{max_new_tokens} that exceeds the model's context of "
+                    f"{self.context_length} tokens",
+                    index=i,
+                )
+
+    def sample(
+        self,
+        conversations: Sequence[Conversation],
+        n: int,
+        *,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        seed: int = 0,
+        progress: SampleProgress | None = None,
+        first_index: int = 0,
+    ) -> list[list[Completion]]:
+        validate_request(conversations, n, max_new_tokens, temperature, top_p)
+        self.validate(conversations, max_new_tokens)
+        prompts, params = [], []
+        for conv in conversations:
+            ids = self._prompt_ids(conv)
+            for j in range(n):
+                prompts.append({"prompt_token_ids": ids})
+                params.append(
+                    self._vllm.SamplingParams(
+                        n=1,
+                        max_tokens=max_new_tokens,
+                        temperature=temperature,
+                        top_p=top_p,
+                        seed=sample_seed(seed, conv, first_index + j),
+                    )
+                )
+        outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        results: list[list[Completion]] = []
+        for p in range(len(conversations)):
+            row = []
+            for output in outputs[p * n : (p + 1) * n]:
+                choice = output.outputs[0]
+                reason = "stop" if choice.finish_reason == "stop" else "length"
+                row.append(Completion(choice.text, len(choice.token_ids), reason))
+            results.append(row)
+        if progress is not None:
+            progress(len(conversations) * n, len(conversations) * n)
+        return results
+
+
+# --------------------------------------------------------------------------------
+# OpenAI-compatible HTTP
+
+
+class SamplingHTTPError(RuntimeError):
+    """The endpoint failed after all retries."""
+
+
+class OpenAISampler:
+    """Any OpenAI-compatible ``/chat/completions`` (or ``/completions``) endpoint.
+
+    Requests ask for ``n`` choices; servers that return fewer get asked again for
+    the rest. At most ``max_concurrency`` requests are in flight; a request is
+    retried on connection errors, timeouts, 429 and 5xx with exponential backoff.
+    Token counts come from ``usage.completion_tokens`` (split over the choices by
+    length when n > 1, since usage is per request) unless a ``count_tokens``
+    function is given.
+    """
+
+    RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str = "http://127.0.0.1:8000/v1",
+        api_key: str | None = None,
+        mode: str = "chat",
+        max_concurrency: int = 8,
+        timeout_s: float = 60.0,
+        max_retries: int = 3,
+        backoff_s: float = 0.5,
+        count_tokens: Callable[[str], int] | None = None,
+        check_model: bool = True,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        import httpx
+
+        if mode not in ("chat", "completions"):
+            raise BadSamplingInput(
+                f"mode must be 'chat' or 'completions', got {mode!r}"
+            )
+        self.model = model
+        self.base_url = base_url.rstrip("/")
+        self.mode = mode
+        self.max_concurrency = max(1, max_concurrency)
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self.count_tokens = count_tokens
+        self.check_model = check_model
+        self._sleep = sleep
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx.Client(
+            timeout=httpx.Timeout(timeout_s),
+            headers=headers,
+            limits=httpx.Limits(max_connections=self.max_concurrency),
+        )
+        self._model_checked = False
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._client.close()
+
+    def validate(
+        self, conversations: Sequence[Conversation], max_new_tokens: int
+    ) -> None:
+        # The context length is the server's business; the model name we can check.
+        if not self.check_model or self._model_checked:
+            return
+        try:
+            response = self._client.get(f"{self.base_url}/models")
+        except Exception:
+            return  # unreachable now; the sampling requests report it with retries
+        if response.status_code == 200:
+            try:
+                known = [m.get("id") for m in response.json().get("data", [])]
+            except (ValueError, AttributeError):
+                known = []
+            if known and self.model not in known:
+                raise UnknownModelError(
+                    f"the endpoint {self.base_url} does not serve model "
+                    f"{self.model!r}; it serves: {', '.join(map(str, known))}"
+                )
+        self._model_checked = True
+
+    def _post(self, payload: dict[str, Any]) -> dict[str, Any]:
+        import httpx
+
+        path = "/chat/completions" if self.mode == "chat" else "/completions"
+        last: str = ""
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                self._sleep(self.backoff_s * 2 ** (attempt - 1))
+            try:
+                response = self._client.post(self.base_url + path, json=payload)
+            except (httpx.TimeoutException, httpx.TransportError) as exc:
+                last = f"{type(exc).__name__}: {exc}"
+                continue
+            if response.status_code in self.RETRY_STATUS:
+                last = f"HTTP {response.status_code}: {response.text[:200]}"
+                continue
+            if response.status_code == 404:
+                raise UnknownModelError(
+                    f"{self.base_url}{path} answered 404 for model {self.model!r}: "
+                    f"{response.text[:200]}"
+                )
+            if response.status_code >= 400:
+                raise SamplingHTTPError(
+                    f"HTTP {response.status_code}: {response.text[:500]}"
+                )
+            return response.json()
+        raise SamplingHTTPError(
+            f"{self.base_url}{path} failed after {self.max_retries + 1} "
+            f"attempts: {last}"
+        )
+
+    def _one_prompt(
+        self,
+        conversation: Conversation,
+        n: int,
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float,
+        seed: int,
+    ) -> list[Completion]:
+        completions: list[Completion] = []
+        requests = 0
+        while len(completions) < n:
+            if requests > n:
+                raise SamplingHTTPError(
+                    f"the endpoint returned {len(completions)} of {n} choices"
+                )
+            payload: dict[str, Any] = {
+                "model": self.model,
+                "n": n - len(completions),
+                "max_tokens": max_new_tokens,
+                "temperature": temperature,
+                "top_p": top_p,
+                "seed": seed + requests,
+            }
+            if self.mode == "chat":
+                payload["messages"] = conversation
+            else:
+                payload["prompt"] = _chat_text(None, conversation)
+            body = self._post(payload)
+            requests += 1
+            choices = body.get("choices") or []
+            texts = [
+                (c.get("message") or {}).get("content") or ""
+                if self.mode == "chat"
+                else c.get("text") or ""
+                for c in choices
+            ]
+            usage = (body.get("usage") or {}).get("completion_tokens")
+            chars = sum(len(t) for t in texts) or 1
+            for choice, text in zip(choices, texts, strict=True):
+                if self.count_tokens is not None:
+                    count = self.count_tokens(text)
+                elif isinstance(usage, int):
+                    count = (
+                        usage if len(texts) == 1 else round(usage * len(text) / chars)
+                    )
+                else:
+                    count = len(text.split())
+                reason = "length" if choice.get("finish_reason") == "length" else "stop"
+                completions.append(Completion(text, count, reason))
+        return completions[:n]
+
+    def sample(
+        self,
+        conversations: Sequence[Conversation],
+        n: int,
+        *,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        seed: int = 0,
+        progress: SampleProgress | None = None,
+        first_index: int = 0,
+    ) -> list[list[Completion]]:
+        validate_request(conversations, n, max_new_tokens, temperature, top_p)
+        self.validate(conversations, max_new_tokens)
+        total, done = len(conversations) * n, 0
+
+        def run(conv: Conversation) -> list[Completion]:
+            nonlocal done
+            # OpenAI's seed is an int; keep it in a range every server accepts.
+            request_seed = sample_seed(seed, conv, first_index) % (2**31)
+            result = self._one_prompt(
+                conv, n, max_new_tokens, temperature, top_p, request_seed
+            )
+            with self._lock:
+                done += n
+                if progress is not None:
+                    progress(done, total)
+            return result
+
+        with ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:
+            return list(pool.map(run, conversations))
+
+
+# --------------------------------------------------------------------------------
+
+
+def make_sampler(
+    backend: str = "transformers", policy_ref: str = DEFAULT_POLICY, **kwargs: Any
+) -> Sampler:
+    """A sampler for ``backend`` serving ``policy_ref``.
+
+    transformers: kwargs ``device``, ``dtype``, ``artifacts_dir``, ``max_batch_rows``.
+    vllm: ``artifacts_dir`` plus ``vllm.LLM`` kwargs. openai: ``policy_ref`` is the
+    served model name; kwargs ``base_url``, ``api_key``, ``mode``,
+    ``max_concurrency``, ``timeout_s``, ``max_retries``.
+    """
+    if backend == "transformers":
+        return TransformersSampler.from_ref(policy_ref, **kwargs)
+    if backend == "vllm":
+        return VLLMSampler.from_ref(policy_ref, **kwargs)
+    if backend == "openai":
+        return OpenAISampler(policy_ref, **kwargs)
+    raise UnknownBackendError(
+        f"unknown sampler backend {backend!r}; choose one of {', '.join(BACKENDS)}"
+    )
