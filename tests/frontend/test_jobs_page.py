@@ -1,0 +1,157 @@
+"""The jobs page and the API to start jobs: who sees and who may start what."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+from rest_framework.test import APIClient
+
+from labelapp.models import Job, Membership, ModelVersion, Project, Round
+from tests.frontend.conftest import PASSWORD
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def people(django_user_model, project):
+    made = {}
+    for role in ("annotator2", "reviewer", "admin"):
+        user = django_user_model.objects.create_user(username=role, password=PASSWORD)
+        if role != "annotator2":
+            Membership.objects.create(project=project, user=user, role=role)
+        else:
+            Membership.objects.create(project=project, user=user)
+        made[role] = user
+    made["outsider"] = django_user_model.objects.create_user(
+        username="outsider", password=PASSWORD
+    )
+    return made
+
+
+def client_for(client, user):
+    if user is not None:
+        client.force_login(user)
+    return client
+
+
+@pytest.mark.parametrize(
+    "who, expected",
+    [
+        (None, 302),
+        ("annotator2", 404),
+        ("outsider", 404),
+        ("reviewer", 200),
+        ("admin", 200),
+    ],
+)
+def test_jobs_page_visibility(client, people, project, who, expected):
+    c = client_for(client, people.get(who))
+    assert c.get(reverse("frontend:jobs", args=[project.pk])).status_code == expected
+    json_status = c.get(reverse("frontend:jobs-json", args=[project.pk])).status_code
+    assert json_status == expected
+
+
+def test_page_shows_jobs_versions_rounds_and_failed_error(client, people, project):
+    Job.objects.create(
+        project=project, kind=Job.Kind.TRAIN_RM, status="running", progress=0.42,
+        message="epoch 1/2: step 30/71",
+    )  # fmt: skip
+    Job.objects.create(
+        project=project, kind=Job.Kind.ROUND, status="failed",
+        error="RuntimeError: sampler exploded", traceback_tail="Traceback ...",
+    )  # fmt: skip
+    ModelVersion.objects.create(
+        project=project, version=1, base_ref="builtin:minilm-l6", status="rejected",
+        status_reason="held-out accuracy 0.600 is worse", metrics={"eval": {"accuracy": 0.6}},
+    )  # fmt: skip
+    Round.objects.create(
+        project=project, number=0, policy_ref="p", status="done",
+        stats={"reward": {"mean": 0.25}, "duplicate_rate": 0.125},
+    )  # fmt: skip
+    page = client_for(client, people["admin"]).get(
+        reverse("frontend:jobs", args=[project.pk])
+    )
+    html = page.content.decode()
+    assert 'value="0.42"' in html and "epoch 1/2: step 30/71" in html
+    assert "RuntimeError: sampler exploded" in html and "Retry" in html
+    assert "held-out accuracy 0.600 is worse" in html and "0.600" in html
+    assert "0.250" in html and "0.125" in html
+    data = client.get(reverse("frontend:jobs-json", args=[project.pk])).json()
+    assert {j["status"] for j in data["jobs"]} == {"running", "failed"}
+
+
+def test_only_admins_start_jobs(
+    client, people, project, django_capture_on_commit_callbacks
+):
+    url = reverse("frontend:jobs-start", args=[project.pk, "train"])
+    assert client_for(client, people["reviewer"]).post(url).status_code == 403
+    assert not Job.objects.exists()
+    client.logout()
+    c = client_for(client, people["admin"])
+    with django_capture_on_commit_callbacks() as sent:
+        response = c.post(url)
+    assert response.status_code == 302 and len(sent) == 1
+    job = Job.objects.get()
+    assert (job.kind, job.status, job.created_by) == (
+        "train_rm",
+        "pending",
+        people["admin"],
+    )
+    # A second start while one is active is refused with a message, not a 500.
+    page = c.post(url, follow=True)
+    assert "already pending" in page.content.decode()
+    assert Job.objects.count() == 1
+
+
+def test_retry_failed_job(client, people, project, django_capture_on_commit_callbacks):
+    job = Job.objects.create(project=project, kind=Job.Kind.ROUND, status="failed")
+    c = client_for(client, people["admin"])
+    with django_capture_on_commit_callbacks() as sent:
+        c.post(reverse("frontend:jobs-retry", args=[project.pk, job.pk]))
+    job.refresh_from_db()
+    assert job.status == "pending" and len(sent) == 1
+
+
+@pytest.mark.parametrize(
+    "who, expected",
+    [
+        (None, 403),
+        ("annotator2", 403),
+        ("outsider", 404),
+        ("reviewer", 403),
+        ("admin", 202),
+    ],
+)
+def test_api_start_training_and_round(
+    people, project, who, expected, django_capture_on_commit_callbacks
+):
+    api = APIClient()
+    if people.get(who):
+        api.force_authenticate(people[who])
+    for action, kind in (("train", "train_rm"), ("round", "round")):
+        with django_capture_on_commit_callbacks():
+            response = api.post(f"/api/v1/projects/{project.pk}/{action}/")
+        assert response.status_code == expected, response.content
+        if expected == 202:
+            assert response.json()["kind"] == kind
+            again = api.post(f"/api/v1/projects/{project.pk}/{action}/")
+            assert again.status_code == 409
+    expected_jobs = 2 if expected == 202 else 0
+    assert Job.objects.filter(project=project).count() == expected_jobs
+
+
+def test_api_retry(people, project):
+    job = Job.objects.create(project=project, kind=Job.Kind.ROUND, status="failed")
+    api = APIClient()
+    api.force_authenticate(people["reviewer"])
+    assert api.post(f"/api/v1/jobs/{job.pk}/retry/").status_code == 403
+    api.force_authenticate(people["admin"])
+    assert api.post(f"/api/v1/jobs/{job.pk}/retry/").status_code == 202
+    assert api.post(f"/api/v1/jobs/{job.pk}/retry/").status_code == 409
+
+
+def test_other_project_admin_cannot_start(people, django_user_model):
+    other = Project.objects.create(name="other")
+    api = APIClient()
+    api.force_authenticate(people["admin"])
+    assert api.post(f"/api/v1/projects/{other.pk}/train/").status_code == 404
