@@ -11,7 +11,6 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import redis
@@ -19,8 +18,6 @@ from django.conf import settings
 from django.db import connection
 
 from tests.conftest import ROOT
-
-E2E_REDIS_DB = 13
 
 
 def free_port() -> int:
@@ -49,8 +46,9 @@ class Processes:
         db = connection.settings_dict
         auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
         host = f"{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}"
-        redis_parts = urlsplit(settings.REDIS_URL)
-        self.redis_url = urlunsplit(redis_parts._replace(path=f"/{E2E_REDIS_DB}"))
+        # The test process enqueues through the same broker the workers read, so
+        # both use REDIS_URL; stale messages of earlier tests are dropped first.
+        self.redis_url = settings.REDIS_URL
         redis.Redis.from_url(self.redis_url).flushdb()
         self.tmp = tmp_path
         self.env = {
