@@ -222,7 +222,7 @@ def test_killed_worker_job_finishes_once(procs, tiny_models, tmp_path, kind):
     from config.celery import app
     from labelapp.jobs import TASKS
 
-    app.send_task(TASKS[job.kind], args=[job.pk]).forget()
+    app.send_task(TASKS[job.kind], args=[job.pk])
     wait_until(
         lambda: "nothing to do" in procs.log("worker-2"),
         timeout=60,
