@@ -344,6 +344,13 @@ class Comparison(models.Model):
                 condition=Q(status="open"),
                 name="comparison_queue_idx",
             ),
+            # Gold items are few; without their own index, serving one would scan
+            # the whole open queue.
+            models.Index(
+                fields=["project", "-priority", "-labels_count", "random_key"],
+                condition=Q(status="open", is_gold=True),
+                name="comparison_gold_queue_idx",
+            ),
             models.Index(fields=["project", "status"]),
             models.Index(fields=["round"]),
         ]

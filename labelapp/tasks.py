@@ -16,6 +16,7 @@ from django.db import InterfaceError, OperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from labelapp import jobs
+from labelapp.queue import leases_reclaim
 
 TRANSIENT = (OperationalError, InterfaceError, RedisConnectionError)
 COMMON = {
@@ -60,3 +61,9 @@ def check_triggers(project_id: int | None = None) -> int:
     from labelapp.loop import training_maybe_trigger
 
     return training_maybe_trigger(project_id=project_id)
+
+
+@shared_task(name="pairloop.leases.reclaim", **COMMON, **DEFAULT_LIMITS)
+def reclaim_expired_leases() -> int:
+    """Periodic (beat). Idempotent: a second run finds nothing left to reclaim."""
+    return leases_reclaim()

@@ -1,2 +1,22 @@
+from django.urls import path
+from rest_framework.routers import DefaultRouter
+
+from labelapp.api import views
+
 app_name = "api"
-urlpatterns: list = []
+
+router = DefaultRouter()
+router.register("projects", views.ProjectViewSet, basename="project")
+router.register("prompts", views.PromptViewSet, basename="prompt")
+router.register("responses", views.ResponseViewSet, basename="response")
+router.register("comparisons", views.ComparisonViewSet, basename="comparison")
+router.register("labels", views.LabelViewSet, basename="label")
+router.register("assignments", views.AssignmentViewSet, basename="assignment")
+router.register("model-versions", views.ModelVersionViewSet, basename="modelversion")
+router.register("rounds", views.RoundViewSet, basename="round")
+router.register("jobs", views.JobViewSet, basename="job")
+
+urlpatterns = [
+    path("me/", views.MeView.as_view(), name="me"),
+    *router.urls,
+]

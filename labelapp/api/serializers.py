@@ -1,0 +1,360 @@
+"""Serializers: shape and validate; the writes themselves are services (content.py,
+queue.py, aggregation.py)."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from labelapp import selectors
+from labelapp.aggregation import REVIEW_NOTE_MAX_CHARS
+from labelapp.models import (
+    Assignment,
+    Choice,
+    Comparison,
+    Job,
+    Label,
+    Membership,
+    ModelVersion,
+    Project,
+    Prompt,
+    Response,
+    Round,
+)
+from labelapp.queue import RATIONALE_MAX_CHARS, display_choice
+
+MAX_MESSAGES = 200
+MAX_TEXT_CHARS = 200_000
+
+
+def enum_field(values: list[str], **kwargs) -> serializers.ChoiceField:
+    """A choice field documented as an inline enum. Several models share field names
+    (status, origin, kind, choice) with different value sets; inline enums keep the
+    schema free of drf-spectacular's enum-name collisions without settings overrides.
+    """
+    values = list(values)
+    shown = [*values, ""] if kwargs.get("allow_blank") else values
+    schema: dict = {"type": "string", "enum": shown}
+    if kwargs.get("allow_null"):
+        schema["nullable"] = True
+    field_cls = extend_schema_field(schema)(
+        type("EnumField", (serializers.ChoiceField,), {})
+    )
+    return field_cls(choices=values, **kwargs)
+
+
+GOLD_HELP = "For gold items: a, b, tie or both_bad (canonical terms); else empty."
+MAJORITY_HELP = "a, b, tie or both_bad; empty while there is no unique majority."
+
+
+def _check_choice(value: str) -> str:
+    if value and value not in Choice.values:
+        raise serializers.ValidationError(
+            f"Must be one of: {', '.join(Choice.values)}."
+        )
+    return value
+
+
+class AdministeredProjectField(serializers.PrimaryKeyRelatedField):
+    """A project the requesting user administers; others are "does not exist"."""
+
+    def get_queryset(self):
+        return selectors.projects_administered_by(self.context["request"].user)
+
+
+class ProjectSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Project
+        exclude = ["members"]
+        read_only_fields = ["created_at"]
+
+
+class MessageSerializer(serializers.Serializer):
+    role = serializers.ChoiceField(choices=["system", "user", "assistant"])
+    content = serializers.CharField(max_length=MAX_TEXT_CHARS, allow_blank=True)
+
+
+class PromptSerializer(serializers.ModelSerializer):
+    project = AdministeredProjectField()
+    messages = MessageSerializer(many=True, max_length=MAX_MESSAGES, min_length=1)
+
+    class Meta:
+        model = Prompt
+        fields = ["id", "project", "messages", "external_id", "source", "created_at"]
+        read_only_fields = ["created_at"]
+
+
+class ResponseSerializer(serializers.ModelSerializer):
+    origin = enum_field(Response.Origin.values, required=False)
+    text = serializers.CharField(max_length=MAX_TEXT_CHARS)
+
+    class Meta:
+        model = Response
+        fields = [
+            "id",
+            "prompt",
+            "text",
+            "origin",
+            "round",
+            "model_ref",
+            "token_count",
+            "finish_reason",
+            "reward",
+            "reward_version",
+            "created_at",
+        ]
+        read_only_fields = [
+            "token_count",
+            "finish_reason",
+            "reward",
+            "reward_version",
+            "created_at",
+        ]
+
+    def validate_prompt(self, prompt: Prompt) -> Prompt:
+        if not selectors.can_administer(
+            self.context["request"].user, prompt.project_id
+        ):
+            raise serializers.ValidationError("Invalid pk - object does not exist.")
+        return prompt
+
+
+class ComparisonSerializer(serializers.ModelSerializer):
+    project = AdministeredProjectField()
+    origin = enum_field(Comparison.Origin.values, required=False)
+    status = enum_field(Comparison.Status.values, read_only=True)
+    # Plain strings, not enums: the schema already names this value set ChoiceEnum,
+    # and drf-spectacular warns when one set gets several names.
+    gold_choice = serializers.CharField(
+        required=False, allow_blank=True, help_text=GOLD_HELP
+    )
+    majority = serializers.CharField(read_only=True, help_text=MAJORITY_HELP)
+
+    def validate_gold_choice(self, value: str) -> str:
+        return _check_choice(value)
+
+    labels_required = serializers.IntegerField(
+        min_value=1, max_value=100, required=False
+    )
+
+    class Meta:
+        model = Comparison
+        fields = [
+            "id",
+            "project",
+            "prompt",
+            "response_a",
+            "response_b",
+            "origin",
+            "round",
+            "strategy",
+            "priority",
+            "labels_required",
+            "labels_count",
+            "status",
+            "is_gold",
+            "gold_choice",
+            "p_a",
+            "majority",
+            "agreement",
+            "mean_strength",
+            "both_bad_count",
+            "completed_at",
+            "created_at",
+        ]
+        read_only_fields = [
+            "prompt",
+            "labels_count",
+            "p_a",
+            "majority",
+            "agreement",
+            "mean_strength",
+            "both_bad_count",
+            "completed_at",
+            "created_at",
+        ]
+
+
+class ComparisonUpdateSerializer(serializers.ModelSerializer):
+    """What may change after creation: order, k, retiring, and the gold answer."""
+
+    labels_required = serializers.IntegerField(min_value=1, max_value=100)
+    # "complete" is reached by labelling, never set by hand.
+    status = enum_field([Comparison.Status.OPEN, Comparison.Status.RETIRED])
+    gold_choice = serializers.CharField(allow_blank=True, help_text=GOLD_HELP)
+
+    def validate_gold_choice(self, value: str) -> str:
+        return _check_choice(value)
+
+    class Meta:
+        model = Comparison
+        fields = ["priority", "labels_required", "status", "gold_choice"]
+
+
+class LabelSerializer(serializers.ModelSerializer):
+    """A stored label, choice in canonical terms (A = response_a)."""
+
+    choice = enum_field(Choice.values, read_only=True)
+    review_state = enum_field(Label.ReviewState.values, read_only=True)
+
+    class Meta:
+        model = Label
+        fields = [
+            "id",
+            "comparison",
+            "annotator",
+            "assignment",
+            "choice",
+            "strength",
+            "p_a",
+            "rationale",
+            "duration_ms",
+            "shown_swapped",
+            "source",
+            "review_state",
+            "review_note",
+            "reviewed_by",
+            "reviewed_at",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+
+class AssignmentSerializer(serializers.ModelSerializer):
+    state = enum_field(Assignment.State.values, read_only=True)
+
+    class Meta:
+        model = Assignment
+        fields = [
+            "id",
+            "comparison",
+            "project",
+            "state",
+            "swapped",
+            "leased_at",
+            "expires_at",
+            "finished_at",
+        ]
+        read_only_fields = fields
+
+
+class ModelVersionSerializer(serializers.ModelSerializer):
+    status = enum_field(ModelVersion.Status.values, read_only=True)
+    kind = enum_field(ModelVersion.Kind.values, read_only=True)
+
+    class Meta:
+        model = ModelVersion
+        fields = "__all__"
+
+
+class RoundSerializer(serializers.ModelSerializer):
+    status = enum_field(Round.Status.values, read_only=True)
+
+    class Meta:
+        model = Round
+        fields = "__all__"
+
+
+class JobSerializer(serializers.ModelSerializer):
+    status = enum_field(Job.Status.values, read_only=True)
+    kind = enum_field(Job.Kind.values, read_only=True)
+
+    class Meta:
+        model = Job
+        fields = "__all__"
+
+
+# --- annotation flow -------------------------------------------------------------
+
+
+class _PromptPayload(serializers.Serializer):
+    messages = MessageSerializer(many=True)
+
+
+class _SidePayload(serializers.Serializer):
+    response_id = serializers.IntegerField()
+    text = serializers.CharField()
+
+
+class NextSerializer(serializers.Serializer):
+    """A leased comparison as shown: a is on the left, b on the right."""
+
+    assignment_id = serializers.IntegerField()
+    comparison_id = serializers.IntegerField()
+    prompt = _PromptPayload()
+    a = _SidePayload()
+    b = _SidePayload()
+    lease_expires_at = serializers.DateTimeField()
+
+
+class LabelInputSerializer(serializers.Serializer):
+    choice = enum_field(Choice.values, help_text="Display terms.")
+    strength = serializers.IntegerField(min_value=1, max_value=4)
+    rationale = serializers.CharField(
+        max_length=RATIONALE_MAX_CHARS, required=False, allow_blank=True, default=""
+    )
+    duration_ms = serializers.IntegerField(
+        min_value=0, max_value=7 * 24 * 3600 * 1000, required=False, allow_null=True
+    )
+    idempotency_key = serializers.CharField(
+        max_length=100, required=False, allow_blank=True, default=""
+    )
+
+
+class SubmittedLabelSerializer(serializers.Serializer):
+    """The stored label as the annotator submitted it (choice in display terms), so a
+    repeated submission gets byte-for-byte the same body."""
+
+    id = serializers.IntegerField()
+    assignment_id = serializers.IntegerField()
+    comparison_id = serializers.IntegerField()
+    choice = enum_field(Choice.values)
+    strength = serializers.IntegerField(allow_null=True)
+    rationale = serializers.CharField(allow_blank=True)
+    duration_ms = serializers.IntegerField(allow_null=True)
+    idempotency_key = serializers.CharField(allow_blank=True)
+    created_at = serializers.DateTimeField()
+
+    def to_representation(self, label: Label) -> dict:
+        return super().to_representation(
+            {
+                "id": label.pk,
+                "assignment_id": label.assignment_id,
+                "comparison_id": label.comparison_id,
+                "choice": display_choice(label.choice, label.shown_swapped),
+                "strength": label.strength,
+                "rationale": label.rationale,
+                "duration_ms": label.duration_ms,
+                "idempotency_key": label.idempotency_key,
+                "created_at": label.created_at,
+            }
+        )
+
+
+class ReviewInputSerializer(serializers.Serializer):
+    state = enum_field([Label.ReviewState.ACCEPTED, Label.ReviewState.REJECTED])
+    note = serializers.CharField(
+        max_length=REVIEW_NOTE_MAX_CHARS, required=False, allow_blank=True, default=""
+    )
+
+
+class ProgressSerializer(serializers.Serializer):
+    done_today = serializers.IntegerField()
+    done_total = serializers.IntegerField()
+    remaining = serializers.IntegerField()
+
+
+class MembershipSerializer(serializers.ModelSerializer):
+    project_name = serializers.CharField(source="project.name")
+    role = enum_field(Membership.Role.values)
+
+    class Meta:
+        model = Membership
+        fields = ["project", "project_name", "role", "paused"]
+
+
+class MeSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    username = serializers.CharField()
+    is_staff = serializers.BooleanField()
+    memberships = MembershipSerializer(many=True)

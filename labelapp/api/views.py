@@ -1,0 +1,343 @@
+"""API views: authenticate, pick the user's queryset (selectors), validate
+(serializers), call a service, serialise. No business logic here."""
+
+from __future__ import annotations
+
+from django.db.models import QuerySet
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+)
+from rest_framework import status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response as HttpResponse
+from rest_framework.views import APIView
+
+from labelapp import content, models, selectors
+from labelapp.aggregation import label_review
+from labelapp.api import serializers as s
+from labelapp.api.permissions import ProjectAdminWrites, StaffCreatesProjects
+from labelapp.errors import NotFound
+from labelapp.queue import assignment_skip, comparison_next_for, label_submit
+
+
+def _int_param(request: Request, name: str) -> int | None:
+    raw = request.query_params.get(name)
+    if raw in (None, ""):
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValidationError({name: ["A valid integer is required."]}) from None
+
+
+def _choice_param(request: Request, name: str, choices: list[str]) -> str | None:
+    raw = request.query_params.get(name)
+    if raw in (None, ""):
+        return None
+    if raw not in choices:
+        raise ValidationError({name: [f"Must be one of: {', '.join(choices)}."]})
+    return raw
+
+
+def _filter_ints(request: Request, qs: QuerySet, fields: dict[str, str]) -> QuerySet:
+    for param, field in fields.items():
+        value = _int_param(request, param)
+        if value is not None:
+            qs = qs.filter(**{field: value})
+    return qs
+
+
+class _Scoped:
+    """Routes only numeric ids (anything else is a 404 before the view runs), and
+    gives schema generation, which has no user, an empty queryset to inspect."""
+
+    lookup_value_regex = "[0-9]+"
+    model: type
+
+    def get_queryset(self) -> QuerySet:
+        if getattr(self, "swagger_fake_view", False):
+            return self.model.objects.none()
+        return self.scoped_queryset()
+
+    def scoped_queryset(self) -> QuerySet:
+        raise NotImplementedError
+
+
+def _int_params(*names: str) -> list[OpenApiParameter]:
+    return [
+        OpenApiParameter(n, OpenApiTypes.INT, description=f"Filter by {n}.")
+        for n in names
+    ]
+
+
+def _enum_param(name: str, choices: list[str]) -> OpenApiParameter:
+    return OpenApiParameter(name, OpenApiTypes.STR, enum=choices)
+
+
+class ProjectViewSet(_Scoped, viewsets.ModelViewSet):
+    model = models.Project
+    serializer_class = s.ProjectSerializer
+    permission_classes = [IsAuthenticated, StaffCreatesProjects]
+
+    def scoped_queryset(self) -> QuerySet:
+        return selectors.projects_for(self.request.user)
+
+    @extend_schema(
+        request=None,
+        responses={
+            200: s.NextSerializer,
+            204: OpenApiResponse(description="Nothing left to label for you."),
+        },
+        summary="Lease the next comparison to label",
+    )
+    @action(detail=True, methods=["post"], permission_classes=[IsAuthenticated])
+    def next(self, request: Request, pk: str | None = None) -> HttpResponse:
+        project = self.get_object()
+        assignment = comparison_next_for(annotator=request.user, project=project)
+        if assignment is None:
+            return HttpResponse(status=status.HTTP_204_NO_CONTENT)
+        payload = selectors.assignment_payload(assignment)
+        return HttpResponse(s.NextSerializer(payload).data)
+
+    @extend_schema(responses=s.ProgressSerializer, summary="Your progress")
+    @action(detail=True, methods=["get"], permission_classes=[IsAuthenticated])
+    def progress(self, request: Request, pk: str | None = None) -> HttpResponse:
+        project = self.get_object()
+        data = selectors.project_progress(user=request.user, project=project)
+        return HttpResponse(s.ProgressSerializer(data).data)
+
+
+@extend_schema_view(list=extend_schema(parameters=_int_params("project")))
+class PromptViewSet(_Scoped, viewsets.ModelViewSet):
+    model = models.Prompt
+    serializer_class = s.PromptSerializer
+    permission_classes = [IsAuthenticated, ProjectAdminWrites]
+    http_method_names = ["get", "post", "head", "options"]  # prompts are immutable
+
+    def scoped_queryset(self) -> QuerySet:
+        qs = selectors.prompts_for(self.request.user)
+        return _filter_ints(self.request, qs, {"project": "project_id"})
+
+    def perform_create(self, serializer: s.PromptSerializer) -> None:
+        serializer.instance = content.prompt_create(**serializer.validated_data)
+
+
+@extend_schema_view(list=extend_schema(parameters=_int_params("project", "prompt")))
+class ResponseViewSet(_Scoped, viewsets.ModelViewSet):
+    model = models.Response
+    serializer_class = s.ResponseSerializer
+    permission_classes = [IsAuthenticated, ProjectAdminWrites]
+    http_method_names = ["get", "post", "head", "options"]
+
+    def scoped_queryset(self) -> QuerySet:
+        qs = selectors.responses_for(self.request.user)
+        return _filter_ints(
+            self.request, qs, {"project": "prompt__project_id", "prompt": "prompt_id"}
+        )
+
+    def perform_create(self, serializer: s.ResponseSerializer) -> None:
+        serializer.instance = content.response_create(**serializer.validated_data)
+
+
+COMPARISON_STATUS = ["open", "complete", "retired"]
+COMPARISON_ORIGIN = ["import", "round", "audit", "gold"]
+
+
+@extend_schema_view(
+    list=extend_schema(
+        parameters=[
+            *_int_params("project", "round"),
+            _enum_param("status", COMPARISON_STATUS),
+            _enum_param("origin", COMPARISON_ORIGIN),
+        ]
+    ),
+    partial_update=extend_schema(
+        request=s.ComparisonUpdateSerializer, responses=s.ComparisonSerializer
+    ),
+)
+class ComparisonViewSet(_Scoped, viewsets.ModelViewSet):
+    model = models.Comparison
+    serializer_class = s.ComparisonSerializer
+    permission_classes = [IsAuthenticated, ProjectAdminWrites]
+    http_method_names = ["get", "post", "patch", "head", "options"]
+
+    def scoped_queryset(self) -> QuerySet:
+        request = self.request
+        qs = selectors.comparisons_for(request.user)
+        qs = _filter_ints(request, qs, {"project": "project_id", "round": "round_id"})
+        if value := _choice_param(request, "status", COMPARISON_STATUS):
+            qs = qs.filter(status=value)
+        if value := _choice_param(request, "origin", COMPARISON_ORIGIN):
+            qs = qs.filter(origin=value)
+        return qs
+
+    def get_serializer_class(self):
+        if self.action == "partial_update":
+            return s.ComparisonUpdateSerializer
+        return s.ComparisonSerializer
+
+    def perform_create(self, serializer: s.ComparisonSerializer) -> None:
+        data = dict(serializer.validated_data)
+        serializer.instance = content.comparison_create(
+            project=data.pop("project"),
+            response_1=data.pop("response_a"),
+            response_2=data.pop("response_b"),
+            origin=data.get("origin", "import"),
+            priority=data.get("priority", 0),
+            labels_required=data.get("labels_required"),
+            is_gold=data.get("is_gold", False),
+            gold_choice=data.get("gold_choice", ""),
+            round=data.get("round"),
+        )
+
+    def partial_update(self, request: Request, *args, **kwargs) -> HttpResponse:
+        super().partial_update(request, *args, **kwargs)
+        return HttpResponse(s.ComparisonSerializer(self.get_object()).data)
+
+
+@extend_schema_view(
+    list=extend_schema(
+        parameters=[
+            *_int_params("project", "comparison", "annotator"),
+            _enum_param("review_state", ["pending", "accepted", "rejected"]),
+        ]
+    )
+)
+class LabelViewSet(_Scoped, viewsets.ReadOnlyModelViewSet):
+    model = models.Label
+    """Labels are written through assignments (annotators) and reviews (reviewers)."""
+
+    serializer_class = s.LabelSerializer
+
+    def scoped_queryset(self) -> QuerySet:
+        request = self.request
+        qs = selectors.labels_for(request.user)
+        qs = _filter_ints(
+            request,
+            qs,
+            {
+                "project": "comparison__project_id",
+                "comparison": "comparison_id",
+                "annotator": "annotator_id",
+            },
+        )
+        states = ["pending", "accepted", "rejected"]
+        if value := _choice_param(request, "review_state", states):
+            qs = qs.filter(review_state=value)
+        return qs
+
+    @extend_schema(request=s.ReviewInputSerializer, responses=s.LabelSerializer)
+    @action(detail=True, methods=["post"])
+    def review(self, request: Request, pk: str | None = None) -> HttpResponse:
+        label = self.get_object()
+        data = s.ReviewInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        label = label_review(label=label, reviewer=request.user, **data.validated_data)
+        return HttpResponse(s.LabelSerializer(label).data)
+
+
+@extend_schema_view(
+    list=extend_schema(
+        parameters=[
+            *_int_params("project"),
+            _enum_param("state", ["leased", "labelled", "skipped", "expired"]),
+        ]
+    )
+)
+class AssignmentViewSet(_Scoped, viewsets.ReadOnlyModelViewSet):
+    model = models.Assignment
+    serializer_class = s.AssignmentSerializer
+
+    def scoped_queryset(self) -> QuerySet:
+        request = self.request
+        qs = selectors.assignments_for(request.user)
+        qs = _filter_ints(request, qs, {"project": "project_id"})
+        states = ["leased", "labelled", "skipped", "expired"]
+        if value := _choice_param(request, "state", states):
+            qs = qs.filter(state=value)
+        return qs
+
+    @extend_schema(
+        request=s.LabelInputSerializer,
+        responses={
+            201: s.SubmittedLabelSerializer,
+            200: OpenApiResponse(
+                s.SubmittedLabelSerializer, description="Repeat of a stored label."
+            ),
+        },
+        summary="Label your leased comparison (choice in display terms)",
+    )
+    @action(detail=True, methods=["post"])
+    def label(self, request: Request, pk: str | None = None) -> HttpResponse:
+        data = s.LabelInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        # Ownership is checked by the service (someone else's assignment: 404).
+        label, created = label_submit(
+            assignment_id=_pk(pk), annotator=request.user, **data.validated_data
+        )
+        return HttpResponse(
+            s.SubmittedLabelSerializer(label).data,
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        )
+
+    @extend_schema(request=None, responses=s.AssignmentSerializer)
+    @action(detail=True, methods=["post"])
+    def skip(self, request: Request, pk: str | None = None) -> HttpResponse:
+        assignment = assignment_skip(assignment_id=_pk(pk), annotator=request.user)
+        return HttpResponse(s.AssignmentSerializer(assignment).data)
+
+
+def _pk(pk: str | None) -> int:
+    try:
+        return int(pk or "")
+    except ValueError:
+        raise NotFound("Assignment not found.") from None
+
+
+class _ProjectScopedReadOnly(_Scoped, viewsets.ReadOnlyModelViewSet):
+    selector = staticmethod(selectors.jobs_for)
+
+    def scoped_queryset(self) -> QuerySet:
+        qs = self.selector(self.request.user)
+        return _filter_ints(self.request, qs, {"project": "project_id"})
+
+
+@extend_schema_view(list=extend_schema(parameters=_int_params("project")))
+class ModelVersionViewSet(_ProjectScopedReadOnly):
+    model = models.ModelVersion
+    serializer_class = s.ModelVersionSerializer
+    selector = staticmethod(selectors.model_versions_for)
+
+
+@extend_schema_view(list=extend_schema(parameters=_int_params("project")))
+class RoundViewSet(_ProjectScopedReadOnly):
+    model = models.Round
+    serializer_class = s.RoundSerializer
+    selector = staticmethod(selectors.rounds_for)
+
+
+@extend_schema_view(list=extend_schema(parameters=_int_params("project")))
+class JobViewSet(_ProjectScopedReadOnly):
+    model = models.Job
+    serializer_class = s.JobSerializer
+    selector = staticmethod(selectors.jobs_for)
+
+
+class MeView(APIView):
+    @extend_schema(responses=s.MeSerializer, summary="The current user")
+    def get(self, request: Request) -> HttpResponse:
+        user = request.user
+        data = {
+            "id": user.pk,
+            "username": user.get_username(),
+            "is_staff": selectors.is_staff(user),
+            "memberships": selectors.memberships_of(user),
+        }
+        return HttpResponse(s.MeSerializer(data).data)
