@@ -1,8 +1,157 @@
+"""Annotator pages. Views stay thin: leasing and labelling live in labelapp.queue, and
+labels are posted by the page straight to the REST API like any other client."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBase,
+    JsonResponse,
+)
+from django.shortcuts import get_object_or_404, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+
+from frontend.rendering import render_markdown
+from labelapp import selectors
+from labelapp.api.serializers import NextSerializer
+from labelapp.errors import DomainError
+from labelapp.models import STRENGTH_LABELS, Assignment, Project
+from labelapp.queue import comparison_next_for
+
+
+def _api_url_template(name: str) -> str:
+    """A REST API URL with "{id}" where the assignment id goes (the page fills it)."""
+    return reverse(name, kwargs={"pk": 0}).replace("/0/", "/{id}/")
+
+
+# The page may hold its current comparison plus one prefetched (see compare_next).
+MAX_HELD_LEASES = 2
+MAX_EXCLUDE_IDS = 20
 
 
 @login_required
-def home(request: HttpRequest) -> HttpResponse:
-    return render(request, "frontend/home.html", {})
+@require_GET
+def project_list(request: HttpRequest) -> HttpResponse:
+    memberships = selectors.memberships_of(request.user).order_by("project__name")
+    rows = [
+        {
+            "project": m.project,
+            "role": m.get_role_display(),
+            "paused": m.paused,
+            "progress": project_progress(request.user, m.project),
+        }
+        for m in memberships
+    ]
+    return render(request, "frontend/projects.html", {"rows": rows})
+
+
+def _member_project(request: HttpRequest, project_id: int) -> Project:
+    # Non-members get 404, not 403, so project ids cannot be probed.
+    return get_object_or_404(Project, pk=project_id, members=request.user)
+
+
+@login_required
+@require_GET
+def compare(request: HttpRequest, project_id: int) -> HttpResponse:
+    project = _member_project(request, project_id)
+    context = {
+        "project": project,
+        "guidelines_html": render_markdown(project.guidelines),
+        "strengths": sorted(STRENGTH_LABELS.items()),
+        "progress": project_progress(request.user, project),
+        "label_url_template": _api_url_template("api:assignment-label"),
+        "skip_url_template": _api_url_template("api:assignment-skip"),
+    }
+    return render(request, "frontend/compare.html", context)
+
+
+def _json_login_required(
+    view: Callable[..., HttpResponseBase],
+) -> Callable[..., HttpResponseBase]:
+    """Like login_required, but a script gets a 401 it can act on, not a redirect."""
+
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        if not request.user.is_authenticated:
+            return JsonResponse(
+                {"detail": "Not logged in.", "code": "not_authenticated"}, status=401
+            )
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+def project_progress(user: Any, project: Project) -> dict[str, int]:
+    return selectors.project_progress(user=user, project=project)
+
+
+def payload_with_html(assignment: Assignment) -> dict[str, Any]:
+    """The API's ``next`` body (same selector and serializer, a/b in display order)
+    plus server-rendered, sanitised ``html`` beside every raw text, so the page never
+    renders untrusted markdown itself."""
+    payload = dict(NextSerializer(selectors.assignment_payload(assignment)).data)
+    for message in payload["prompt"]["messages"]:
+        message["html"] = render_markdown(message["content"])
+    for side in ("a", "b"):
+        payload[side] = {
+            **payload[side],
+            "html": render_markdown(payload[side]["text"]),
+        }
+    return payload
+
+
+def _parse_exclude(request: HttpRequest) -> list[int] | None:
+    try:
+        body = json.loads(request.body or b"{}")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    exclude = body.get("exclude", []) if isinstance(body, dict) else None
+    if not isinstance(exclude, list) or len(exclude) > MAX_EXCLUDE_IDS:
+        return None
+    if not all(isinstance(i, int) and not isinstance(i, bool) for i in exclude):
+        return None
+    return exclude
+
+
+@_json_login_required
+@require_POST
+def compare_next(request: HttpRequest, project_id: int) -> HttpResponseBase:
+    """Lease the comparison to show (POST: it creates a lease). Body ``{"exclude":
+    [assignment ids]}``: leases the page already holds (shown, or labelled but not yet
+    acknowledged); with a non-empty list this is a prefetch and may hold a second
+    lease. 204 when nothing is left."""
+    project = _member_project(request, project_id)
+    exclude = _parse_exclude(request)
+    if exclude is None:
+        return JsonResponse(
+            {
+                "detail": 'Body must be {"exclude": [assignment ids]}.',
+                "code": "invalid",
+            },
+            status=400,
+        )
+    try:
+        assignment = comparison_next_for(
+            annotator=request.user,
+            project=project,
+            exclude_assignment_ids=exclude,
+            max_leases=MAX_HELD_LEASES if exclude else 1,
+        )
+    except DomainError as exc:
+        return JsonResponse(
+            {"detail": str(exc), "code": exc.code}, status=exc.http_status
+        )
+    progress = project_progress(request.user, project)
+    body = {
+        "assignment": payload_with_html(assignment) if assignment else None,
+        "progress": progress,
+    }
+    return JsonResponse(body)

@@ -24,6 +24,7 @@ Clock (``now``) and randomness (``rng``) are injected so tests control them.
 from __future__ import annotations
 
 import random
+from collections.abc import Collection
 from datetime import datetime, timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -60,7 +61,12 @@ WHERE c.project_id = %(project_id)s
       SELECT 1 FROM labelapp_assignment mine
       WHERE mine.comparison_id = c.id
         AND mine.annotator_id = %(user_id)s
-        AND mine.state IN ('labelled', 'skipped')
+        AND (
+            mine.state IN ('labelled', 'skipped')
+            -- a comparison the annotator already holds (the page's prefetch asks
+            -- for a second lease; it must be a different pair)
+            OR (mine.state = 'leased' AND mine.expires_at > %(now)s)
+        )
   )
   AND c.labels_count + (
       SELECT count(*) FROM labelapp_assignment act
@@ -147,9 +153,16 @@ def comparison_next_for(
     project: Project,
     now: datetime | None = None,
     rng: random.Random | None = None,
+    exclude_assignment_ids: Collection[int] = (),
+    max_leases: int = 1,
 ) -> Assignment | None:
     """Lease the next comparison of ``project`` to ``annotator``; None when nothing is
-    left for them (or their membership is paused). Raises NotFound for non-members."""
+    left for them (or their membership is paused). Raises NotFound for non-members.
+
+    ``exclude_assignment_ids`` and ``max_leases`` serve the annotator page's prefetch:
+    it shows one pair while holding the next one, so it asks for a lease other than
+    the ones it names, and may hold up to ``max_leases`` at once (None when at the
+    cap). The defaults keep the API's behaviour: one lease, resumed until done."""
     now = _now(now)
     rng = rng or random.Random()
     with transaction.atomic():
@@ -166,18 +179,23 @@ def comparison_next_for(
         if membership.paused:
             return None
 
+        held = Assignment.objects.filter(
+            annotator=annotator,
+            project=project,
+            state=Assignment.State.LEASED,
+            expires_at__gt=now,
+        )
         current = (
-            Assignment.objects.filter(
-                annotator=annotator,
-                project=project,
-                state=Assignment.State.LEASED,
-                expires_at__gt=now,
-            )
+            held.exclude(pk__in=list(exclude_assignment_ids))
             .order_by("leased_at")
             .first()
         )
         if current is not None:
             return current  # refresh-safe: same lease, same orientation
+        # Every lease held is one the caller already has: lease another only below
+        # the cap, so a page (or a buggy client) cannot hoard comparisons.
+        if held.count() >= max_leases:
+            return None
 
         # The annotator's own leases that ran out are theirs to close; others' are
         # closed by the comparison they sit on (below) or by leases_reclaim().

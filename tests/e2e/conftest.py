@@ -1,0 +1,133 @@
+"""Browser fixtures: Debian's chromium driven by Playwright, plus a real server
+subprocess for the tests that kill it.
+
+Playwright's sync API runs an asyncio loop in the test thread; Django refuses ORM
+calls from a thread with a running loop unless told it is fine (it is: the loop only
+drives the browser).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        pytest.skip(
+            "/usr/bin/chromium is absent; install Debian's chromium "
+            "(apt-get install -y chromium) to run the browser tests"
+        )
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    dialogs: list[str] = []
+    errors: list[str] = []
+    # Any alert/confirm/prompt means content ran script: record and dismiss it.
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.dialogs = dialogs  # type: ignore[attr-defined]
+    page.js_errors = errors  # type: ignore[attr-defined]
+    yield page
+    context.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServerProcess:
+    """``manage.py runserver`` on a fixed port, against the test database, so a test
+    can kill -9 it and start it again at the same address."""
+
+    def __init__(self, database_name: str, port: int) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        db = os.environ.get("DATABASE_URL", "")
+        base = db.rsplit("/", 1)[0] if db else "postgres://postgres@127.0.0.1:5432"
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": f"{base}/{database_name}",
+            "DEBUG": "1",
+            "PYTHONUNBUFFERED": "1",
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log = ROOT / "var" / f"e2e-server-{port}.log"
+
+    def start(self, timeout: float = 30.0) -> None:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "manage.py",
+                    "runserver",
+                    "--noreload",
+                    "--skip-checks",
+                    f"127.0.0.1:{self.port}",
+                ],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited early; see {self.log}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/login/", timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(0.1)
+        raise RuntimeError(f"server did not come up in {timeout}s; see {self.log}")
+
+    def kill(self) -> None:
+        """SIGKILL: no graceful shutdown, in-flight requests are cut."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+        self.process = None
+
+    def is_up(self) -> bool:
+        return self.process is not None and self.process.poll() is None
