@@ -51,6 +51,13 @@ def run_round(job_id: int) -> None:
     jobs.job_run(job_id=job_id, worker=_worker_id(), service=round_run)
 
 
+@shared_task(name="pairloop.export", **COMMON, **DEFAULT_LIMITS)
+def export(job_id: int) -> None:
+    from labelapp.exports_jobs import export_job
+
+    jobs.job_run(job_id=job_id, worker=_worker_id(), service=export_job)
+
+
 @shared_task(name="pairloop.jobs.reap_stale", **COMMON, **DEFAULT_LIMITS)
 def reap_stale_jobs() -> dict[str, int]:
     return jobs.jobs_reap_stale()
