@@ -90,6 +90,7 @@ def _label(
     careless: bool,
     when: Any,
 ) -> Label:
+    """An unsaved label (the builder bulk-creates them)."""
     swapped = rng.random() < 0.5
     if careless:
         # Picks the left side most of the time, whatever it shows.
@@ -101,19 +102,17 @@ def _label(
         other = "b" if truth == "a" else "a"
         choice = truth if roll < 0.82 else ("tie" if roll < 0.9 else other)
         duration = rng.randint(6000, 45000)
-    strength = rng.randint(1, 4) if choice in ("a", "b") else None
-    label = Label.objects.create(
+    return Label(
         comparison=comparison,
         annotator=user,
         choice=choice,
-        strength=strength,
+        strength=rng.randint(1, 4) if choice in ("a", "b") else None,
         p_a=P_A[choice],
         rationale="" if careless else rng.choice(RATIONALES),
         duration_ms=duration,
         shown_swapped=swapped,
+        created_at=when,
     )
-    Label.objects.filter(pk=label.pk).update(created_at=when)
-    return label
 
 
 def build_demo_project(
@@ -156,15 +155,16 @@ def build_demo_project(
         )
     demo = DemoProject(project, admin, reviewer, annotators, careless, outsider)
 
+    labels: list[Label] = []
+
     def add(comparison: Comparison, truth: str, labellers: list[Any]) -> None:
         for i, user in enumerate(labellers):
             when = now - timedelta(days=rng.randint(0, 9), minutes=i)
-            _label(rng, comparison, user, truth, careless=user == careless, when=when)
-        Comparison.objects.filter(pk=comparison.pk).update(
-            labels_count=len(labellers), status="complete", completed_at=now
-        )
-        comparison_aggregate_refresh(comparison)
-        comparison.refresh_from_db()
+            labels.append(
+                _label(
+                    rng, comparison, user, truth, careless=user == careless, when=when
+                )
+            )
         demo.comparisons.append(comparison)
 
     for number, mv in ((1, versions[0]), (2, versions[1])):
@@ -228,17 +228,27 @@ def build_demo_project(
         labellers = [careless, *rng.sample(others, 2)] if i < 4 else others
         add(comparison, "a", labellers)
         if i < 4:
-            if i < 3:
-                # Three of the four gold answers wrong: the careless annotator is
-                # flagged (25% < 70% on 4 >= 2 gold labels) whatever the seed.
-                Label.objects.filter(comparison=comparison, annotator=careless).update(
-                    choice="b", p_a=0.0, strength=2
-                )
-            else:
-                Label.objects.filter(comparison=comparison, annotator=careless).update(
-                    choice="a", p_a=1.0, strength=2
-                )
-            comparison_aggregate_refresh(comparison)
-            comparison.refresh_from_db()
+            # Three of the four gold answers wrong: the careless annotator is
+            # flagged (25% < 70% on 4 >= 2 gold labels) whatever the seed.
+            wrong = i < 3
+            careless_label = labels[-3]
+            careless_label.choice = "b" if wrong else "a"
+            careless_label.p_a = 0.0 if wrong else 1.0
+            careless_label.strength = 2
             demo.gold.append(comparison)
+
+    Label.objects.bulk_create(labels)
+    # bulk_create stamps auto_now_add fields with now; spread them over ten days.
+    Label.objects.bulk_update(labels, ["created_at"])
+    counts: dict[int, int] = {}
+    for label in labels:
+        counts[label.comparison_id] = counts.get(label.comparison_id, 0) + 1
+    for comparison in demo.comparisons:
+        comparison.labels_count = counts[comparison.pk]
+        comparison.status = "complete"
+        comparison.completed_at = now
+        comparison_aggregate_refresh(comparison)
+    Comparison.objects.bulk_update(
+        demo.comparisons, ["labels_count", "status", "completed_at"]
+    )
     return demo
