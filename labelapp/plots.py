@@ -20,6 +20,7 @@ from typing import Any
 import matplotlib
 from django.db.models import Count
 from django.db.models.functions import TruncDate
+from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 from matplotlib.figure import Figure
 
 from labelapp.models import Label, ModelVersion, Project, Response
@@ -52,6 +53,15 @@ def _svg(fig: Figure) -> bytes:
     with matplotlib.rc_context(RC):
         fig.savefig(buf, format="svg", metadata={"Date": None})
     return buf.getvalue()
+
+
+def _date_axis(ax: Any, days: list[date]) -> None:
+    """Readable dates; a single day gets a margin, or the axis would span years."""
+    locator = AutoDateLocator(maxticks=8)
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+    if days and min(days) == max(days):
+        ax.set_xlim(min(days) - timedelta(days=1), max(days) + timedelta(days=1))
 
 
 def _empty(title: str, message: str = "no data yet") -> bytes:
@@ -248,10 +258,12 @@ def plot_agreement(project: Project) -> bytes:
         alpha = [(s["bucket"], s["alpha"]) for s in series if s["alpha"] is not None]
         if alpha:
             ax.plot(*zip(*alpha, strict=True), marker="s", label="Krippendorff's α")
-        ax.set_ylim(min(0.0, *(a for _, a in alpha)) if alpha else 0.0, 1.0)
+        # Alpha can be negative (worse than chance); keep such points inside.
+        low = min(0.0, *(a for _, a in alpha)) if alpha else 0.0
+        ax.set_ylim(low - 0.05, 1.05)
         ax.set_title(f"{title} ({'weekly' if series[0]['weekly'] else 'daily'})")
         ax.legend(fontsize=7)
-        fig.autofmt_xdate()
+        _date_axis(ax, xs)
     return _svg(fig)
 
 
@@ -282,9 +294,10 @@ def plot_throughput(project: Project) -> bytes:
                 label=f"{len(ranked) - MAX_SERIES} others",
             )
         ax.set_ylabel("labels")
+        ax.set_ylim(bottom=0)
         ax.set_title(title)
         ax.legend(fontsize=7, ncols=2)
-        fig.autofmt_xdate()
+        _date_axis(ax, days)
     return _svg(fig)
 
 

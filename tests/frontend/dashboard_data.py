@@ -237,8 +237,12 @@ def build_demo_project(
             careless_label.strength = 2
             demo.gold.append(comparison)
 
+    # bulk_create stamps auto_now_add fields with now (on the objects too): keep the
+    # intended times and write them back afterwards, spread over ten days.
+    whens = [label.created_at for label in labels]
     Label.objects.bulk_create(labels)
-    # bulk_create stamps auto_now_add fields with now; spread them over ten days.
+    for label, when in zip(labels, whens, strict=True):
+        label.created_at = when
     Label.objects.bulk_update(labels, ["created_at"])
     counts: dict[int, int] = {}
     for label in labels:

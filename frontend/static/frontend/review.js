@@ -8,12 +8,13 @@ const rows = () => Array.from(document.querySelectorAll(".review-label"));
 const items = () => Array.from(document.querySelectorAll(".review-item"));
 let current = null;
 
-function select(row) {
+function select(row, scroll = true) {
   if (!row) return;
   if (current) current.classList.remove("is-current");
   current = row;
   row.classList.add("is-current");
   row.focus({ preventScroll: true });
+  if (!scroll) return;
   row.scrollIntoView({ block: "nearest" });
   // Keep the comparison's responses in view when its first label is selected.
   const item = row.closest(".review-item");
@@ -117,7 +118,9 @@ function boot() {
   let row = null;
   if (target && target.classList.contains("review-label")) row = target;
   else if (target) row = target.querySelector(".review-label");
-  select(row || rows()[0]);
+  // A fresh page keeps the filters in view; a return from a decision scrolls back.
+  if (row) select(row);
+  else select(rows()[0], false);
   window.pairloopReview = {
     get current() {
       return current ? Number(current.dataset.labelId) : null;
