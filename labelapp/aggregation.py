@@ -54,9 +54,12 @@ def aggregate_labels(labels: list[tuple[str, float | None, int | None]]) -> Aggr
     )
 
 
-def comparison_aggregate_refresh(comparison: Comparison) -> Comparison:
+def comparison_aggregate_refresh(
+    comparison: Comparison, *, also_save: list[str] | tuple[str, ...] = ()
+) -> Comparison:
     """Recompute and store the aggregates of ``comparison``. Call it inside the
-    transaction that changed its labels, with the comparison row locked."""
+    transaction that changed its labels, with the comparison row locked.
+    ``also_save``: other fields the caller changed, written in the same UPDATE."""
     rows = list(
         Label.objects.filter(comparison_id=comparison.pk)
         .exclude(review_state=Label.ReviewState.REJECTED)
@@ -68,15 +71,8 @@ def comparison_aggregate_refresh(comparison: Comparison) -> Comparison:
     comparison.agreement = agg.agreement
     comparison.mean_strength = agg.mean_strength
     comparison.both_bad_count = agg.both_bad_count
-    comparison.save(
-        update_fields=[
-            "p_a",
-            "majority",
-            "agreement",
-            "mean_strength",
-            "both_bad_count",
-        ]
-    )
+    fields = ["p_a", "majority", "agreement", "mean_strength", "both_bad_count"]
+    comparison.save(update_fields=[*fields, *also_save])
     return comparison
 
 

@@ -29,7 +29,6 @@ from datetime import datetime, timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F
 from django.utils import timezone
 
 from labelapp.aggregation import comparison_aggregate_refresh
@@ -394,16 +393,17 @@ def label_submit(
         assignment.finished_at = now
         assignment.save(update_fields=["state", "finished_at"])
 
-        comparison.labels_count = F("labels_count") + 1
-        comparison.save(update_fields=["labels_count"])
-        comparison.refresh_from_db(fields=["labels_count"])
+        # The row is locked and was read after locking, so the in-memory count is
+        # current; one UPDATE writes the count, the status and the aggregates.
+        comparison.labels_count += 1
+        changed = ["labels_count"]
         if comparison.labels_count >= comparison.labels_required:
             # The k-th label completes the comparison in the same transaction, so it
             # can never be leased again after the label is visible.
             comparison.status = Comparison.Status.COMPLETE
             comparison.completed_at = now
-            comparison.save(update_fields=["status", "completed_at"])
-        comparison_aggregate_refresh(comparison)
+            changed += ["status", "completed_at"]
+        comparison_aggregate_refresh(comparison, also_save=changed)
         return label, True
 
 

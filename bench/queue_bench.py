@@ -1,0 +1,462 @@
+"""Queue and API benchmark: seed N comparisons, serve the app with gunicorn against
+PostgreSQL, drive simulated annotators over HTTP (next -> label), check invariants.
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/x REDIS_URL=redis://... \\
+        python bench/queue_bench.py [--comparisons 1000000]
+
+Measurements:
+1. latency at a fixed offered load (open loop): --rate labels/s (2x requests/s) from
+   --open-annotators annotators; p50/p95/p99 of `next` and of `label`. Latency is
+   counted from the *scheduled* send time, so a stalled server cannot hide its queue
+   (no coordinated omission).
+2. max sustained labels/s with --closed-annotators closed-loop annotators.
+3. the same closed loop against a server running the naive query
+   (bench/naive_queue.py), measured in the same run; the ratio is printed.
+Then invariants in the database: labels per comparison == labels_count <= k, no
+(comparison, annotator) twice, every 201 the driver saw is a stored label.
+
+The bench creates and drops its own database (--db, default pairloop_bench) on
+DATABASE_URL's server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import random
+import secrets
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+
+def db_url(base: str, name: str) -> str:
+    parts = urlsplit(base)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+def admin_exec(base: str, sql: str) -> None:
+    with psycopg.connect(db_url(base, "postgres"), autocommit=True) as conn:
+        conn.execute(sql)
+
+
+# --- seeding ---------------------------------------------------------------------
+
+
+def seed(url: str, n_comparisons: int, n_users: int, overlap: int) -> tuple[int, list]:
+    """COPY prompts (n/20), responses (7 per prompt) and comparisons (20 of the 21
+    pairs per prompt). Returns (project id, API tokens)."""
+    t0 = time.perf_counter()
+    per_prompt, n_resp = 20, 7
+    n_prompts = -(-n_comparisons // per_prompt)
+    rng = random.Random(0)
+    now = "2026-01-01 00:00:00+00"
+    tokens = [secrets.token_hex(20) for _ in range(n_users)]
+    with psycopg.connect(url) as conn, conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO labelapp_project (name, guidelines, overlap, lease_seconds,"
+            " gold_rate, gold_min_count, gold_min_accuracy, pause_flagged_annotators,"
+            " label_scale, policy_ref, reward_base_ref, n_samples, temperature, top_p,"
+            " max_new_tokens, pairs_per_prompt, pair_mix, round_prompt_limit,"
+            " retrain_threshold, auto_rounds, promote_tolerance, rm_config, created_at)"
+            " VALUES ('bench', '', %s, 600, 0, 10, 0.7, false, 'llama2-4', 'p', 'r', 8,"
+            " 1, 1, 256, 1, '{}', 32, 50, false, 0, '{}', now()) RETURNING id",
+            (overlap,),
+        )
+        project_id = cur.fetchone()[0]
+        with cur.copy(
+            "COPY auth_user (id, password, is_superuser, username, first_name,"
+            " last_name, email, is_staff, is_active, date_joined) FROM STDIN"
+        ) as cp:
+            for i in range(1, n_users + 1):
+                cp.write_row((i, "!", False, f"bench{i}", "", "", "", False, True, now))
+        with cur.copy("COPY authtoken_token (key, created, user_id) FROM STDIN") as cp:
+            for i, key in enumerate(tokens, start=1):
+                cp.write_row((key, now, i))
+        with cur.copy(
+            "COPY labelapp_membership (role, paused, paused_reason, user_id,"
+            " project_id) FROM STDIN"
+        ) as cp:
+            for i in range(1, n_users + 1):
+                cp.write_row(("annotator", False, "", i, project_id))
+        with cur.copy(
+            "COPY labelapp_prompt (id, messages, content_hash, external_id, source,"
+            " created_at, project_id) FROM STDIN"
+        ) as cp:
+            for p in range(1, n_prompts + 1):
+                msg = json.dumps([{"role": "user", "content": f"Question {p}?"}])
+                cp.write_row((p, msg, f"{p:064x}", "", "bench", now, project_id))
+        with cur.copy(
+            "COPY labelapp_response (id, text, text_hash, origin, model_ref,"
+            " finish_reason, created_at, prompt_id) FROM STDIN"
+        ) as cp:
+            for p in range(1, n_prompts + 1):
+                for r in range(n_resp):
+                    rid = (p - 1) * n_resp + r + 1
+                    text = f"Answer {r} to question {p}. " * 8
+                    cp.write_row((rid, text, f"{rid:064x}", "import", "", "", now, p))
+        pairs = [(i, j) for i in range(n_resp) for j in range(i + 1, n_resp)]
+        with cur.copy(
+            "COPY labelapp_comparison (origin, strategy, priority, labels_required,"
+            " labels_count, status, is_gold, gold_choice, random_key, majority,"
+            " both_bad_count, created_at, project_id, prompt_id, response_a_id,"
+            " response_b_id) FROM STDIN"
+        ) as cp:
+            made = 0
+            for p in range(1, n_prompts + 1):
+                base = (p - 1) * n_resp + 1
+                for i, j in pairs[:per_prompt]:
+                    if made == n_comparisons:
+                        break
+                    cp.write_row(
+                        ("import", "", 0, overlap, 0, "open", False, "", rng.random(),
+                         "", 0, now, project_id, p, base + i, base + j)
+                    )  # fmt: skip
+                    made += 1
+        for table in ("auth_user", "labelapp_prompt", "labelapp_response"):
+            cur.execute(
+                f"SELECT setval(pg_get_serial_sequence('{table}', 'id'),"
+                f" (SELECT max(id) FROM {table}))"
+            )
+        conn.commit()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE")
+    print(
+        f"seeded {n_comparisons:,} comparisons ({n_prompts:,} prompts, "
+        f"{n_prompts * n_resp:,} responses) in {time.perf_counter() - t0:.1f}s",
+        flush=True,
+    )
+    return project_id, tokens
+
+
+# --- server ------------------------------------------------------------------------
+
+
+def start_server(
+    env: dict, port: int, workers: int, threads: int, config: str | None, token: str
+):
+    cmd = [
+        PYTHON, "-m", "gunicorn", "config.wsgi", "-b", f"127.0.0.1:{port}",
+        "-w", str(workers), "-k", "gthread", "--threads", str(threads),
+        "--log-level", "warning",
+    ]  # fmt: skip
+    if config:
+        cmd += ["-c", config]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            probe = httpx.get(
+                f"http://127.0.0.1:{port}/api/v1/me/",
+                headers={"Authorization": f"Token {token}"},
+                timeout=2,
+            )
+            if probe.is_success:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    proc.kill()
+    raise RuntimeError("gunicorn did not come up")
+
+
+def stop_server(proc) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+# --- driver ------------------------------------------------------------------------
+
+
+@dataclass
+class Stats:
+    next_ms: list[float] = field(default_factory=list)
+    label_ms: list[float] = field(default_factory=list)
+    labels: int = 0
+    empty: int = 0
+    errors: list[str] = field(default_factory=list)
+    elapsed: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def one_label(client: httpx.Client, base: str, project_id: int, rng, stats, t_sched):
+    """next then label; latencies in ms. t_sched: when `next` was due to be sent."""
+    try:
+        return _one_label(client, base, project_id, rng, stats, t_sched)
+    except httpx.HTTPError as exc:
+        with stats.lock:
+            stats.errors.append(f"{type(exc).__name__}: {exc}")
+        return False
+
+
+def _one_label(client, base, project_id, rng, stats, t_sched) -> bool:
+    resp = client.post(f"{base}/api/v1/projects/{project_id}/next/")
+    t_next = time.perf_counter()
+    if resp.status_code == 204:
+        with stats.lock:
+            stats.empty += 1
+        return False
+    if resp.status_code != 200:
+        with stats.lock:
+            stats.errors.append(f"next {resp.status_code} {resp.text[:100]}")
+        return False
+    body = resp.json()
+    payload = {
+        "choice": rng.choice(["a", "b", "tie", "both_bad"]),
+        "strength": rng.randint(1, 4),
+        "duration_ms": rng.randint(1000, 60000),
+        "idempotency_key": f"bench-{body['assignment_id']}",
+    }
+    t1 = time.perf_counter()
+    resp2 = client.post(
+        f"{base}/api/v1/assignments/{body['assignment_id']}/label/", json=payload
+    )
+    t2 = time.perf_counter()
+    with stats.lock:
+        stats.next_ms.append((t_next - t_sched) * 1000)
+        if resp2.status_code == 201:
+            stats.labels += 1
+            stats.label_ms.append((t2 - t1) * 1000)
+        else:
+            stats.errors.append(f"label {resp2.status_code} {resp2.text[:100]}")
+    return True
+
+
+def _client(token: str) -> httpx.Client:
+    return httpx.Client(headers={"Authorization": f"Token {token}"}, timeout=30)
+
+
+def open_loop(base, project_id, tokens, rate: float, duration: float) -> Stats:
+    """Arrivals at a fixed rate; each annotator works its own arrival slots (one
+    label every len(tokens)/rate seconds, phase-shifted)."""
+    stats = Stats()
+    start = time.perf_counter() + 0.5
+    period = len(tokens) / rate
+
+    def annotator(i: int, token: str) -> None:
+        rng = random.Random(i)
+        with _client(token) as client:
+            k = 0
+            while True:
+                t_sched = start + (i / rate) + k * period
+                if t_sched > start + duration:
+                    return
+                delay = t_sched - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                one_label(client, base, project_id, rng, stats, t_sched)
+                k += 1
+
+    run_threads(annotator, tokens)
+    stats.elapsed = time.perf_counter() - start
+    return stats
+
+
+def closed_loop(base, project_id, tokens, duration: float) -> tuple[Stats, float]:
+    stats = Stats()
+    stop_at = time.perf_counter() + duration
+
+    def annotator(i: int, token: str) -> None:
+        rng = random.Random(1000 + i)
+        with _client(token) as client:
+            while time.perf_counter() < stop_at:
+                if not one_label(
+                    client, base, project_id, rng, stats, time.perf_counter()
+                ):
+                    if stats.errors:
+                        return
+                    time.sleep(0.05)
+
+    t0 = time.perf_counter()
+    run_threads(annotator, tokens)
+    return stats, stats.labels / (time.perf_counter() - t0)
+
+
+def run_threads(fn, tokens) -> None:
+    threads = [threading.Thread(target=fn, args=(i, t)) for i, t in enumerate(tokens)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def pct(values: list[float], q: float) -> float:
+    if len(values) < 2:
+        return float("nan")
+    return statistics.quantiles(values, n=1000, method="inclusive")[int(q * 10) - 1]
+
+
+def summary(name: str, values: list[float]) -> str:
+    return (
+        f"{name:>5}: p50 {pct(values, 50):7.1f} ms  p95 {pct(values, 95):7.1f} ms  "
+        f"p99 {pct(values, 99):7.1f} ms  (n={len(values)})"
+    )
+
+
+# --- invariants -----------------------------------------------------------------------
+
+
+def check_invariants(url: str, labels_seen: int) -> list[str]:
+    problems = []
+    with psycopg.connect(url) as conn:
+        bad_count = conn.execute(
+            "SELECT count(*) FROM labelapp_comparison c WHERE c.labels_count <> "
+            "(SELECT count(*) FROM labelapp_label l WHERE l.comparison_id = c.id) "
+            "AND c.labels_count > 0"
+        ).fetchone()[0]
+        over = conn.execute(
+            "SELECT count(*) FROM labelapp_comparison"
+            " WHERE labels_count > labels_required"
+        ).fetchone()[0]
+        incomplete = conn.execute(
+            "SELECT count(*) FROM labelapp_comparison WHERE status = 'complete' "
+            "AND labels_count <> labels_required"
+        ).fetchone()[0]
+        dupes = conn.execute(
+            "SELECT count(*) FROM (SELECT 1 FROM labelapp_label GROUP BY comparison_id,"
+            " annotator_id HAVING count(*) > 1) d"
+        ).fetchone()[0]
+        stored = conn.execute("SELECT count(*) FROM labelapp_label").fetchone()[0]
+        complete = conn.execute(
+            "SELECT count(*) FROM labelapp_comparison WHERE status = 'complete'"
+        ).fetchone()[0]
+    print(f"invariants: {stored:,} labels stored, {complete:,} comparisons complete")
+    if bad_count:
+        problems.append(f"{bad_count} comparisons whose labels_count != labels")
+    if over:
+        problems.append(f"{over} comparisons with more than k labels")
+    if incomplete:
+        problems.append(f"{incomplete} complete comparisons without exactly k labels")
+    if dupes:
+        problems.append(f"{dupes} (comparison, annotator) pairs labelled twice")
+    if stored != labels_seen:
+        problems.append(f"driver saw {labels_seen} labels created, DB has {stored}")
+    return problems
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--comparisons", type=int, default=1_000_000)
+    ap.add_argument("--overlap", type=int, default=3)
+    ap.add_argument("--rate", type=float, default=100.0, help="labels/s, open loop")
+    ap.add_argument("--open-annotators", type=int, default=64)
+    ap.add_argument("--open-seconds", type=float, default=30)
+    ap.add_argument("--closed-annotators", type=int, default=32)
+    ap.add_argument("--closed-seconds", type=float, default=30)
+    ap.add_argument("--naive-seconds", type=float, default=20)
+    ap.add_argument("--workers", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=8)
+    ap.add_argument("--port", type=int, default=8765)
+    ap.add_argument("--db", default="pairloop_bench")
+    ap.add_argument("--keep-db", action="store_true")
+    args = ap.parse_args()
+
+    base_db = os.environ["DATABASE_URL"]
+    url = db_url(base_db, args.db)
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "DEBUG": "0",
+        "SECRET_KEY": secrets.token_urlsafe(60),
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "SECURE_SSL_REDIRECT": "0",
+        "LOG_LEVEL": "WARNING",
+        "PYTHONPATH": str(ROOT),
+    }
+    admin_exec(base_db, f'DROP DATABASE IF EXISTS "{args.db}"')
+    admin_exec(base_db, f'CREATE DATABASE "{args.db}"')
+    try:
+        subprocess.run(
+            [PYTHON, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True
+        )
+        n_users = max(args.open_annotators, args.closed_annotators) * 2
+        project_id, tokens = seed(url, args.comparisons, n_users, args.overlap)
+        base = f"http://127.0.0.1:{args.port}"
+        out = io.StringIO()
+
+        def say(line: str) -> None:
+            print(line, flush=True)
+            out.write(line + "\n")
+
+        server = start_server(
+            env, args.port, args.workers, args.threads, None, tokens[0]
+        )
+        try:
+            fixed = open_loop(
+                base, project_id, tokens[: args.open_annotators], args.rate,
+                args.open_seconds,
+            )  # fmt: skip
+            say(
+                f"[fixed load {args.rate:g} labels/s, {args.open_annotators}"
+                f" annotators, {args.open_seconds:g}s, latency from scheduled send]"
+            )
+            say(summary("next", fixed.next_ms))
+            say(summary("label", fixed.label_ms))
+            say(
+                f"achieved {fixed.labels / fixed.elapsed:.1f} labels/s (all arrivals"
+                f" served after {fixed.elapsed:.1f}s)"
+            )
+            first = args.open_annotators
+            closed, rate = closed_loop(
+                base, project_id, tokens[first : first + args.closed_annotators],
+                args.closed_seconds,
+            )  # fmt: skip
+            say(f"[max sustained, {args.closed_annotators} closed-loop annotators,"
+                f" {args.closed_seconds:g}s]  {rate:.1f} labels/s")  # fmt: skip
+            say(summary("next", closed.next_ms))
+            say(summary("label", closed.label_ms))
+        finally:
+            stop_server(server)
+
+        server = start_server(
+            env, args.port, args.workers, args.threads, "bench/gunicorn_naive.py",
+            tokens[0],
+        )  # fmt: skip
+        try:
+            naive, naive_rate = closed_loop(
+                base, project_id, tokens[-args.closed_annotators :], args.naive_seconds
+            )
+        finally:
+            stop_server(server)
+        say(f"[baseline: naive next, {args.closed_annotators} closed-loop annotators,"
+            f" {args.naive_seconds:g}s]  {naive_rate:.1f} labels/s")  # fmt: skip
+        say(summary("next", naive.next_ms))
+        say(
+            f"ratio: throughput {rate / max(naive_rate, 1e-9):.1f}x, "
+            f"next p50 {pct(naive.next_ms, 50) / pct(closed.next_ms, 50):.1f}x lower"
+        )
+        if naive.errors:
+            # The baseline is allowed to time out (that is the point); it is
+            # reported, not counted against the invariants.
+            say(
+                f"baseline: {len(naive.errors)} requests failed, e.g. {naive.errors[0]}"
+            )
+        errors = fixed.errors + closed.errors
+        problems = check_invariants(url, fixed.labels + closed.labels + naive.labels)
+        for p in problems + errors[:10]:
+            say(f"PROBLEM: {p}")
+        say("invariants: OK" if not problems and not errors else "invariants: FAILED")
+        return 1 if problems or errors else 0
+    finally:
+        if not args.keep_db:
+            admin_exec(base_db, f'DROP DATABASE IF EXISTS "{args.db}" WITH (FORCE)')
+
+
+if __name__ == "__main__":
+    sys.exit(main())
