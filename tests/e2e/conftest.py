@@ -8,6 +8,7 @@ drives the browser).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -66,7 +67,17 @@ def page(browser: Any) -> Iterator[Any]:
     page.dialogs = dialogs  # type: ignore[attr-defined]
     page.js_errors = errors  # type: ignore[attr-defined]
     yield page
+    # Let the page's own requests (prefetch, label retries) finish before the test
+    # database is flushed: a request still holding row locks while TRUNCATE runs
+    # deadlocks the flush.
+    # (The page may be gone or its server dead: close anyway.)
+    with contextlib.suppress(Exception):
+        page.wait_for_function(
+            "() => !window.pairloopStats || window.pairloopStats.idle", timeout=5_000
+        )
+    page.goto("about:blank")
     context.close()
+    time.sleep(0.2)  # a request the server already accepted finishes its transaction
 
 
 def free_port() -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import statistics
+import time
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,8 @@ def _setup_project(django_user_model: Any, n: int) -> tuple[Any, Project]:
 def login(page: Any, base_url: str) -> None:
     """Keyboard only: the username field has autofocus."""
     page.goto(f"{base_url}/login/")
+    # autofocus is applied after load; wait for it rather than race it.
+    page.wait_for_function("() => document.activeElement.id === 'id_username'")
     page.keyboard.type("ann")
     page.keyboard.press("Tab")
     page.keyboard.type(PASSWORD)
@@ -167,7 +170,16 @@ def test_label_five_by_keyboard(
             dwell,
         )
 
+    # And skip the sixth, by keyboard too.
+    sixth = wait_shown(page)
+    page.keyboard.press("s")
+    page.wait_for_function(
+        "id => window.pairloopStats.current.comparisonId !== id",
+        arg=sixth["comparisonId"],
+    )
     wait_sent(page)
+    skipped = Assignment.objects.get(pk=sixth["assignmentId"])
+    assert skipped.state == Assignment.State.SKIPPED
     labels = list(Label.objects.filter(annotator=user).select_related("assignment"))
     assert len(labels) == 5
     assert {label.comparison_id for label in labels} == set(expected)
@@ -182,12 +194,25 @@ def test_label_five_by_keyboard(
         assert label.assignment.state == Assignment.State.LABELLED
     assert not page.dialogs and not page.js_errors
 
-    swaps = page.evaluate("() => window.pairloopStats.swaps")
+    swaps = page.evaluate("() => window.pairloopStats.swaps")[:5]  # the labels'
     assert len(swaps) == 5
     median = statistics.median(swaps)
+    # Baseline, from the same run: what a page without the outbox and prefetch
+    # would wait per pair at least, i.e. one label POST plus one next round trip
+    # (Resource Timing of the requests this page made in the background).
+    timings = page.evaluate(
+        """() => performance.getEntriesByType('resource').map(
+             e => [e.name, e.duration])"""
+    )
+    label_ms = statistics.median(d for name, d in timings if name.endswith("/label/"))
+    next_ms = statistics.median(d for name, d in timings if "next.json" in name)
+    baseline = label_ms + next_ms
     print(
         f"\nnext-pair latency after submit (keypress -> painted, ms): "
         f"median {median:.1f}, max {max(swaps):.1f}, all {[round(s, 1) for s in swaps]}"
+        f"\nbaseline without prefetch/outbox (label POST {label_ms:.1f} + next.json "
+        f"{next_ms:.1f}, before any painting): {baseline:.1f} ms; "
+        f"ratio {baseline / median:.1f}x"
     )
     assert median < 100
 
@@ -275,6 +300,7 @@ def test_compare_page_screenshot(
     make_comparison(project, [{"role": "user", "content": "next"}], "one", "two")
     login(page, live_server.url)
     page.goto(f"{live_server.url}/projects/{project.pk}/compare/")
+    shown_at = time.monotonic()  # a little after the page started its stopwatch
     wait_shown(page)
     assert page.locator(".conversation .message").count() == 4
     assert page.locator(".response-body pre code span.k").count() > 0
@@ -290,6 +316,33 @@ def test_compare_page_screenshot(
     )
     page.screenshot(path=str(target))
     assert target.stat().st_size > 10_000
+
+    # The shortcut overlay opens with "?" and closes with Esc.
+    page.keyboard.press("?")
+    assert page.locator("#help").is_visible()
+    page.keyboard.press("Escape")
+    assert page.locator("#help").is_hidden()
+
+    # Time spent counts only while the tab is visible: hide it for 1.5 s.
+    page.evaluate(
+        """() => {
+          Object.defineProperty(document, 'hidden', {value: true, configurable: true});
+          document.dispatchEvent(new Event('visibilitychange'));
+        }"""
+    )
+    page.wait_for_timeout(1500)
+    page.evaluate(
+        """() => {
+          Object.defineProperty(document, 'hidden', {value: false, configurable: true});
+          document.dispatchEvent(new Event('visibilitychange'));
+        }"""
+    )
+    page.keyboard.press("Enter")
+    wait_sent(page)
+    elapsed_ms = (time.monotonic() - shown_at) * 1000
+    label = Label.objects.get()
+    assert label.duration_ms is not None
+    assert 2000 <= label.duration_ms <= elapsed_ms - 1400
 
 
 @pytest.mark.django_db(transaction=True)
@@ -381,5 +434,7 @@ def test_server_killed_mid_submit_loses_and_duplicates_nothing(
         assert Label.objects.count() == 3
         assert Assignment.objects.filter(annotator=user, state="labelled").count() == 3
         assert page.dialogs == []
+        # End quiescent: the page's prefetch must not be cut by the kill below.
+        page.wait_for_function("() => window.pairloopStats.idle")
     finally:
         server.kill()

@@ -292,7 +292,10 @@ async function requestNext(exclude) {
     error.fatal =
       response.status >= 400 &&
       response.status < 500 &&
-      ![401, 403, 408, 429].includes(response.status);
+      ![408, 429].includes(response.status);
+    if (response.status === 401 || response.status === 403) {
+      error.message = "you are logged out; log in again and reload this page";
+    }
     throw error;
   }
   const body = await response.json();
@@ -339,9 +342,12 @@ function prefetch() {
       // A label still in the outbox keeps its lease until the server has it; wait,
       // so the server does not count it against the two leases a page may hold.
       await outbox.drain();
-      if (!state.current || state.prefetched) return;
+      if (state.prefetched) return;
       const payload = await requestNext(heldIds());
-      if (payload && state.current && payload.assignment_id !== state.current.assignment_id) {
+      // The current pair may have been labelled meanwhile (state.current is then
+      // null and the page is waiting): the lease is still good, keep it.
+      const currentId = state.current && state.current.assignment_id;
+      if (payload && payload.assignment_id !== currentId) {
         payload.view = buildView(payload);
         state.prefetched = payload;
       }
@@ -451,7 +457,8 @@ async function advance(startedAt) {
       } catch (error) {
         if (error.fatal) {
           el.loading.hidden = true;
-          showError(`Could not load the next comparison (${error.message}).`);
+          const kept = outbox.items.length ? " Unsent labels are kept in this browser." : "";
+          showError(`Could not load the next comparison: ${error.message}.${kept}`);
           return;
         }
         await sleep(delay); // server unreachable: keep trying, the outbox is safe
@@ -471,7 +478,7 @@ function selected(name) {
 
 function choose(name, value) {
   const input = el.form.querySelector(`input[name="${name}"][value="${value}"]`);
-  if (!input || input.disabled) return;
+  if (!input || input.matches(":disabled")) return; // e.g. strength after a tie
   input.checked = true;
   el.formHint.textContent = "";
   syncStrength();
@@ -623,6 +630,15 @@ window.pairloopStats = {
   swaps: state.swaps,
   get pending() {
     return outbox.items.length;
+  },
+  // No request in flight or queued: safe to tear the test database down.
+  get idle() {
+    return (
+      outbox.items.length === 0 &&
+      !outbox.draining &&
+      !state.prefetching &&
+      !state.loadingNext
+    );
   },
   get prefetchReady() {
     return state.prefetched !== null;
