@@ -1,4 +1,3 @@
-# ruff: noqa: E501 - the matrix reads best one endpoint per line
 """Every endpoint x every role, anonymous included. Objects a role may not see are
 404 (not 403), so ids cannot be probed; lists only hold what the role may see."""
 
