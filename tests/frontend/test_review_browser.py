@@ -22,6 +22,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def login(page: Any, base_url: str, username: str) -> None:  # noqa: F811
     """Keyboard only: the username field has autofocus."""
     page.goto(f"{base_url}/login/")
+    # autofocus can land after "load"; typing earlier would go nowhere.
+    page.wait_for_function("() => document.activeElement.name === 'username'")
     page.keyboard.type(username)
     page.keyboard.press("Tab")
     page.keyboard.type(PASSWORD)
