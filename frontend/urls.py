@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from frontend import views, views_jobs
+from frontend import dashboard, views, views_jobs
 
 app_name = "frontend"
 urlpatterns = [
@@ -31,5 +31,36 @@ urlpatterns = [
         "projects/<int:project_id>/jobs/<int:job_id>/retry/",
         views_jobs.jobs_retry,
         name="jobs-retry",
+    ),
+]
+
+urlpatterns += [
+    path("projects/<int:project_id>/review/", dashboard.review, name="review"),
+    path(
+        "projects/<int:project_id>/review/labels/<int:label_id>/",
+        dashboard.review_label,
+        name="review-label",
+    ),
+    path(
+        "projects/<int:project_id>/review/comparisons/<int:comparison_id>/gold/",
+        dashboard.review_gold,
+        name="review-gold",
+    ),
+    path("projects/<int:project_id>/quality/", dashboard.quality_page, name="quality"),
+    path(
+        "projects/<int:project_id>/quality/pause-flagged/",
+        dashboard.quality_pause_flagged,
+        name="quality-pause-flagged",
+    ),
+    path(
+        "projects/<int:project_id>/plots/<slug:name>.svg",
+        dashboard.plot,
+        name="plot",
+    ),
+    path("projects/<int:project_id>/exports/", dashboard.exports, name="exports"),
+    path(
+        "projects/<int:project_id>/exports/<int:job_id>/<str:filename>",
+        dashboard.export_download,
+        name="export-download",
     ),
 ]

@@ -23,7 +23,7 @@ from frontend.rendering import render_markdown
 from labelapp import selectors
 from labelapp.api.serializers import NextSerializer
 from labelapp.errors import DomainError
-from labelapp.models import STRENGTH_LABELS, Assignment, Project
+from labelapp.models import STRENGTH_LABELS, Assignment, Membership, Project
 from labelapp.queue import comparison_next_for
 
 
@@ -41,13 +41,16 @@ MAX_EXCLUDE_IDS = 20
 @require_GET
 def project_list(request: HttpRequest) -> HttpResponse:
     memberships = selectors.memberships_of(request.user).order_by("project__name")
+    staff = selectors.is_staff(request.user)
     rows = [
         {
             "project": m.project,
             "role": m.get_role_display(),
+            # Which reviewer/admin pages to link (frontend.dashboard checks again).
+            "can_review": staff or m.role in selectors.STAFF_ROLES,
+            "can_admin": staff or m.role == Membership.Role.ADMIN,
             "paused": m.paused,
             "progress": project_progress(request.user, m.project),
-            "can_review": m.role in ("reviewer", "admin"),
         }
         for m in memberships
     ]

@@ -16,6 +16,7 @@ from django.db import InterfaceError, OperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from labelapp import jobs
+from labelapp.queue import leases_reclaim
 
 TRANSIENT = (OperationalError, InterfaceError, RedisConnectionError)
 COMMON = {
@@ -48,6 +49,13 @@ def run_round(job_id: int) -> None:
     from labelapp.loop import round_run
 
     jobs.job_run(job_id=job_id, worker=_worker_id(), service=round_run)
+
+
+@shared_task(name="pairloop.export", **COMMON, **DEFAULT_LIMITS)
+def export(job_id: int) -> None:
+    from labelapp.exports_jobs import export_job
+
+    jobs.job_run(job_id=job_id, worker=_worker_id(), service=export_job)
 
 
 @shared_task(name="pairloop.jobs.reap_stale", **COMMON, **DEFAULT_LIMITS)

@@ -1,0 +1,115 @@
+"""Gold items: comparisons with a known answer, used to measure annotators.
+
+Services only (writes). Marking is an admin action; the import is all-or-nothing so a
+half-imported file cannot leave some items gold and others not.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+
+from labelapp import selectors
+from labelapp.errors import ImportFailed, PermissionDenied, ValidationFailed
+from labelapp.models import Choice, Comparison, Project
+
+# "Both bad" is a judgement of quality, not of preference; as a gold answer it would
+# make every decisive label a miss, so gold answers are a preference.
+GOLD_CHOICES: tuple[str, ...] = (Choice.A.value, Choice.B.value, Choice.TIE.value)
+
+
+def _check_admin(by: AbstractBaseUser | None, project_id: int) -> None:
+    # ``by=None`` is the management command: whoever runs it has the database.
+    if by is not None and not selectors.can_administer(by, project_id):
+        raise PermissionDenied("Only admins of this project may manage gold items.")
+
+
+def comparison_mark_gold(
+    *,
+    comparison: Comparison,
+    choice: str | None,
+    by: AbstractBaseUser | None,
+) -> Comparison:
+    """Make ``comparison`` a gold item with answer ``choice`` (canonical a / b / tie),
+    or stop it being one when ``choice`` is empty.
+
+    Existing labels keep their values; gold accuracy is computed at read time, so it
+    reflects the new answer at once."""
+    _check_admin(by, comparison.project_id)
+    if choice and choice not in GOLD_CHOICES:
+        raise ValidationFailed(f"gold_choice must be one of {', '.join(GOLD_CHOICES)}")
+    with transaction.atomic():
+        locked = Comparison.objects.select_for_update().get(pk=comparison.pk)
+        locked.is_gold = bool(choice)
+        locked.gold_choice = choice or ""
+        locked.save(update_fields=["is_gold", "gold_choice"])
+    return locked
+
+
+def _parse_line(number: int, line: str) -> tuple[int, str]:
+    try:
+        row: Any = json.loads(line)
+    except ValueError as exc:
+        raise ImportFailed(f"line {number}: not valid JSON ({exc})") from None
+    if not isinstance(row, dict):
+        raise ImportFailed(f"line {number}: expected a JSON object")
+    unknown = set(row) - {"comparison_id", "gold_choice"}
+    if unknown:
+        raise ImportFailed(f"line {number}: unknown keys {', '.join(sorted(unknown))}")
+    cid = row.get("comparison_id")
+    if not isinstance(cid, int) or isinstance(cid, bool):
+        raise ImportFailed(f"line {number}: comparison_id must be an integer")
+    choice = row.get("gold_choice")
+    if choice not in GOLD_CHOICES:
+        raise ImportFailed(
+            f"line {number}: gold_choice must be one of {', '.join(GOLD_CHOICES)}"
+        )
+    return cid, choice
+
+
+def gold_import(
+    *,
+    project: Project,
+    lines: Iterable[str],
+    by: AbstractBaseUser | None = None,
+) -> int:
+    """Mark the comparisons listed in JSON lines ``{"comparison_id": N,
+    "gold_choice": "a"|"b"|"tie"}`` as gold. Blank lines are skipped.
+
+    All or nothing: any bad line (malformed, unknown comparison, a comparison of
+    another project, the same comparison twice) raises ``ImportFailed`` naming the
+    line and nothing is changed. Returns the number of items marked."""
+    _check_admin(by, project.pk)
+    wanted: dict[int, tuple[int, str]] = {}
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        cid, choice = _parse_line(number, line)
+        if cid in wanted:
+            raise ImportFailed(
+                f"line {number}: comparison {cid} already given on line "
+                f"{wanted[cid][0]}"
+            )
+        wanted[cid] = (number, choice)
+    with transaction.atomic():
+        found = {
+            c.pk: c
+            for c in Comparison.objects.select_for_update().filter(
+                pk__in=list(wanted), project=project
+            )
+        }
+        for cid, (number, _choice) in sorted(wanted.items(), key=lambda kv: kv[1]):
+            if cid not in found:
+                raise ImportFailed(
+                    f"line {number}: comparison {cid} is not in project "
+                    f"{project.pk} ({project.name})"
+                )
+        for cid, (_number, choice) in wanted.items():
+            found[cid].is_gold = True
+            found[cid].gold_choice = choice
+        Comparison.objects.bulk_update(found.values(), ["is_gold", "gold_choice"])
+    return len(wanted)

@@ -1,0 +1,141 @@
+"""Reads for the review queue: which comparisons a reviewer should look at first.
+
+Disagreement first: comparisons where a label misses the gold answer, then by
+ascending agreement (share of labels equal to the plurality), then the ones with
+more labels. Only comparisons with at least one label are listed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import Count, Exists, F, OuterRef, Prefetch, Q, QuerySet
+
+from labelapp import selectors
+from labelapp.models import Comparison, Label, Membership, Project
+
+REVIEW_ROLES = (Membership.Role.REVIEWER, Membership.Role.ADMIN)
+
+
+def role_in(user: AbstractBaseUser, project: Project) -> str | None:
+    """The user's role in the project; staff count as admins everywhere."""
+    if selectors.is_staff(user):
+        return Membership.Role.ADMIN
+    return (
+        Membership.objects.filter(project=project, user=user)
+        .values_list("role", flat=True)
+        .first()
+    )
+
+
+def can_review(user: AbstractBaseUser, project: Project) -> bool:
+    return role_in(user, project) in REVIEW_ROLES
+
+
+@dataclass(frozen=True)
+class ReviewFilters:
+    annotator: int | None = None
+    round: int | None = None
+    origin: str | None = None
+    pending_only: bool = False
+
+    @classmethod
+    def from_query(cls, query: Any) -> ReviewFilters:
+        """Parse GET params; malformed values are ignored rather than errors, so a
+        hand-edited URL still shows a queue."""
+
+        def as_int(name: str) -> int | None:
+            raw = query.get(name, "")
+            return int(raw) if raw.isdigit() else None
+
+        origin = query.get("origin") or None
+        if origin not in Comparison.Origin.values:
+            origin = None
+        return cls(
+            annotator=as_int("annotator"),
+            round=as_int("round"),
+            origin=origin,
+            pending_only=query.get("pending") == "1",
+        )
+
+    def as_query(self) -> dict[str, str]:
+        out = {}
+        if self.annotator is not None:
+            out["annotator"] = str(self.annotator)
+        if self.round is not None:
+            out["round"] = str(self.round)
+        if self.origin:
+            out["origin"] = self.origin
+        if self.pending_only:
+            out["pending"] = "1"
+        return out
+
+
+def review_queue(*, project: Project, filters: ReviewFilters) -> QuerySet[Comparison]:
+    """Labelled comparisons of ``project``, disagreement first, with their labels
+    (annotator loaded) prefetched in a stable order."""
+    gold_miss = Label.objects.filter(
+        comparison=OuterRef("pk"), comparison__is_gold=True
+    ).exclude(choice=OuterRef("gold_choice"))
+    pending = Label.objects.filter(
+        comparison=OuterRef("pk"), review_state=Label.ReviewState.PENDING
+    )
+    qs = (
+        Comparison.objects.filter(project=project, labels_count__gte=1)
+        .annotate(
+            gold_miss=Exists(gold_miss),
+            has_pending=Exists(pending),
+            n_rejected=Count(
+                "labels", filter=Q(labels__review_state=Label.ReviewState.REJECTED)
+            ),
+        )
+        .select_related("prompt", "response_a", "response_b", "round")
+        .prefetch_related(
+            Prefetch(
+                "labels",
+                queryset=Label.objects.select_related(
+                    "annotator", "reviewed_by"
+                ).order_by("created_at", "pk"),
+            )
+        )
+    )
+    if filters.annotator is not None:
+        qs = qs.filter(
+            Exists(
+                Label.objects.filter(
+                    comparison=OuterRef("pk"), annotator_id=filters.annotator
+                )
+            )
+        )
+    if filters.round is not None:
+        qs = qs.filter(round__number=filters.round)
+    if filters.origin:
+        qs = qs.filter(origin=filters.origin)
+    if filters.pending_only:
+        qs = qs.filter(has_pending=True)
+    return qs.order_by(
+        F("gold_miss").desc(),
+        F("agreement").asc(nulls_last=True),
+        F("labels_count").desc(),
+        "pk",
+    )
+
+
+def review_filter_choices(project: Project) -> dict[str, list[tuple[Any, str]]]:
+    """Options for the filter form: annotators who labelled, round numbers, origins."""
+    annotators = (
+        Label.objects.filter(comparison__project=project)
+        .values_list("annotator_id", "annotator__username")
+        .distinct()
+        .order_by("annotator__username")
+    )
+    rounds = (
+        project.rounds.order_by("number").values_list("number", flat=True).distinct()
+    )
+    return {
+        "annotators": list(annotators),
+        "rounds": [(n, f"Round {n}") for n in rounds],
+        "origins": list(Comparison.Origin.choices),
+    }

@@ -1,0 +1,136 @@
+"""The review queue in a real browser (Debian's chromium via Playwright, the e2e
+fixtures): a reviewer works by keyboard only, and screenshots of the review page and
+the quality dashboard (written to docs/ with PAIRLOOP_SCREENSHOT=1)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from labelapp.models import Label
+from tests.e2e.conftest import browser, page  # noqa: F401 - fixtures
+from tests.frontend.dashboard_data import PASSWORD, build_demo_project
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def login(page: Any, base_url: str, username: str) -> None:  # noqa: F811
+    """Keyboard only: the username field has autofocus."""
+    page.goto(f"{base_url}/login/")
+    # autofocus can land after "load"; typing earlier would go nowhere.
+    page.wait_for_function("() => document.activeElement.name === 'username'")
+    page.keyboard.type(username)
+    page.keyboard.press("Tab")
+    page.keyboard.type(PASSWORD)
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"{base_url}/", wait_until="commit")
+
+
+def current(page: Any) -> int:  # noqa: F811
+    page.wait_for_function(
+        "() => window.pairloopReview && window.pairloopReview.current"
+    )
+    return page.evaluate("() => window.pairloopReview.current")
+
+
+def focused_label(page: Any) -> str:  # noqa: F811
+    return page.evaluate("() => document.activeElement.id")
+
+
+def dom_labels(page: Any) -> list[int]:  # noqa: F811
+    return [
+        int(x)
+        for x in page.eval_on_selector_all(
+            ".review-label", "rows => rows.map(r => r.dataset.labelId)"
+        )
+    ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_review_by_keyboard(live_server: Any, page: Any) -> None:  # noqa: F811
+    demo = build_demo_project(password=PASSWORD)
+    login(page, live_server.url, "reviewer")
+    # From the project list to the review page without a mouse: follow the link.
+    review_link = page.get_by_role("link", name="Review")
+    review_link.focus()
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    order = dom_labels(page)
+    assert current(page) == order[0]
+    assert focused_label(page) == f"label-{order[0]}"
+
+    page.keyboard.press("j")
+    page.keyboard.press("j")
+    assert current(page) == order[2]
+    page.keyboard.press("k")
+    assert current(page) == order[1]
+    assert focused_label(page) == f"label-{order[1]}"
+
+    # Reject the selected label: the page posts, reloads and keeps it selected.
+    rejected = order[1]
+    with page.expect_navigation():
+        page.keyboard.press("r")
+    assert current(page) == rejected
+    label = Label.objects.get(pk=rejected)
+    assert label.review_state == "rejected" and label.reviewed_by == demo.reviewer
+
+    # Next label: write a note (n … Esc), then accept it with a.
+    page.keyboard.press("j")
+    accepted = current(page)
+    assert accepted != rejected
+    page.keyboard.press("n")
+    page.keyboard.type("Matches the guidelines.")
+    page.keyboard.press("Escape")
+    assert focused_label(page) == f"label-{accepted}"
+    with page.expect_navigation():
+        page.keyboard.press("a")
+    label = Label.objects.get(pk=accepted)
+    assert label.review_state == "accepted"
+    assert label.review_note == "Matches the guidelines."
+    assert current(page) == accepted
+
+    # Shift+J jumps to the first label of the next comparison.
+    here = page.evaluate("() => document.activeElement.closest('.review-item').id")
+    page.keyboard.press("Shift+J")
+    there = page.evaluate("() => document.activeElement.closest('.review-item').id")
+    assert there != here
+
+    page.keyboard.press("?")
+    assert page.evaluate("() => document.getElementById('help').open")
+    page.keyboard.press("Escape")
+    assert not page.evaluate("() => document.getElementById('help').open")
+    assert page.js_errors == [] and page.dialogs == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_screenshots(live_server: Any, page: Any, tmp_path: Path) -> None:  # noqa: F811
+    build_demo_project(password=PASSWORD)
+    login(page, live_server.url, "admin")
+    page.set_viewport_size({"width": 1280, "height": 1250})
+    # Project ids differ between runs: open the review page from the project list.
+    page.goto(f"{live_server.url}/")
+    with page.expect_navigation():
+        page.get_by_role("link", name="Review").click()
+    page.keyboard.press("j")
+    page.evaluate("() => window.scrollTo(0, 0)")
+    review_png = tmp_path / "review-page.png"
+    page.screenshot(path=str(review_png))
+
+    page.set_viewport_size({"width": 1280, "height": 900})
+    with page.expect_navigation():
+        page.get_by_role("link", name="Quality").click()
+    page.wait_for_function(
+        "() => [...document.images].every(i => i.complete && i.naturalWidth > 0)"
+    )
+    quality_png = tmp_path / "quality-dashboard.png"
+    page.screenshot(path=str(quality_png), full_page=True)
+    assert page.js_errors == []
+    for png in (review_png, quality_png):
+        assert png.stat().st_size > 20_000
+        if os.environ.get("PAIRLOOP_SCREENSHOT") == "1":
+            shutil.copy(png, ROOT / "docs" / png.name)

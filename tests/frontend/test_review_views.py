@@ -1,0 +1,236 @@
+"""Review queue, label review and gold items through Django's test client."""
+
+from __future__ import annotations
+
+import json
+from io import StringIO
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.test import Client
+from django.urls import reverse
+
+from labelapp.errors import PermissionDenied
+from labelapp.exports import export_run
+from labelapp.gold import comparison_mark_gold
+from labelapp.models import Comparison, Label, Project
+from tests.frontend.conftest import make_comparison
+from tests.frontend.dashboard_data import DemoProject, build_demo_project
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def demo() -> DemoProject:
+    return build_demo_project()
+
+
+def client_for(user: Any | None) -> Client:
+    client = Client()
+    if user is not None:
+        client.force_login(user)
+    return client
+
+
+def _matrix(demo: DemoProject) -> list[tuple[Any, int]]:
+    return [
+        (demo.annotators[0], 403),
+        (demo.outsider, 404),
+        (demo.reviewer, 200),
+        (demo.admin, 200),
+    ]
+
+
+def test_review_page_permissions(demo: DemoProject) -> None:
+    url = reverse("frontend:review", args=[demo.project.pk])
+    anon = client_for(None).get(url)
+    assert anon.status_code == 302 and reverse("frontend:login") in anon["Location"]
+    for user, status in _matrix(demo):
+        assert client_for(user).get(url).status_code == status, user.username
+
+
+def test_review_page_shows_disagreement_first(demo: DemoProject) -> None:
+    page = client_for(demo.reviewer).get(
+        reverse("frontend:review", args=[demo.project.pk])
+    )
+    items = page.context["items"]
+    first = items[0]["comparison"]
+    # A gold miss sorts first; after the gold misses, agreement ascends.
+    assert first.gold_miss
+    rest = [i["comparison"] for i in items if not i["comparison"].gold_miss]
+    agreements = [c.agreement for c in rest]
+    assert agreements == sorted(agreements)
+    html = page.content.decode()
+    # Prompt and responses are rendered markdown, every label has its annotator.
+    assert "<strong>hash map</strong>" in html or "<em>" in html
+    label = first.labels.all()[0]
+    assert f'id="label-{label.pk}"' in html
+    assert label.annotator.username in html
+
+
+def test_review_filters(demo: DemoProject) -> None:
+    url = reverse("frontend:review", args=[demo.project.pk])
+    client = client_for(demo.reviewer)
+    by_round = client.get(url, {"round": "2"}).context["items"]
+    assert by_round and all(i["comparison"].round.number == 2 for i in by_round)
+    by_origin = client.get(url, {"origin": "import"}).context["page"]
+    assert by_origin.paginator.count == 6
+    bob = demo.annotators[1]
+    by_annotator = client.get(url, {"annotator": str(bob.pk)}).context["page"]
+    assert by_annotator.paginator.count == Label.objects.filter(annotator=bob).count()
+    # Malformed filter values are ignored, not errors.
+    assert client.get(url, {"round": "x", "origin": "nope"}).status_code == 200
+
+
+def _preference_rows(demo: DemoProject, tmp_path: Path) -> dict[str, dict]:
+    folder = export_run(
+        project=demo.project,
+        kind="preferences",
+        options={"out_dir": str(tmp_path), "messages": False},
+    )
+    rows = [
+        json.loads(line)
+        for line in (folder / "preferences.jsonl").read_text().splitlines()
+    ]
+    return {r["comparison_id"]: r for r in rows}
+
+
+def test_reject_and_accept_change_p_a_and_export(
+    demo: DemoProject, tmp_path: Path
+) -> None:
+    # An import comparison with three decisive labels for A: 3 × p_a 1.0.
+    comparison = next(
+        c
+        for c in demo.comparisons
+        if not c.is_gold and c.origin == "import" and c.p_a == 1.0
+    )
+    label = comparison.labels.order_by("pk").first()
+    Label.objects.filter(pk=label.pk).update(choice="b", p_a=0.0, strength=3)
+    from labelapp.aggregation import comparison_aggregate_refresh
+
+    comparison_aggregate_refresh(comparison)
+    comparison.refresh_from_db()
+    assert comparison.p_a == pytest.approx(2 / 3)
+    before = _preference_rows(demo, tmp_path / "before")[comparison.pk]
+    assert before["n_labels"] == 3
+
+    client = client_for(demo.reviewer)
+    url = reverse("frontend:review-label", args=[demo.project.pk, label.pk])
+    response = client.post(
+        url, {"state": "rejected", "note": "Careless.", "round": "", "page": "1"}
+    )
+    assert response.status_code == 302
+    assert response["Location"].endswith(f"#label-{label.pk}")
+    label.refresh_from_db()
+    comparison.refresh_from_db()
+    assert label.review_state == "rejected" and label.review_note == "Careless."
+    assert label.reviewed_by == demo.reviewer
+    assert comparison.p_a == pytest.approx(1.0)
+    after = _preference_rows(demo, tmp_path / "after")[comparison.pk]
+    assert after["n_labels"] == 2
+
+    client.post(url, {"state": "accepted"})
+    comparison.refresh_from_db()
+    assert comparison.p_a == pytest.approx(2 / 3)
+
+
+def test_review_label_refuses_annotators_and_bad_state(demo: DemoProject) -> None:
+    label = Label.objects.filter(comparison__project=demo.project).first()
+    url = reverse("frontend:review-label", args=[demo.project.pk, label.pk])
+    assert (
+        client_for(demo.annotators[0]).post(url, {"state": "rejected"}).status_code
+        == 403
+    )
+    assert client_for(demo.outsider).post(url, {"state": "rejected"}).status_code == 404
+    assert client_for(None).post(url, {"state": "rejected"}).status_code == 302
+    client_for(demo.reviewer).post(url, {"state": "maybe"})
+    label.refresh_from_db()
+    assert label.review_state == "pending"
+    # GET is not a way to review.
+    assert client_for(demo.reviewer).get(url).status_code == 405
+
+
+def test_gold_marking_from_the_review_page(demo: DemoProject) -> None:
+    comparison = next(c for c in demo.comparisons if not c.is_gold)
+    url = reverse("frontend:review-gold", args=[demo.project.pk, comparison.pk])
+    # Reviewers may review, but gold answers are an admin's call.
+    assert client_for(demo.reviewer).post(url, {"gold_choice": "a"}).status_code == 403
+    response = client_for(demo.admin).post(url, {"gold_choice": "b", "origin": "round"})
+    assert response.status_code == 302
+    assert "origin=round" in response["Location"]
+    comparison.refresh_from_db()
+    assert comparison.is_gold and comparison.gold_choice == "b"
+    client_for(demo.admin).post(url, {"gold_choice": ""})
+    comparison.refresh_from_db()
+    assert not comparison.is_gold and comparison.gold_choice == ""
+    with pytest.raises(PermissionDenied):
+        comparison_mark_gold(comparison=comparison, choice="a", by=demo.reviewer)
+
+
+def test_import_gold_command(demo: DemoProject, tmp_path: Path) -> None:
+    plain = [c for c in demo.comparisons if not c.is_gold][:3]
+    good = tmp_path / "gold.jsonl"
+    good.write_text(
+        "\n".join(
+            json.dumps({"comparison_id": c.pk, "gold_choice": ch})
+            for c, ch in zip(plain, ["a", "b", "tie"], strict=True)
+        )
+        + "\n\n"
+    )
+    out = StringIO()
+    call_command(
+        "import_gold", "--project", str(demo.project.pk), str(good), stdout=out
+    )
+    assert "marked 3" in out.getvalue()
+    got = dict(
+        Comparison.objects.filter(pk__in=[c.pk for c in plain]).values_list(
+            "pk", "gold_choice"
+        )
+    )
+    assert got == {plain[0].pk: "a", plain[1].pk: "b", plain[2].pk: "tie"}
+
+
+@pytest.mark.parametrize(
+    ("bad_line", "message"),
+    [
+        ('{"comparison_id": 1, "gold_choice": "maybe"}', "line 2: gold_choice"),
+        ("not json", "line 2: not valid JSON"),
+        ('{"comparison_id": 999999999, "gold_choice": "a"}', "line 2: comparison"),
+        ('{"comparison_id": "7", "gold_choice": "a"}', "line 2: comparison_id"),
+    ],
+)
+def test_import_gold_is_atomic_and_names_the_line(
+    demo: DemoProject, tmp_path: Path, bad_line: str, message: str
+) -> None:
+    plain = [c for c in demo.comparisons if not c.is_gold]
+    path = tmp_path / "gold.jsonl"
+    path.write_text(
+        json.dumps({"comparison_id": plain[0].pk, "gold_choice": "a"})
+        + "\n"
+        + bad_line
+        + "\n"
+    )
+    gold_before = Comparison.objects.filter(is_gold=True).count()
+    with pytest.raises(CommandError, match=message):
+        call_command("import_gold", "--project", str(demo.project.pk), str(path))
+    assert Comparison.objects.filter(is_gold=True).count() == gold_before
+    plain[0].refresh_from_db()
+    assert not plain[0].is_gold
+
+
+def test_import_gold_refuses_other_projects_comparison(
+    demo: DemoProject, tmp_path: Path
+) -> None:
+    foreign = make_comparison(
+        Project.objects.create(name="Other"),
+        [{"role": "user", "content": "Hi"}],
+        "Hello",
+        "Hey",
+        labels_required=1,
+    )
+    path = tmp_path / "gold.jsonl"
+    path.write_text(json.dumps({"comparison_id": foreign.pk, "gold_choice": "a"}))
+    with pytest.raises(CommandError, match=f"line 1: comparison {foreign.pk} is not"):
+        call_command("import_gold", "--project", str(demo.project.pk), str(path))
