@@ -16,7 +16,6 @@ from django.db import InterfaceError, OperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from labelapp import jobs
-from labelapp.queue import leases_reclaim
 
 TRANSIENT = (OperationalError, InterfaceError, RedisConnectionError)
 COMMON = {
