@@ -1,5 +1,5 @@
-"""Browser fixtures: Debian's chromium driven by Playwright, plus a real server
-subprocess for the tests that kill it.
+"""A real server subprocess for the browser tests that kill it (the browser and
+page fixtures are in tests/browser.py, shared by every test package).
 
 Playwright's sync API runs an asyncio loop in the test thread; Django refuses ORM
 calls from a thread with a running loop unless told it is fine (it is: the loop only
@@ -8,7 +8,6 @@ drives the browser).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import socket
@@ -17,67 +16,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import pytest
-
-os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.skip(
-            "/usr/bin/chromium is absent; install Debian's chromium "
-            "(apt-get install -y chromium) to run the browser tests"
-        )
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS
-        )
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(15_000)
-    page = context.new_page()
-    dialogs: list[str] = []
-    errors: list[str] = []
-    # Any alert/confirm/prompt means content ran script: record and dismiss it.
-    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.dialogs = dialogs  # type: ignore[attr-defined]
-    page.js_errors = errors  # type: ignore[attr-defined]
-    yield page
-    # Let the page's own requests (prefetch, label retries) finish before the test
-    # database is flushed: a request still holding row locks while TRUNCATE runs
-    # deadlocks the flush.
-    # (The page may be gone or its server dead: close anyway.)
-    with contextlib.suppress(Exception):
-        page.wait_for_function(
-            "() => !window.pairloopStats || window.pairloopStats.idle", timeout=5_000
-        )
-    page.goto("about:blank")
-    context.close()
-    time.sleep(0.2)  # a request the server already accepted finishes its transaction
 
 
 def free_port() -> int:

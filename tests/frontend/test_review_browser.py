@@ -12,14 +12,13 @@ from typing import Any
 import pytest
 
 from labelapp.models import Label
-from tests.e2e.conftest import browser, page  # noqa: F401 - fixtures
 from tests.frontend.dashboard_data import PASSWORD, build_demo_project
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def login(page: Any, base_url: str, username: str) -> None:  # noqa: F811
+def login(page: Any, base_url: str, username: str) -> None:
     """Keyboard only: the username field has autofocus."""
     page.goto(f"{base_url}/login/")
     # autofocus can land after "load"; typing earlier would go nowhere.
@@ -31,18 +30,18 @@ def login(page: Any, base_url: str, username: str) -> None:  # noqa: F811
     page.wait_for_url(f"{base_url}/", wait_until="commit")
 
 
-def current(page: Any) -> int:  # noqa: F811
+def current(page: Any) -> int:
     page.wait_for_function(
         "() => window.pairloopReview && window.pairloopReview.current"
     )
     return page.evaluate("() => window.pairloopReview.current")
 
 
-def focused_label(page: Any) -> str:  # noqa: F811
+def focused_label(page: Any) -> str:
     return page.evaluate("() => document.activeElement.id")
 
 
-def dom_labels(page: Any) -> list[int]:  # noqa: F811
+def dom_labels(page: Any) -> list[int]:
     return [
         int(x)
         for x in page.eval_on_selector_all(
@@ -52,7 +51,7 @@ def dom_labels(page: Any) -> list[int]:  # noqa: F811
 
 
 @pytest.mark.django_db(transaction=True)
-def test_review_by_keyboard(live_server: Any, page: Any) -> None:  # noqa: F811
+def test_review_by_keyboard(live_server: Any, page: Any) -> None:
     demo = build_demo_project(password=PASSWORD)
     login(page, live_server.url, "reviewer")
     # From the project list to the review page without a mouse: follow the link.
@@ -108,7 +107,7 @@ def test_review_by_keyboard(live_server: Any, page: Any) -> None:  # noqa: F811
 
 
 @pytest.mark.django_db(transaction=True)
-def test_screenshots(live_server: Any, page: Any, tmp_path: Path) -> None:  # noqa: F811
+def test_screenshots(live_server: Any, page: Any, tmp_path: Path) -> None:
     build_demo_project(password=PASSWORD)
     login(page, live_server.url, "admin")
     page.set_viewport_size({"width": 1280, "height": 1250})

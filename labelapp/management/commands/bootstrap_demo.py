@@ -10,6 +10,7 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from labelapp.importing import import_files
+from labelapp.loop import round_start
 from labelapp.models import Membership, Project
 
 DEMO_FILE = Path(__file__).resolve().parents[2] / "demo" / "demo.jsonl"
@@ -36,8 +37,16 @@ class Command(BaseCommand):
             project, _ = Project.objects.get_or_create(
                 name=DEMO_PROJECT,
                 defaults={
+                    # Small enough that a new user sees the loop turn on a laptop
+                    # CPU: label 5 pairs → train → a round of 5 prompts × 4 samples.
                     "overlap": 1,
                     "retrain_threshold": 5,
+                    "auto_rounds": True,
+                    "n_samples": 4,
+                    "max_new_tokens": 64,
+                    "round_prompt_limit": 5,
+                    "pairs_per_prompt": 2,
+                    "rm_config": {"num_epochs": 3, "batch_size": 4, "max_length": 256},
                     "guidelines": (
                         "Pick the response that is **more helpful, correct and "
                         "honest**. Use *Tie* when they are equally good and *Both "
@@ -50,9 +59,13 @@ class Command(BaseCommand):
             )
             Membership.objects.get_or_create(project=project, user=annotator)
             import_files(project=project, paths=[DEMO_FILE], make_pairs=True)
+            # Round 0 starts at once (random pairs: no reward model yet), so the
+            # jobs page shows the GPU queue working from the first minute.
+            round_start(project=project, created_by=admin, if_active="return")
         self.stdout.write(
             "\nFirst run: accounts created (shown only this once)\n"
             f"  admin:     admin / {admin_password}\n"
             f"  annotator: annotator / {annotator_password}\n"
-            f"  demo project: {project.name!r} (id {project.pk})\n"
+            f"  demo project: {project.name!r} (id {project.pk}); round 0 is running,\n"
+            f"  see /projects/{project.pk}/jobs/ — label at /projects/{project.pk}/compare/\n"
         )
