@@ -33,7 +33,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from training._policy_loader import UnknownModelError, load_policy
+from training.models import ModelRefError as UnknownModelError
+from training.models import load_causal_lm as load_policy
+from training.models import resolve_model_ref
 
 DEFAULT_POLICY = "builtin:smollm2-135m-instruct"
 BACKENDS = ("transformers", "vllm", "openai")
@@ -473,6 +475,17 @@ class TransformersSampler:
 # vLLM
 
 
+def _import_vllm() -> Any:
+    try:
+        import vllm
+    except ImportError as exc:
+        raise BadSamplingInput(
+            "the vllm backend needs the 'vllm' package (pip install vllm), "
+            "which runs on CUDA GPUs; use --backend transformers otherwise"
+        ) from exc
+    return vllm
+
+
 class VLLMSampler:
     """vLLM on a GPU; install ``vllm`` separately (it is not a project dependency).
 
@@ -490,13 +503,7 @@ class VLLMSampler:
         dtype: str = "bfloat16",
         **engine_kwargs: Any,
     ) -> None:
-        try:
-            import vllm
-        except ImportError as exc:
-            raise BadSamplingInput(
-                "the vllm backend needs the 'vllm' package (pip install vllm), "
-                "which runs on CUDA GPUs; use --backend transformers otherwise"
-            ) from exc
+        vllm = _import_vllm()
         self._vllm = vllm
         self.llm = vllm.LLM(
             model=model_path,
@@ -512,9 +519,8 @@ class VLLMSampler:
     def from_ref(
         cls, ref: str = DEFAULT_POLICY, *, artifacts_dir: str | None = None, **kw: Any
     ) -> VLLMSampler:
-        from training._policy_loader import resolve_policy_dir
-
-        return cls(resolve_policy_dir(ref, artifacts_dir), **kw)
+        _import_vllm()  # say that vLLM is missing before resolving the model
+        return cls(str(resolve_model_ref(ref, artifacts_dir)), **kw)
 
     def _prompt_ids(self, conversation: Conversation) -> list[int]:
         text = _chat_text(self.tokenizer, conversation)

@@ -115,7 +115,7 @@ def test_round_end_to_end_writes_all_outputs(tmp_path, tiny_policy, capsys):
     [
         (["--n", "0"], "n must be an integer >= 1"),
         (["--backend", "tpu"], "unknown sampler backend 'tpu'"),
-        (["--policy", "builtin:nope"], "unknown built-in policy"),
+        (["--policy", "builtin:nope"], "unknown builtin model"),
         (["--adaptive"], "--adaptive needs --reward"),
         (["--reward", "/no/such/dir"], "no such directory"),
         (["--pair-mix", "worst=1"], "unknown pair strategies"),

@@ -171,7 +171,7 @@ def test_prompt_longer_than_context_names_the_prompt():
 def test_unknown_backend_and_model():
     with pytest.raises(UnknownBackendError, match="unknown sampler backend 'tpu'"):
         make_sampler("tpu")
-    with pytest.raises(UnknownModelError, match="unknown built-in"):
+    with pytest.raises(UnknownModelError, match="unknown builtin model"):
         make_sampler("transformers", "builtin:nope")
     with pytest.raises(UnknownModelError):
         make_sampler("transformers", "./no/such/dir")
