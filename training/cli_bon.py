@@ -232,13 +232,12 @@ def main(args: argparse.Namespace) -> int:
         if args.reward:
             if not Path(args.reward).is_dir():
                 raise BadSamplingInput(f"--reward {args.reward}: no such directory")
+            from training.scoring import RewardScorer
+
             try:
-                from training.scoring import RewardScorer
-            except ImportError as exc:
-                raise BadSamplingInput(
-                    f"--reward needs training.scoring, which is unavailable: {exc}"
-                ) from exc
-            scorer = RewardScorer(args.reward)
+                scorer = RewardScorer(args.reward)
+            except OSError as exc:  # not a reward-model version, unreadable files
+                raise BadSamplingInput(f"--reward {args.reward}: {exc}") from exc
         if config.adaptive and scorer is None:
             raise BadSamplingInput("--adaptive needs --reward")
         sampler = make_sampler(args.backend, args.policy, **_sampler_kwargs(args))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
 
 import pytest
@@ -149,13 +148,14 @@ def test_empty_prompt_file_exits_2(tmp_path, capsys):
     assert "no prompts" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("training.scoring") is not None,
-    reason="training.scoring exists; its own tests cover bad reward directories",
-)
-def test_reward_without_scoring_module_exits_2(tmp_path, tiny_policy, capsys):
+def test_unreadable_reward_directory_exits_2_before_sampling(
+    tmp_path, tiny_policy, capsys
+):
     prompts = write_lines(tmp_path / "p.jsonl", [{"prompt": "hello"}])
+    not_a_model = tmp_path / "not-a-model"
+    not_a_model.mkdir()
     argv = ["best-of-n", "--prompts", str(prompts), "--policy", tiny_policy,
-            "--reward", str(tmp_path), "--out", str(tmp_path / "o")]  # fmt: skip
+            "--reward", str(not_a_model), "--out", str(tmp_path / "o")]  # fmt: skip
     assert main(argv) == 2
-    assert "training.scoring" in capsys.readouterr().err
+    assert "not-a-model" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
