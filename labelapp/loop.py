@@ -159,7 +159,12 @@ def _version_dir(project: Project, job: Job) -> Path:
 def reward_model_train(job: Job, report: jobs.Reporter) -> dict:
     """Train a reward model from the project's labels; register and maybe promote."""
     from training.config import RewardConfig
-    from training.train_rm import evaluate_pairs, split_train_eval, train
+    from training.train_rm import (
+        data_fingerprint,
+        evaluate_pairs,
+        split_train_eval,
+        train,
+    )
 
     project = job.project
     done = ModelVersion.objects.filter(job=job).first()
@@ -189,6 +194,11 @@ def reward_model_train(job: Job, report: jobs.Reporter) -> dict:
     )
     metrics = dict(result.metrics)
     metrics["data_cutoff"] = cutoff.isoformat()
+    metrics["data_fingerprint"] = data_fingerprint(pairs)
+    metrics["n_pairs"] = len(pairs)
+    # The loss curve for the dashboards, thinned to at most ~500 points.
+    step = max(1, len(result.history) // 500)
+    metrics["history"] = result.history[::step]
     new_acc = (metrics.get("eval") or {}).get("accuracy")
 
     # Compare with the promoted version on the same held-out pairs.
@@ -233,8 +243,6 @@ def reward_model_train(job: Job, report: jobs.Reporter) -> dict:
 
 def _register(job, project, config, result, metrics, out_dir, status, reason, promoted):
     """Register the complete version directory in one transaction."""
-    from training.train_rm import data_fingerprint  # noqa: F401 - fingerprint in metrics
-
     with transaction.atomic():
         Project.objects.select_for_update().get(pk=project.pk)
         number = (
@@ -256,8 +264,8 @@ def _register(job, project, config, result, metrics, out_dir, status, reason, pr
             version=number,
             base_ref=config.base,
             artifact_path=str(out_dir),
-            data_fingerprint=metrics.get("data_fingerprint", ""),
-            n_pairs=metrics.get("n_pairs") or metrics.get("train_pairs") or 0,
+            data_fingerprint=metrics["data_fingerprint"],
+            n_pairs=metrics["n_pairs"],
             metrics=metrics,
             status=status,
             status_reason=reason,

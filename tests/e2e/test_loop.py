@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import signal
+from pathlib import Path
 
 import pytest
 from django.core.management import call_command
@@ -128,6 +129,9 @@ def test_the_loop_turns(procs, tiny_models, tmp_path):
         what="a promoted reward-model version",
     )
     assert version.version == 1 and version.metrics["eval"]["accuracy"] is not None
+    assert version.n_pairs >= 8 and version.metrics["history"]
+    assert version.data_fingerprint and version.status_reason == "first reward model"
+    assert (Path(version.artifact_path) / "pairloop.json").is_file()
     assert Job.objects.filter(project=project, kind="train_rm").count() == 1
     round1 = wait_until(
         lambda: Round.objects.filter(project=project, number=1, status="done").first(),
