@@ -216,29 +216,44 @@ def reward_model_train(job: Job, report: jobs.Reporter) -> dict:
                 old_model, old_tok, held, max_length=config.max_length
             ).get("accuracy")
     metrics["promoted_accuracy_on_same_eval"] = old_acc
-    tolerance = project.promote_tolerance
-    if old_acc is None or new_acc is None or new_acc >= old_acc - tolerance:
-        status, reason = (
-            ModelVersion.Status.PROMOTED,
-            (
-                "first reward model"
-                if promoted is None
-                else f"held-out accuracy {new_acc:.3f} ≥ promoted {old_acc:.3f} − {tolerance}"
-                if old_acc is not None
-                else "no held-out accuracy to compare"
-            ),
-        )
-    else:
-        status = ModelVersion.Status.REJECTED
-        reason = (
-            f"held-out accuracy {new_acc:.3f} is worse than the promoted "
-            f"v{promoted.version}'s {old_acc:.3f} (tolerance {tolerance})"
-        )
+    status, reason = promotion_decision(
+        new_acc=new_acc,
+        old_acc=old_acc,
+        tolerance=project.promote_tolerance,
+        promoted_version=promoted.version if promoted else None,
+    )
     version = _register(
         job, project, config, result, metrics, out_dir, status, reason, promoted
     )
     report(1.0, f"registered v{version.version} ({version.status})", force=True)
     return {"version": version.version, "status": version.status, "reason": reason}
+
+
+def promotion_decision(
+    *,
+    new_acc: float | None,
+    old_acc: float | None,
+    tolerance: float,
+    promoted_version: int | None,
+) -> tuple[str, str]:
+    """Promote unless the new version is worse than the promoted one (by more than
+    ``tolerance``) on the same held-out pairs; say why either way."""
+    if promoted_version is None:
+        return ModelVersion.Status.PROMOTED, "first reward model"
+    if new_acc is None or old_acc is None:
+        return ModelVersion.Status.PROMOTED, "no held-out pairs to compare on"
+    if new_acc >= old_acc - tolerance:
+        return (
+            ModelVersion.Status.PROMOTED,
+            f"held-out accuracy {new_acc:.3f} ≥ v{promoted_version}'s {old_acc:.3f}"
+            + (f" − {tolerance}" if tolerance else ""),
+        )
+    return (
+        ModelVersion.Status.REJECTED,
+        f"held-out accuracy {new_acc:.3f} is worse than the promoted "
+        f"v{promoted_version}'s {old_acc:.3f} on the same pairs (tolerance "
+        f"{tolerance}); v{promoted_version} stays promoted",
+    )
 
 
 def _register(job, project, config, result, metrics, out_dir, status, reason, promoted):
