@@ -160,6 +160,10 @@ def test_the_loop_turns(procs, tiny_models, tmp_path):
 def _wait_running(job: Job, min_progress: float = 0.0) -> Job:
     def running():
         job.refresh_from_db()
+        if job.status in ("succeeded", "failed"):
+            raise AssertionError(
+                f"job {job.pk} {job.status} before it could be killed; make it longer"
+            )
         return job if job.status == "running" and job.progress > min_progress else None
 
     return wait_until(
@@ -172,9 +176,9 @@ def test_killed_worker_job_finishes_once(procs, tiny_models, tmp_path, kind):
     overrides = {"auto_rounds": False}
     if kind == "train":
         # Long enough to be killed mid-way: many epochs over labelled pairs.
-        overrides["rm_config"] = {"num_epochs": 60, "batch_size": 2, "max_length": 64}
+        overrides["rm_config"] = {"num_epochs": 200, "batch_size": 2, "max_length": 64}
     else:
-        overrides.update(n_samples=16, max_new_tokens=40)
+        overrides.update(n_samples=48, max_new_tokens=64)
     project = make_project(tiny_models, tmp_path, **overrides)
     if kind == "train":
         pairs = tmp_path / "pairs.jsonl"

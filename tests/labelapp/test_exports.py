@@ -435,7 +435,6 @@ def _params(model: Any) -> Any:
 def test_trl_reward_trainer_trains_on_export(
     demo: dict[str, Any], artifacts: Path, tmp_path: Path
 ) -> None:
-    pytest.importorskip("trl", reason="the bench group (trl) is not installed")
     import torch
     from transformers import LlamaForSequenceClassification
     from trl import RewardConfig, RewardTrainer
@@ -476,7 +475,6 @@ def test_trl_reward_trainer_trains_on_export(
 def test_trl_dpo_trainer_trains_on_export(
     demo: dict[str, Any], artifacts: Path, tmp_path: Path
 ) -> None:
-    pytest.importorskip("trl", reason="the bench group (trl) is not installed")
     import copy
 
     import torch
