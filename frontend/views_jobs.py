@@ -33,6 +33,7 @@ def jobs_page(request: HttpRequest, project_id: int) -> HttpResponse:
         "project": project,
         "overview": loop_overview(project),
         "can_admin": selectors.can_administer(request.user, project.pk),
+        "active_tab": "jobs",
     }
     return render(request, "frontend/jobs.html", context)
 
