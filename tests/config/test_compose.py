@@ -1,0 +1,54 @@
+"""docker-compose.yml cannot run here (no Docker engine, no compose plugin), so its
+structure and its consistency with the settings and the local runner are checked."""
+
+from __future__ import annotations
+
+import yaml
+
+from tests.conftest import ROOT
+
+
+def load() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def test_services_and_shared_volume():
+    compose = load()
+    services = compose["services"]
+    assert {
+        "postgres",
+        "redis",
+        "web",
+        "worker",
+        "gpu-worker",
+        "beat",
+        "migrate",
+    } <= set(services)
+    for name in ("web", "worker", "gpu-worker", "beat", "migrate"):
+        service = services[name]
+        assert "artifacts:/artifacts" in service["volumes"], name
+        env = service["environment"]
+        assert env["ARTIFACTS_DIR"] == "/artifacts"
+        assert env["DATABASE_URL"].startswith("postgres://")
+        assert env["REDIS_URL"].startswith("redis://")
+        assert env["DEBUG"] == "0"
+    assert "artifacts" in compose["volumes"]
+
+
+def test_worker_commands_match_the_queues():
+    services = load()["services"]
+    gpu = services["gpu-worker"]["command"]
+    assert gpu[gpu.index("-Q") + 1] == "gpu"
+    assert gpu[gpu.index("--concurrency") + 1] == "1"
+    assert gpu[gpu.index("--prefetch-multiplier") + 1] == "1"
+    devices = services["gpu-worker"]["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["capabilities"] == ["gpu"]
+    default = services["worker"]["command"]
+    assert default[default.index("-Q") + 1] == "default"
+    assert services["web"]["command"][:2] == ["gunicorn", "config.wsgi:application"]
+    assert "beat" in services["beat"]["command"]
+
+    from django.conf import settings
+
+    declared = {queue.name for queue in settings.CELERY_TASK_QUEUES}
+    assert declared == {"default", "gpu"}
