@@ -83,11 +83,23 @@ class _Progress:
 def split_train_eval(
     pairs: Sequence[Pair], eval_fraction: float
 ) -> tuple[list[Pair], list[Pair]]:
-    """Deterministic split by hashing pair ids (stable across runs and versions)."""
-    train, held = [], []
-    for pair in pairs:
-        h = int.from_bytes(hashlib.sha256(pair.id.encode()).digest()[:8], "big")
-        (held if h / 2**64 < eval_fraction else train).append(pair)
+    """Deterministic split by hashing pair ids (stable across runs and versions).
+
+    With ``eval_fraction > 0`` and at least two pairs, neither side is left empty: a
+    small project's first labels would otherwise often give no held-out pair (or no
+    training pair) by chance. The pair with the lowest hash then goes to the
+    held-out side, the one with the highest to training — still decided by id alone.
+    """
+    keyed = sorted(
+        (int.from_bytes(hashlib.sha256(p.id.encode()).digest()[:8], "big"), i, p)
+        for i, p in enumerate(pairs)
+    )
+    n_held = sum(1 for h, _, _ in keyed if h / 2**64 < eval_fraction)
+    if eval_fraction > 0 and len(keyed) >= 2:
+        n_held = min(max(n_held, 1), len(keyed) - 1)
+    held_idx = {i for _, i, _ in keyed[:n_held]}
+    train = [p for i, p in enumerate(pairs) if i not in held_idx]
+    held = [p for i, p in enumerate(pairs) if i in held_idx]
     return train, held
 
 

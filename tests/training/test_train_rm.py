@@ -156,6 +156,18 @@ def test_split_is_deterministic_by_id() -> None:
     assert 20 < len(a[1]) < 80
 
 
+def test_split_never_leaves_a_side_empty_for_small_sets() -> None:
+    for n in range(2, 12):
+        pairs = synthetic_pairs(n, seed=n)
+        for fraction in (0.01, 0.1, 0.5, 0.99):
+            train_part, held = split_train_eval(pairs, fraction)
+            assert train_part and held, (n, fraction)
+            assert len(train_part) + len(held) == n
+    one = synthetic_pairs(1)
+    assert split_train_eval(one, 0.5) in ((one, []), ([], one))
+    assert split_train_eval(synthetic_pairs(5), 0.0)[1] == []
+
+
 def test_config_fields_are_documented_and_validated() -> None:
     import dataclasses
 
