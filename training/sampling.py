@@ -170,6 +170,7 @@ def _preallocated_cache(config: Any, capacity: int) -> Any:
     (two thirds of a decode step at 64 rows). Writing in place and handing out
     views avoids it.
     """
+    import torch
     from transformers.cache_utils import Cache, DynamicLayer
 
     class PreallocatedLayer(DynamicLayer):
@@ -198,13 +199,27 @@ def _preallocated_cache(config: Any, capacity: int) -> Any:
         def get_seq_length(self) -> int:
             return self.length
 
+        def _resized(self, buffer: Any, rows: Any) -> Any:
+            # Copy only the filled part: the rest of the capacity is garbage.
+            out = buffer.new_empty((rows.shape[0], *buffer.shape[1:]))
+            out[:, :, : self.length] = buffer[rows, :, : self.length]
+            return out
+
         def batch_repeat_interleave(self, repeats: int) -> None:
-            self._k = self._k.repeat_interleave(repeats, dim=0)
-            self._v = self._v.repeat_interleave(repeats, dim=0)
+            rows = torch.arange(self._k.shape[0], device=self._k.device)
+            rows = rows.repeat_interleave(repeats)
+            self._k, self._v = (
+                self._resized(self._k, rows),
+                self._resized(self._v, rows),
+            )
+            self.keys = self._k[:, :, : self.length]
+            self.values = self._v[:, :, : self.length]
 
         def batch_select_indices(self, indices: Any) -> None:
-            self._k = self._k[indices]
-            self._v = self._v[indices]
+            self._k = self._resized(self._k, indices)
+            self._v = self._resized(self._v, indices)
+            self.keys = self._k[:, :, : self.length]
+            self.values = self._v[:, :, : self.length]
 
     layers = int(config.num_hidden_layers)
     return Cache(layers=[PreallocatedLayer() for _ in range(layers)])
