@@ -172,6 +172,7 @@ def _preallocated_cache(config: Any, capacity: int) -> Any:
     (two thirds of a decode step at 64 rows). Writing in place and handing out
     views avoids it.
     """
+    import torch
     from transformers.cache_utils import Cache, DynamicLayer
 
     class PreallocatedLayer(DynamicLayer):
@@ -200,13 +201,27 @@ def _preallocated_cache(config: Any, capacity: int) -> Any:
         def get_seq_length(self) -> int:
             return self.length
 
+        def _resized(self, buffer: Any, rows: Any) -> Any:
+            # Copy only the filled part: the rest of the capacity is garbage.
+            out = buffer.new_empty((rows.shape[0], *buffer.shape[1:]))
+            out[:, :, : self.length] = buffer[rows, :, : self.length]
+            return out
+
         def batch_repeat_interleave(self, repeats: int) -> None:
-            self._k = self._k.repeat_interleave(repeats, dim=0)
-            self._v = self._v.repeat_interleave(repeats, dim=0)
+            rows = torch.arange(self._k.shape[0], device=self._k.device)
+            rows = rows.repeat_interleave(repeats)
+            self._k, self._v = (
+                self._resized(self._k, rows),
+                self._resized(self._v, rows),
+            )
+            self.keys = self._k[:, :, : self.length]
+            self.values = self._v[:, :, : self.length]
 
         def batch_select_indices(self, indices: Any) -> None:
-            self._k = self._k[indices]
-            self._v = self._v[indices]
+            self._k = self._resized(self._k, indices)
+            self._v = self._resized(self._v, indices)
+            self.keys = self._k[:, :, : self.length]
+            self.values = self._v[:, :, : self.length]
 
     layers = int(config.num_hidden_layers)
     return Cache(layers=[PreallocatedLayer() for _ in range(layers)])
@@ -366,11 +381,15 @@ class TransformersSampler:
             mask = mask.repeat_interleave(n, dim=0)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         row_seeds = [s for prompt_seeds in seeds for s in prompt_seeds]
-        generators = []
-        for s in row_seeds:
-            g = torch.Generator(device=device)
-            g.manual_seed(s)
-            generators.append(g)
+        # Each row draws all its uniforms up front from its own CPU generator
+        # (one call per row, not per row and step: on a GPU that would be a
+        # kernel launch each), so a sample depends on its seed alone.
+        uniforms = torch.stack(
+            [
+                torch.rand(max_new_tokens, generator=torch.Generator().manual_seed(s))
+                for s in row_seeds
+            ]
+        ).to(device)
         # Mask columns for every step, allocated once; step t uses [:, : width+t+1].
         full_mask = torch.ones(
             (len(row_seeds), width + max_new_tokens), dtype=torch.long, device=device
@@ -405,8 +424,9 @@ class TransformersSampler:
                 live_logits = logits if dead == 0 else logits[live]
                 if self.logits_hook is not None:
                     self.logits_hook([row_seeds[rows[b]] for b in live], live_logits)
+                live_rows = rows if dead == 0 else [rows[b] for b in live]
                 drawn = self._draw(
-                    live_logits, [generators[rows[b]] for b in live], temperature, top_p
+                    live_logits, uniforms[live_rows, step], temperature, top_p
                 ).tolist()
                 chosen = [self.pad_id] * len(rows)
                 for b, token in zip(live, drawn, strict=True):
@@ -443,9 +463,7 @@ class TransformersSampler:
         return [pairs[p * n : (p + 1) * n] for p in range(len(prompts))]
 
     @staticmethod
-    def _draw(
-        logits: Any, generators: list[Any], temperature: float, top_p: float
-    ) -> Any:
+    def _draw(logits: Any, uniforms: Any, temperature: float, top_p: float) -> Any:
         import torch
 
         if temperature == 0:
@@ -459,11 +477,8 @@ class TransformersSampler:
             cumulative = probs.cumsum(dim=-1)
             probs = probs.masked_fill(cumulative - probs >= top_p, 0.0)
         cdf = probs.cumsum(dim=-1)
-        # One uniform per row from the row's own generator: inverse-CDF sampling
-        # keeps each sample independent of the batch it happens to be in.
-        uniforms = torch.cat(
-            [torch.rand(1, generator=g, device=g.device) for g in generators]
-        ).to(cdf.device)
+        # Inverse-CDF sampling with the row's own uniform keeps each sample
+        # independent of the batch it happens to be in.
         u = (uniforms * cdf[:, -1]).unsqueeze(-1).to(cdf.dtype)
         picked = torch.searchsorted(cdf, u, right=True).clamp_(max=cdf.shape[-1] - 1)
         if order is not None:

@@ -177,14 +177,13 @@ def test_unknown_backend_and_model():
         make_sampler("transformers", "./no/such/dir")
 
 
-@pytest.mark.skipif("vllm" in sys.modules, reason="vllm is installed")
 def test_vllm_backend_says_it_needs_vllm(monkeypatch):
     monkeypatch.setitem(sys.modules, "vllm", None)  # import vllm -> ImportError
     with pytest.raises(BadSamplingInput, match="needs the 'vllm' package"):
         make_sampler("vllm", "some/model")
 
 
-def test_vllm_backend_builds_seeded_prefix_cached_requests(monkeypatch):
+def test_vllm_backend_builds_seeded_prefix_cached_requests(monkeypatch, tmp_path):
     """Against a stand-in vllm module: the request shape, not vLLM itself."""
     import types
 
@@ -221,7 +220,8 @@ def test_vllm_backend_builds_seeded_prefix_cached_requests(monkeypatch):
 
     fake = types.SimpleNamespace(LLM=LLM, SamplingParams=Params)
     monkeypatch.setitem(sys.modules, "vllm", fake)
-    sampler = make_sampler("vllm", str(_model_dir(monkeypatch)))
+    (tmp_path / "config.json").write_text("{}")
+    sampler = make_sampler("vllm", str(tmp_path))
     out = sampler.sample(CONVERSATIONS, 3, max_new_tokens=5, seed=1)
     assert calls["engine"]["enable_prefix_caching"] is True
     assert len(calls["params"]) == 9
@@ -230,12 +230,3 @@ def test_vllm_backend_builds_seeded_prefix_cached_requests(monkeypatch):
     assert out[0][0].finish_reason == "length" and out[0][0].token_count == 2
     chunked = sampler.sample(CONVERSATIONS, 1, max_new_tokens=5, seed=1, first_index=2)
     assert chunked[0][0] == out[0][2]
-
-
-def _model_dir(monkeypatch):
-    import tempfile
-    from pathlib import Path
-
-    path = Path(tempfile.mkdtemp())
-    (path / "config.json").write_text("{}")
-    return path
