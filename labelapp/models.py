@@ -558,10 +558,10 @@ class SFTExample(models.Model):
 
 class Job(models.Model):
     class Kind(models.TextChoices):
-        TRAIN_RM = "train_rm"
-        ROUND = "round"
-        IMPORT = "import"
-        EXPORT = "export"
+        TRAIN_RM = "train_rm", "Reward-model training"
+        ROUND = "round", "Rejection-sampling round"
+        IMPORT = "import", "Import"
+        EXPORT = "export", "Export"
 
     class Status(models.TextChoices):
         PENDING = "pending"
