@@ -34,10 +34,10 @@ from __future__ import annotations
 import random
 from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import connection, models, transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from labelapp.aggregation import aggregate_labels
@@ -51,6 +51,7 @@ from labelapp.models import (
     Prompt,
     Response,
 )
+from labelapp.rows import loaded
 
 # Display choice -> canonical choice when the pair was shown swapped (B on the left).
 _SWAP = {Choice.A: Choice.B, Choice.B: Choice.A}
@@ -60,8 +61,6 @@ RATIONALE_MAX_CHARS = 10_000
 # How many locked-but-full candidates ``next`` steps over before giving up on a pass.
 # Each step is one short indexed query; in practice one or two suffice.
 _MAX_CANDIDATE_TRIES = 20
-
-_M = TypeVar("_M", bound=models.Model)
 
 _ASSIGNMENT_COLUMNS = (
     "id",
@@ -223,17 +222,10 @@ def _now(now: datetime | None) -> datetime:
     return now if now is not None else timezone.now()
 
 
-def _loaded(model: type[_M], values: dict[str, Any]) -> _M:
-    """An instance as if the ORM had loaded it: the given fields set, every other
-    field deferred (loaded on access, never a silent default), save() updates."""
-    names = [f.attname for f in model._meta.concrete_fields if f.attname in values]
-    return model.from_db(connection.alias, names, [values[n] for n in names])
-
-
 def _assignment(row: Sequence[Any]) -> Assignment:
     """Assignment from a row that starts with ``_ASSIGNMENT_COLUMNS``."""
     n = len(_ASSIGNMENT_COLUMNS)
-    return _loaded(Assignment, dict(zip(_ASSIGNMENT_COLUMNS, row[:n], strict=True)))
+    return loaded(Assignment, dict(zip(_ASSIGNMENT_COLUMNS, row[:n], strict=True)))
 
 
 def _assignment_with_payload(row: Sequence[Any]) -> Assignment:
@@ -242,7 +234,7 @@ def _assignment_with_payload(row: Sequence[Any]) -> Assignment:
     assignment = _assignment(row)
     prompt_id, a_id, b_id, messages, a_text, b_text = row[len(_ASSIGNMENT_COLUMNS) :]
     messages_field = Prompt._meta.get_field("messages")
-    comparison = _loaded(
+    comparison = loaded(
         Comparison,
         {
             "id": assignment.comparison_id,
@@ -251,15 +243,15 @@ def _assignment_with_payload(row: Sequence[Any]) -> Assignment:
             "response_b_id": b_id,
         },
     )
-    comparison.prompt = _loaded(
+    comparison.prompt = loaded(
         Prompt,
         {
             "id": prompt_id,
             "messages": messages_field.from_db_value(messages, None, connection),
         },
     )
-    comparison.response_a = _loaded(Response, {"id": a_id, "text": a_text})
-    comparison.response_b = _loaded(Response, {"id": b_id, "text": b_text})
+    comparison.response_a = loaded(Response, {"id": a_id, "text": a_text})
+    comparison.response_b = loaded(Response, {"id": b_id, "text": b_text})
     assignment.comparison = comparison
     return assignment
 
@@ -661,7 +653,7 @@ def label_submit(
             transaction.on_commit(
                 lambda: _check_triggers_later(project_id), robust=True
             )
-        return _loaded(Label, {"id": written[0], **values}), True
+        return loaded(Label, {"id": written[0], **values}), True
 
 
 def _check_triggers_later(project_id: int) -> None:
