@@ -198,14 +198,27 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _machine_busy_seconds() -> float:
+    """CPU time every process on the machine spent so far (all cores, not idle or
+    iowait): /proc/stat's first line."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = values[:8]
+    busy = user + nice + system + irq + softirq + steal
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class Cpu:
     """CPU seconds so far: gunicorn (master and workers), the PostgreSQL backends
-    of the bench database, and this process (the load driver). Linux /proc."""
+    of the bench database, this process (the load driver), and the whole machine
+    (other work included). Linux /proc. A backend that exits during a phase (Django
+    recycles connections after CONN_MAX_AGE = 60 s) takes its CPU time with it, so
+    the postgres figure is a lower bound; the machine figure is not."""
 
     server: float
     postgres: dict[int, float]
     driver: float
+    machine: float
 
     @classmethod
     def now(cls, proc, url: str) -> Cpu:
@@ -218,6 +231,7 @@ class Cpu:
             server=sum(_cpu_seconds(p) for p in [proc.pid, *_children(proc.pid)]),
             postgres={pid: _cpu_seconds(pid) for (pid,) in pids},
             driver=time.process_time(),
+            machine=_machine_busy_seconds(),
         )
 
     def per_label(self, later: Cpu, labels: int) -> str:
@@ -229,7 +243,11 @@ class Cpu:
         }
         n = max(labels, 1)
         shown = ", ".join(f"{k} {v / n * 1000:.1f}" for k, v in parts.items())
-        return f"CPU ms/label: {shown} (total {sum(parts.values()) / n * 1000:.1f})"
+        machine = (later.machine - self.machine) / n * 1000
+        return (
+            f"CPU ms/label: {shown} (sum {sum(parts.values()) / n * 1000:.1f});"
+            f" whole machine {machine:.1f}"
+        )
 
 
 def load() -> str:
@@ -517,10 +535,17 @@ def main() -> int:
         say(f"[baseline: naive next, {args.closed_annotators} closed-loop annotators,"
             f" {args.naive_seconds:g}s]  {naive_rate:.1f} labels/s")  # fmt: skip
         say(summary("next", naive.next_ms))
-        say(
-            f"ratio: throughput {rate / max(naive_rate, 1e-9):.1f}x, "
-            f"next p50 {pct(naive.next_ms, 50) / pct(closed.next_ms, 50):.1f}x lower"
-        )
+        if naive.labels:
+            say(
+                f"ratio: throughput {rate / naive_rate:.1f}x, next p50"
+                f" {pct(naive.next_ms, 50) / pct(closed.next_ms, 50):.1f}x lower"
+            )
+        else:
+            # No finite ratio: not one naive label in the whole phase.
+            say(
+                f"ratio: unbounded; the baseline completed no label in"
+                f" {args.naive_seconds:g}s (ours: {rate:.1f} labels/s)"
+            )
         if naive.errors:
             # The baseline is allowed to time out (that is the point); it is
             # reported, not counted against the invariants.
