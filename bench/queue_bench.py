@@ -15,6 +15,11 @@ Measurements:
 Then invariants in the database: labels per comparison == labels_count <= k, no
 (comparison, annotator) twice, every 201 the driver saw is a stored label.
 
+Each server is warmed first (--warmup-seconds of closed loop, not measured; its labels
+count in the invariants): steady state, not worker start-up. Each phase prints the
+machine's load average and the CPU time per label of the server (gunicorn master and
+workers), PostgreSQL (the bench database's backends) and the driver, from /proc.
+
 The bench creates and drops its own database (--db, default pairloop_bench) on
 DATABASE_URL's server.
 """
@@ -171,6 +176,82 @@ def start_server(
         time.sleep(0.3)
     proc.kill()
     raise RuntimeError("gunicorn did not come up")
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _machine_busy_seconds() -> float:
+    """CPU time every process on the machine spent so far (all cores, not idle or
+    iowait): /proc/stat's first line."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = values[:8]
+    busy = user + nice + system + irq + softirq + steal
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Cpu:
+    """CPU seconds so far: gunicorn (master and workers), the PostgreSQL backends
+    of the bench database, this process (the load driver), and the whole machine
+    (other work included). Linux /proc. A backend that exits during a phase (Django
+    recycles connections after CONN_MAX_AGE = 60 s) takes its CPU time with it, so
+    the postgres figure is a lower bound; the machine figure is not."""
+
+    server: float
+    postgres: dict[int, float]
+    driver: float
+    machine: float
+
+    @classmethod
+    def now(cls, proc, url: str) -> Cpu:
+        with psycopg.connect(url, autocommit=True) as conn:
+            pids = conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                " AND pid <> pg_backend_pid()"
+            ).fetchall()
+        return cls(
+            server=sum(_cpu_seconds(p) for p in [proc.pid, *_children(proc.pid)]),
+            postgres={pid: _cpu_seconds(pid) for (pid,) in pids},
+            driver=time.process_time(),
+            machine=_machine_busy_seconds(),
+        )
+
+    def per_label(self, later: Cpu, labels: int) -> str:
+        pg = sum(t - self.postgres.get(pid, 0.0) for pid, t in later.postgres.items())
+        parts = {
+            "server": later.server - self.server,
+            "postgres": pg,
+            "driver": later.driver - self.driver,
+        }
+        n = max(labels, 1)
+        shown = ", ".join(f"{k} {v / n * 1000:.1f}" for k, v in parts.items())
+        machine = (later.machine - self.machine) / n * 1000
+        return (
+            f"CPU ms/label: {shown} (sum {sum(parts.values()) / n * 1000:.1f});"
+            f" whole machine {machine:.1f}"
+        )
+
+
+def load() -> str:
+    return "load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
 
 
 def stop_server(proc) -> None:
@@ -360,8 +441,11 @@ def main() -> int:
     ap.add_argument("--closed-annotators", type=int, default=32)
     ap.add_argument("--closed-seconds", type=float, default=30)
     ap.add_argument("--naive-seconds", type=float, default=20)
-    ap.add_argument("--workers", type=int, default=4)
-    ap.add_argument("--threads", type=int, default=8)
+    ap.add_argument("--warmup-seconds", type=float, default=5)
+    # 2 cores shared by server, PostgreSQL and driver: two processes (one per core,
+    # each bound by its GIL), a few threads each to overlap database round trips.
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=4)
     ap.add_argument("--port", type=int, default=8765)
     ap.add_argument("--db", default="pairloop_bench")
     ap.add_argument("--keep-db", action="store_true")
@@ -394,33 +478,47 @@ def main() -> int:
             print(line, flush=True)
             out.write(line + "\n")
 
-        server = start_server(
-            env, args.port, args.workers, args.threads, None, tokens[0]
+        say(
+            f"server: gunicorn {args.workers} gthread workers x {args.threads}"
+            f" threads; {os.cpu_count()} CPUs; {load()}"
         )
+        server = start_server(
+            env, args.port, args.workers, args.threads, "bench/gunicorn_bench.py",
+            tokens[0],
+        )  # fmt: skip
         try:
+            warm, _ = closed_loop(
+                base, project_id, tokens[: args.open_annotators], args.warmup_seconds
+            )
+            cpu0 = Cpu.now(server, url)
             fixed = open_loop(
                 base, project_id, tokens[: args.open_annotators], args.rate,
                 args.open_seconds,
             )  # fmt: skip
+            cpu1 = Cpu.now(server, url)
             say(
                 f"[fixed load {args.rate:g} labels/s, {args.open_annotators}"
-                f" annotators, {args.open_seconds:g}s, latency from scheduled send]"
+                f" annotators, {args.open_seconds:g}s, latency from scheduled send;"
+                f" after {args.warmup_seconds:g}s warm-up]"
             )
             say(summary("next", fixed.next_ms))
             say(summary("label", fixed.label_ms))
             say(
                 f"achieved {fixed.labels / fixed.elapsed:.1f} labels/s (all arrivals"
-                f" served after {fixed.elapsed:.1f}s)"
+                f" served after {fixed.elapsed:.1f}s); {load()}"
             )
+            say(cpu0.per_label(cpu1, fixed.labels))
             first = args.open_annotators
             closed, rate = closed_loop(
                 base, project_id, tokens[first : first + args.closed_annotators],
                 args.closed_seconds,
             )  # fmt: skip
+            cpu2 = Cpu.now(server, url)
             say(f"[max sustained, {args.closed_annotators} closed-loop annotators,"
                 f" {args.closed_seconds:g}s]  {rate:.1f} labels/s")  # fmt: skip
             say(summary("next", closed.next_ms))
             say(summary("label", closed.label_ms))
+            say(f"{cpu1.per_label(cpu2, closed.labels)}; {load()}")
         finally:
             stop_server(server)
 
@@ -437,18 +535,26 @@ def main() -> int:
         say(f"[baseline: naive next, {args.closed_annotators} closed-loop annotators,"
             f" {args.naive_seconds:g}s]  {naive_rate:.1f} labels/s")  # fmt: skip
         say(summary("next", naive.next_ms))
-        say(
-            f"ratio: throughput {rate / max(naive_rate, 1e-9):.1f}x, "
-            f"next p50 {pct(naive.next_ms, 50) / pct(closed.next_ms, 50):.1f}x lower"
-        )
+        if naive.labels:
+            say(
+                f"ratio: throughput {rate / naive_rate:.1f}x, next p50"
+                f" {pct(naive.next_ms, 50) / pct(closed.next_ms, 50):.1f}x lower"
+            )
+        else:
+            # No finite ratio: not one naive label in the whole phase.
+            say(
+                f"ratio: unbounded; the baseline completed no label in"
+                f" {args.naive_seconds:g}s (ours: {rate:.1f} labels/s)"
+            )
         if naive.errors:
             # The baseline is allowed to time out (that is the point); it is
             # reported, not counted against the invariants.
             say(
                 f"baseline: {len(naive.errors)} requests failed, e.g. {naive.errors[0]}"
             )
-        errors = fixed.errors + closed.errors
-        problems = check_invariants(url, fixed.labels + closed.labels + naive.labels)
+        errors = warm.errors + fixed.errors + closed.errors
+        seen = warm.labels + fixed.labels + closed.labels + naive.labels
+        problems = check_invariants(url, seen)
         for p in problems + errors[:10]:
             say(f"PROBLEM: {p}")
         say("invariants: OK" if not problems and not errors else "invariants: FAILED")

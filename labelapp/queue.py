@@ -18,22 +18,40 @@ comparison lock while holding an assignment lock, so these paths cannot deadlock
 ``next`` only takes comparison locks with SKIP LOCKED, so annotators never queue
 behind each other's candidate rows.
 
+The hot paths are hand-written SQL, a few statements each (``next``: lock membership,
+read held leases, pick a candidate, lease it; ``label``: lock the comparison, read the
+assignment and the comparison's labels, write everything), because per-request cost
+is dominated by round trips and ORM overhead, not by the queries themselves. Each
+statement that must see data committed while we waited for a lock is a *separate*
+statement after the locking one: in READ COMMITTED a statement reads one snapshot,
+and a lock wait does not refresh what its subqueries saw.
+
 Clock (``now``) and randomness (``rng``) are injected so tests control them.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import IntegrityError, connection, transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
-from labelapp.aggregation import comparison_aggregate_refresh
+from labelapp.aggregation import aggregate_labels
 from labelapp.errors import Conflict, NotFound, ValidationFailed
-from labelapp.models import Assignment, Choice, Comparison, Label, Membership, Project
+from labelapp.models import (
+    Assignment,
+    Choice,
+    Comparison,
+    Label,
+    Project,
+    Prompt,
+    Response,
+)
+from labelapp.rows import loaded
 
 # Display choice -> canonical choice when the pair was shown swapped (B on the left).
 _SWAP = {Choice.A: Choice.B, Choice.B: Choice.A}
@@ -44,11 +62,74 @@ RATIONALE_MAX_CHARS = 10_000
 # Each step is one short indexed query; in practice one or two suffice.
 _MAX_CANDIDATE_TRIES = 20
 
-# The candidate query. Walks comparison_queue_idx (or comparison_gold_queue_idx) in
-# queue order: priority, then comparisons already started (finish what is begun, so
-# complete pairs reach training sooner), then random_key. The free-slot test here
-# reads a snapshot taken before the row lock; it is a cheap pre-filter only and is
-# re-checked after locking (see _has_free_slot).
+_ASSIGNMENT_COLUMNS = (
+    "id",
+    "comparison_id",
+    "annotator_id",
+    "project_id",
+    "state",
+    "swapped",
+    "leased_at",
+    "expires_at",
+    "finished_at",
+)
+
+
+def _columns(alias: str) -> str:
+    return ", ".join(f"{alias}.{name}" for name in _ASSIGNMENT_COLUMNS)
+
+
+# What the annotator is shown, joined onto a leased assignment ``a`` so the lease and
+# its payload come back in one statement (selectors.assignment_payload uses them).
+_PAYLOAD_COLUMNS = "c.prompt_id, c.response_a_id, c.response_b_id, p.messages, " + (
+    "ra.text, rb.text"
+)
+_PAYLOAD_JOIN = """
+JOIN labelapp_comparison c ON c.id = a.comparison_id
+JOIN labelapp_prompt p ON p.id = c.prompt_id
+JOIN labelapp_response ra ON ra.id = c.response_a_id
+JOIN labelapp_response rb ON rb.id = c.response_b_id
+"""
+
+# Statement 1 of ``next``: the annotator's membership row, locked, with the project
+# settings the lease needs (one query instead of project + membership reads).
+# Race closed: the same annotator calling next twice at once (double click, two
+# tabs). Locking their membership row serialises their calls, so the second sees the
+# lease the first made (statement 2 runs after this lock, on a fresh snapshot) and
+# returns it instead of taking a second one.
+_MEMBERSHIP_SQL = """
+SELECT m.paused, pr.gold_rate, pr.lease_seconds
+FROM labelapp_membership m
+JOIN labelapp_project pr ON pr.id = m.project_id
+WHERE m.project_id = %(project_id)s AND m.user_id = %(user_id)s
+FOR UPDATE OF m
+"""
+
+# Statement 2 of ``next``: the annotator's live leases in the project, oldest first,
+# with their payloads; and, in the same statement, their own leases that ran out are
+# closed (theirs to close; others' are closed by the comparison they sit on, in
+# statement 4, or by leases_reclaim()). The UPDATE and the SELECT touch disjoint rows
+# (expires_at <= now vs > now), so sharing a snapshot is harmless.
+_HELD_SQL = f"""
+WITH lapsed AS (
+    UPDATE labelapp_assignment
+    SET state = 'expired', finished_at = %(now)s
+    WHERE annotator_id = %(user_id)s AND project_id = %(project_id)s
+      AND state = 'leased' AND expires_at <= %(now)s
+)
+SELECT {_columns("a")}, {_PAYLOAD_COLUMNS}
+FROM labelapp_assignment a
+{_PAYLOAD_JOIN}
+WHERE a.annotator_id = %(user_id)s AND a.project_id = %(project_id)s
+  AND a.state = 'leased' AND a.expires_at > %(now)s
+ORDER BY a.leased_at, a.id
+"""
+
+# Statement 3 of ``next``: the candidate query. Walks comparison_queue_idx (or
+# comparison_gold_queue_idx) in queue order: priority, then comparisons already
+# started (finish what is begun, so complete pairs reach training sooner), then
+# random_key. The free-slot test here reads a snapshot taken before the row lock; it
+# is a cheap pre-filter only and is re-checked after locking (statement 4).
 _CANDIDATE_SQL = """
 SELECT c.id
 FROM labelapp_comparison c
@@ -78,85 +159,177 @@ LIMIT 1
 FOR UPDATE OF c SKIP LOCKED
 """
 
+# Statement 4 of ``next``, run with the candidate's row locked (statement 3): re-check
+# the free slot, close others' lapsed leases on it, take the lease, return it with its
+# payload. No row back: the slot is gone (or see ON CONFLICT below); step on.
+#
+# Race closed (free slot): two annotators' ``next`` evaluate the candidate query on
+# the same snapshot, both see one free slot; the first leases and commits; the second
+# then locks the row. PostgreSQL re-checks only the comparison row's own columns after
+# the lock wait (a new lease does not touch that row), so without this recount, on
+# this statement's fresh snapshot, the second would take a slot that no longer
+# exists. The recount and the reclaim share a snapshot but not rows (expires_at > now
+# vs <= now).
+#
+# Re-leasing: (comparison, annotator) is unique, so an expired earlier lease of this
+# annotator on this comparison is re-used by ON CONFLICT DO UPDATE. Race closed: the
+# candidate query excluded the comparisons they labelled or skipped, but on its
+# snapshot; a late label (label_submit on an expired lease) may commit between that
+# snapshot and our lock. The DO UPDATE ... WHERE state = 'expired' re-checks on the
+# current row, so a labelled or skipped assignment is never turned back into a lease.
+# The annotator's own lapsed leases were closed by statement 2 (so "reclaimed" and
+# the upsert never touch the same row in one statement).
+_LEASE_SQL = f"""
+WITH free AS (
+    SELECT c.id
+    FROM labelapp_comparison c
+    WHERE c.id = %(comparison_id)s
+      AND c.status = 'open'
+      AND c.labels_count + (
+          SELECT count(*) FROM labelapp_assignment act
+          WHERE act.comparison_id = c.id
+            AND act.state = 'leased'
+            AND act.expires_at > %(now)s
+      ) < c.labels_required
+),
+reclaimed AS (
+    UPDATE labelapp_assignment
+    SET state = 'expired', finished_at = %(now)s
+    WHERE comparison_id = %(comparison_id)s AND annotator_id <> %(user_id)s
+      AND state = 'leased' AND expires_at <= %(now)s
+),
+a AS (
+    INSERT INTO labelapp_assignment
+        (comparison_id, annotator_id, project_id, state, swapped, leased_at,
+         expires_at, finished_at)
+    SELECT free.id, %(user_id)s, %(project_id)s, 'leased', %(swapped)s, %(now)s,
+           %(expires_at)s, NULL
+    FROM free
+    ON CONFLICT (comparison_id, annotator_id) DO UPDATE
+    SET state = 'leased', project_id = EXCLUDED.project_id,
+        swapped = EXCLUDED.swapped, leased_at = EXCLUDED.leased_at,
+        expires_at = EXCLUDED.expires_at, finished_at = NULL
+    WHERE labelapp_assignment.state = 'expired'
+    RETURNING {", ".join(_ASSIGNMENT_COLUMNS)}
+)
+SELECT {_columns("a")}, {_PAYLOAD_COLUMNS}
+FROM a
+{_PAYLOAD_JOIN}
+"""
+
 
 def _now(now: datetime | None) -> datetime:
     return now if now is not None else timezone.now()
 
 
-def _active_leases(
-    comparison_id: int, now: datetime, exclude_annotator_id: int | None = None
-) -> int:
-    qs = Assignment.objects.filter(
-        comparison_id=comparison_id, state=Assignment.State.LEASED, expires_at__gt=now
+def _assignment(row: Sequence[Any]) -> Assignment:
+    """Assignment from a row that starts with ``_ASSIGNMENT_COLUMNS``."""
+    n = len(_ASSIGNMENT_COLUMNS)
+    return loaded(Assignment, dict(zip(_ASSIGNMENT_COLUMNS, row[:n], strict=True)))
+
+
+def _assignment_with_payload(row: Sequence[Any]) -> Assignment:
+    """Assignment from ``_columns`` + ``_PAYLOAD_COLUMNS``, with its comparison,
+    prompt and responses attached, so assignment_payload needs no query."""
+    assignment = _assignment(row)
+    prompt_id, a_id, b_id, messages, a_text, b_text = row[len(_ASSIGNMENT_COLUMNS) :]
+    messages_field = Prompt._meta.get_field("messages")
+    comparison = loaded(
+        Comparison,
+        {
+            "id": assignment.comparison_id,
+            "prompt_id": prompt_id,
+            "response_a_id": a_id,
+            "response_b_id": b_id,
+        },
     )
-    if exclude_annotator_id is not None:
-        qs = qs.exclude(annotator_id=exclude_annotator_id)
-    return qs.count()
-
-
-def _has_free_slot(comparison: Comparison, now: datetime) -> bool:
-    """Called with the comparison row locked. In READ COMMITTED this statement takes a
-    fresh snapshot, so it sees every lease committed before we got the lock.
-
-    Race closed: two annotators' ``next`` evaluate the candidate query on the same
-    snapshot, both see one free slot; the first leases and commits; the second then
-    locks the row. PostgreSQL re-checks only the comparison row's own columns after the
-    lock wait (a new lease does not touch that row), so without this recount the
-    second would take a slot that no longer exists."""
-    return (
-        comparison.status == Comparison.Status.OPEN
-        and comparison.labels_count + _active_leases(comparison.pk, now)
-        < comparison.labels_required
+    comparison.prompt = loaded(
+        Prompt,
+        {
+            "id": prompt_id,
+            "messages": messages_field.from_db_value(messages, None, connection),
+        },
     )
+    comparison.response_a = loaded(Response, {"id": a_id, "text": a_text})
+    comparison.response_b = loaded(Response, {"id": b_id, "text": b_text})
+    assignment.comparison = comparison
+    return assignment
 
 
 def _pick_candidate(
-    *, project_id: int, user_id: int, gold: bool, now: datetime
-) -> Comparison | None:
+    *, project_id: int, user_id: int, gold: bool, now: datetime, exclude: list[int]
+) -> int | None:
+    """The id of the next candidate, its row locked (bench/naive_queue.py swaps this
+    function for the naive query to measure the baseline)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _CANDIDATE_SQL,
+            {
+                "project_id": project_id,
+                "user_id": user_id,
+                "gold": gold,
+                "now": now,
+                "exclude": exclude,
+            },
+        )
+        row = cursor.fetchone()
+    return None if row is None else row[0]
+
+
+def _lease_next(
+    *,
+    project_id: int,
+    user_id: int,
+    gold: bool,
+    now: datetime,
+    expires_at: datetime,
+    swapped: list[bool],
+    rng: random.Random,
+) -> Assignment | None:
     tried: list[int] = []
     for _ in range(_MAX_CANDIDATE_TRIES):
+        comparison_id = _pick_candidate(
+            project_id=project_id, user_id=user_id, gold=gold, now=now, exclude=tried
+        )
+        if comparison_id is None:
+            return None
+        if not swapped:  # drawn once per call, as late as possible (tests seed it)
+            swapped.append(rng.random() < 0.5)
         with connection.cursor() as cursor:
             cursor.execute(
-                _CANDIDATE_SQL,
+                _LEASE_SQL,
                 {
+                    "comparison_id": comparison_id,
                     "project_id": project_id,
                     "user_id": user_id,
-                    "gold": gold,
                     "now": now,
-                    "exclude": tried,
+                    "expires_at": expires_at,
+                    "swapped": swapped[0],
                 },
             )
             row = cursor.fetchone()
-        if row is None:
-            return None
-        # The row is locked now (FOR UPDATE); re-read it so the counters are current.
-        comparison = Comparison.objects.get(pk=row[0])
-        if _has_free_slot(comparison, now):
-            return comparison
+        if row is not None:
+            return _assignment_with_payload(row)
         # Filled up between our snapshot and our lock: keep it locked (harmless,
         # released at commit) and step to the next candidate.
-        tried.append(comparison.pk)
+        tried.append(comparison_id)
     return None
-
-
-def _reclaim_expired_on(comparison_id: int, now: datetime) -> None:
-    """Lazy reclaim on the comparison we are about to lease (its row is locked)."""
-    Assignment.objects.filter(
-        comparison_id=comparison_id, state=Assignment.State.LEASED, expires_at__lte=now
-    ).update(state=Assignment.State.EXPIRED, finished_at=now)
 
 
 def comparison_next_for(
     *,
     annotator: AbstractBaseUser,
-    project: Project,
+    project: Project | int,
     now: datetime | None = None,
     rng: random.Random | None = None,
     exclude_assignment_ids: Collection[int] = (),
     max_leases: int = 1,
 ) -> Assignment | None:
-    """Lease the next comparison of ``project`` to ``annotator``; None when nothing is
-    left for them (or their membership is paused). Raises NotFound for non-members.
+    """Lease the next comparison of ``project`` (a Project or its id) to
+    ``annotator``; None when nothing is left for them (or their membership is
+    paused). Raises NotFound for non-members and unknown projects. The returned
+    assignment carries its comparison, prompt and responses (assignment_payload
+    serves them without a query).
 
     ``exclude_assignment_ids`` and ``max_leases`` serve the annotator page's prefetch:
     it shows one pair while holding the next one, so it asks for a lease other than
@@ -164,79 +337,46 @@ def comparison_next_for(
     cap). The defaults keep the API's behaviour: one lease, resumed until done."""
     now = _now(now)
     rng = rng or random.Random()
-    with transaction.atomic():
-        # Race closed: the same annotator calling next twice at once (double click,
-        # two tabs). Locking their membership row serialises their calls, so the
-        # second sees the lease the first made and returns it instead of a second one.
-        membership = (
-            Membership.objects.select_for_update()
-            .filter(project=project, user=annotator)
-            .first()
-        )
+    project_id = project if isinstance(project, int) else project.pk
+    ids = {"project_id": project_id, "user_id": annotator.pk, "now": now}
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(_MEMBERSHIP_SQL, ids)
+        membership = cursor.fetchone()
         if membership is None:
             raise NotFound("Project not found.")
-        if membership.paused:
+        paused, gold_rate, lease_seconds = membership
+        if paused:
             return None
 
-        held = Assignment.objects.filter(
-            annotator=annotator,
-            project=project,
-            state=Assignment.State.LEASED,
-            expires_at__gt=now,
-        )
-        current = (
-            held.exclude(pk__in=list(exclude_assignment_ids))
-            .order_by("leased_at")
-            .first()
-        )
-        if current is not None:
-            return current  # refresh-safe: same lease, same orientation
+        cursor.execute(_HELD_SQL, ids)
+        held = cursor.fetchall()
+        excluded = set(exclude_assignment_ids)
+        for row in held:
+            if row[0] not in excluded:
+                return _assignment_with_payload(row)  # refresh-safe: same lease
         # Every lease held is one the caller already has: lease another only below
         # the cap, so a page (or a buggy client) cannot hoard comparisons.
-        if held.count() >= max_leases:
+        if len(held) >= max_leases:
             return None
 
-        # The annotator's own leases that ran out are theirs to close; others' are
-        # closed by the comparison they sit on (below) or by leases_reclaim().
-        Assignment.objects.filter(
-            annotator=annotator,
-            project=project,
-            state=Assignment.State.LEASED,
-            expires_at__lte=now,
-        ).update(state=Assignment.State.EXPIRED, finished_at=now)
-
-        want_gold = project.gold_rate > 0 and rng.random() < project.gold_rate
-        comparison = None
+        want_gold = gold_rate > 0 and rng.random() < gold_rate
+        expires_at = now + timedelta(seconds=lease_seconds)
+        swapped: list[bool] = []
         # Gold first when drawn, then the other kind as a fallback, so nothing that
         # still needs labels is withheld just because of the draw.
         for gold in (want_gold, not want_gold):
-            comparison = _pick_candidate(
-                project_id=project.pk, user_id=annotator.pk, gold=gold, now=now
+            assignment = _lease_next(
+                project_id=project_id,
+                user_id=annotator.pk,
+                gold=gold,
+                now=now,
+                expires_at=expires_at,
+                swapped=swapped,
+                rng=rng,
             )
-            if comparison is not None:
-                break
-        if comparison is None:
-            return None
-
-        _reclaim_expired_on(comparison.pk, now)
-        expires_at = now + timedelta(seconds=project.lease_seconds)
-        swapped = rng.random() < 0.5
-        # An expired earlier lease of this annotator on this comparison is re-used:
-        # (comparison, annotator) is unique, and the candidate query already excluded
-        # the labelled and skipped ones.
-        assignment, _ = Assignment.objects.update_or_create(
-            comparison=comparison,
-            annotator=annotator,
-            defaults={
-                "project": project,
-                "state": Assignment.State.LEASED,
-                "swapped": swapped,
-                "leased_at": now,
-                "expires_at": expires_at,
-                "finished_at": None,
-            },
-        )
-        return assignment
+            if assignment is not None:
+                return assignment
+        return None
 
 
 def leases_reclaim(*, now: datetime | None = None, batch: int = 5000) -> int:
@@ -291,21 +431,107 @@ def _validate_label_input(
         raise ValidationFailed("; ".join(f"{k}: {v}" for k, v in errors.items()))
 
 
-def _lock_own_assignment(
-    assignment_id: int, annotator: AbstractBaseUser
-) -> tuple[Comparison, Assignment]:
-    """Lock comparison then assignment (the global lock order). Someone else's
-    assignment is reported as not found, so ids cannot be probed."""
-    comparison_id = (
-        Assignment.objects.filter(pk=assignment_id, annotator=annotator)
-        .values_list("comparison_id", flat=True)
-        .first()
+# Statement 1 of ``label`` and ``skip``: lock the comparison of the annotator's own
+# assignment (the global lock order: comparison before assignment). Only the
+# comparison row is locked; comparison_id never changes, so the subquery's snapshot
+# is good enough to find it. Someone else's assignment is reported as not found, so
+# ids cannot be probed.
+_LOCK_COMPARISON_SQL = """
+SELECT c.id, c.project_id, c.status, c.labels_count, c.labels_required
+FROM labelapp_comparison c
+WHERE c.id = (
+    SELECT a.comparison_id FROM labelapp_assignment a
+    WHERE a.id = %(assignment_id)s AND a.annotator_id = %(user_id)s
+)
+FOR UPDATE OF c
+"""
+
+# Statement 2 of ``label``, with the comparison locked, so on a snapshot that sees
+# everything committed before we got the lock: the assignment, the other annotators'
+# live leases on the comparison (the late-label slot check), and the labels the
+# aggregates are computed from. Every writer of these rows holds the comparison lock,
+# except lease expiry (leased -> expired), which label_submit treats like a lease
+# whose time is up anyway.
+_ASSIGNMENT_SQL = f"""
+SELECT {_columns("a")},
+    (
+        SELECT count(*) FROM labelapp_assignment act
+        WHERE act.comparison_id = a.comparison_id
+          AND act.annotator_id <> a.annotator_id
+          AND act.state = 'leased'
+          AND act.expires_at > %(now)s
+    ),
+    l.choices, l.p_as, l.strengths
+FROM labelapp_assignment a
+CROSS JOIN LATERAL (
+    SELECT array_agg(choice ORDER BY id) AS choices,
+           array_agg(p_a ORDER BY id) AS p_as,
+           array_agg(strength ORDER BY id) AS strengths
+    FROM labelapp_label
+    WHERE comparison_id = a.comparison_id AND review_state <> 'rejected'
+) l
+WHERE a.id = %(assignment_id)s
+"""
+
+_LABEL_COLUMNS = (
+    "comparison_id",
+    "annotator_id",
+    "assignment_id",
+    "choice",
+    "strength",
+    "p_a",
+    "rationale",
+    "duration_ms",
+    "shown_swapped",
+    "idempotency_key",
+    "source",
+    "review_state",
+    "review_note",
+    "reviewed_by_id",
+    "reviewed_at",
+    "created_at",
+)
+
+# Statement 3 of ``label``: the whole write in one statement. The label goes in; only
+# if it did, the assignment is marked labelled and the comparison gets its new count,
+# status and aggregates (computed from statement 2's labels plus this one, under the
+# comparison lock, so nothing can change them in between). The unique (comparison,
+# annotator) and (assignment) constraints are the last line of defence: on a conflict
+# DO NOTHING inserts nothing, so nothing of this write happens and the caller raises.
+_LABEL_WRITE_SQL = f"""
+WITH l AS (
+    INSERT INTO labelapp_label ({", ".join(_LABEL_COLUMNS)})
+    VALUES ({", ".join(f"%({c})s" for c in _LABEL_COLUMNS)})
+    ON CONFLICT DO NOTHING
+    RETURNING id
+),
+labelled AS (
+    UPDATE labelapp_assignment
+    SET state = 'labelled', finished_at = %(now)s
+    WHERE id = %(assignment_id)s AND EXISTS (SELECT 1 FROM l)
+),
+counted AS (
+    UPDATE labelapp_comparison
+    SET labels_count = %(labels_count)s,
+        status = CASE WHEN %(complete)s THEN 'complete' ELSE status END,
+        completed_at = CASE WHEN %(complete)s THEN %(now)s ELSE completed_at END,
+        p_a = %(agg_p_a)s, majority = %(agg_majority)s,
+        agreement = %(agg_agreement)s, mean_strength = %(agg_mean_strength)s,
+        both_bad_count = %(agg_both_bad_count)s
+    WHERE id = %(comparison_id)s AND EXISTS (SELECT 1 FROM l)
+)
+SELECT id FROM l
+"""
+
+
+def _lock_comparison_of(cursor: Any, assignment_id: int, user_id: int) -> tuple:
+    cursor.execute(
+        _LOCK_COMPARISON_SQL, {"assignment_id": assignment_id, "user_id": user_id}
     )
-    if comparison_id is None:
+    row = cursor.fetchone()
+    if row is None:
         raise NotFound("Assignment not found.")
-    comparison = Comparison.objects.select_for_update().get(pk=comparison_id)
-    assignment = Assignment.objects.select_for_update().get(pk=assignment_id)
-    return comparison, assignment
+    return row
 
 
 def _same_submission(
@@ -332,11 +558,18 @@ def label_submit(
     submission returns the stored label with created=False."""
     now = _now(now)
     _validate_label_input(choice, strength, rationale, duration_ms)
-    with transaction.atomic():
+    with transaction.atomic(), connection.cursor() as cursor:
         # Race closed: the same label arriving twice at once (double click, client
-        # retry). Both wait on the comparison lock; the second then sees the
-        # assignment labelled and returns the first one's label.
-        comparison, assignment = _lock_own_assignment(assignment_id, annotator)
+        # retry). Both wait on the comparison lock; the second then reads the
+        # assignment (statement 2, a fresh snapshot) labelled and returns the first
+        # one's label.
+        comparison_id, project_id, status, labels_count, labels_required = (
+            _lock_comparison_of(cursor, assignment_id, annotator.pk)
+        )
+        cursor.execute(_ASSIGNMENT_SQL, {"assignment_id": assignment_id, "now": now})
+        row = cursor.fetchone()
+        assignment = _assignment(row)
+        others, choices, p_as, strengths = row[len(_ASSIGNMENT_COLUMNS) :]
         stored = canonical_choice(choice, assignment.swapped)
 
         if assignment.state == Assignment.State.LABELLED:
@@ -351,68 +584,76 @@ def label_submit(
             # Race closed: a late label on a lapsed lease. We hold the comparison lock,
             # so nobody can take or fill a slot while we decide; the label is kept
             # only if the slot is still free, otherwise the comparison would end up
-            # with more than k labels.
-            others = _active_leases(
-                comparison.pk, now, exclude_annotator_id=annotator.pk
-            )
+            # with more than k labels. (The Conflict rolls the transaction back, so
+            # the assignment is left as it is; expiry closes it.)
             if (
-                comparison.status != Comparison.Status.OPEN
-                or comparison.labels_count + others >= comparison.labels_required
+                status != Comparison.Status.OPEN
+                or labels_count + others >= labels_required
             ):
-                assignment.state = Assignment.State.EXPIRED
-                assignment.finished_at = assignment.finished_at or now
-                assignment.save(update_fields=["state", "finished_at"])
                 raise Conflict(
                     "Your lease on this comparison expired and its slot was taken by "
                     "another annotator; the label was not saved. Fetch the next one."
                 )
-        elif comparison.status != Comparison.Status.OPEN:
+        elif status != Comparison.Status.OPEN:
             # Only possible if an admin retired or completed it by hand.
             raise Conflict("This comparison is no longer open for labels.")
 
-        try:
-            # Savepoint: the unique (comparison, annotator) constraint is the last
-            # line of defence; if it fires, nothing of this write survives.
-            with transaction.atomic():
-                label = Label.objects.create(
-                    comparison=comparison,
-                    annotator=annotator,
-                    assignment=assignment,
-                    choice=stored,
-                    strength=strength,
-                    p_a=_P_A[Choice(stored)],
-                    rationale=rationale,
-                    duration_ms=duration_ms,
-                    shown_swapped=assignment.swapped,
-                    idempotency_key=idempotency_key,
-                )
-        except IntegrityError as exc:
-            raise Conflict("You already labelled this comparison.") from exc
-
-        assignment.state = Assignment.State.LABELLED
-        assignment.finished_at = now
-        assignment.save(update_fields=["state", "finished_at"])
-
-        # The row is locked and was read after locking, so the in-memory count is
-        # current; one UPDATE writes the count, the status and the aggregates.
-        comparison.labels_count += 1
-        changed = ["labels_count"]
-        if comparison.labels_count >= comparison.labels_required:
-            # The k-th label completes the comparison in the same transaction, so it
-            # can never be leased again after the label is visible.
-            comparison.status = Comparison.Status.COMPLETE
-            comparison.completed_at = now
-            changed += ["status", "completed_at"]
+        values: dict[str, Any] = {
+            "comparison_id": comparison_id,
+            "annotator_id": annotator.pk,
+            "assignment_id": assignment.pk,
+            "choice": stored,
+            "strength": strength,
+            "p_a": _P_A[Choice(stored)],
+            "rationale": rationale,
+            "duration_ms": duration_ms,
+            "shown_swapped": assignment.swapped,
+            "idempotency_key": idempotency_key,
+            "source": Label.Source.HUMAN.value,
+            "review_state": Label.ReviewState.PENDING.value,
+            "review_note": "",
+            "reviewed_by_id": None,
+            "reviewed_at": None,
+            "created_at": timezone.now(),  # as auto_now_add would set it
+        }
+        # The row is locked and was read after locking, so the count is current;
+        # the new label is pending review, so it enters the aggregates.
+        labels_count += 1
+        # The k-th label completes the comparison in the same statement, so it can
+        # never be leased again after the label is visible.
+        complete = labels_count >= labels_required
+        agg = aggregate_labels(
+            [
+                *zip(choices or (), p_as or (), strengths or (), strict=True),
+                (stored, values["p_a"], strength),
+            ]
+        )
+        cursor.execute(
+            _LABEL_WRITE_SQL,
+            {
+                **values,
+                "now": now,
+                "labels_count": labels_count,
+                "complete": complete,
+                "agg_p_a": agg.p_a,
+                "agg_majority": agg.majority,
+                "agg_agreement": agg.agreement,
+                "agg_mean_strength": agg.mean_strength,
+                "agg_both_bad_count": agg.both_bad_count,
+            },
+        )
+        written = cursor.fetchone()
+        if written is None:
+            raise Conflict("You already labelled this comparison.")
+        if complete:
             # A completed comparison may bring the project to its retraining
             # threshold; the check runs after commit, on the default queue, and
             # starts training at most once (one active job per project and kind);
             # if the broker is down, beat runs the same check periodically.
-            project_id = comparison.project_id
             transaction.on_commit(
                 lambda: _check_triggers_later(project_id), robust=True
             )
-        comparison_aggregate_refresh(comparison, also_save=changed)
-        return label, True
+        return loaded(Label, {"id": written[0], **values}), True
 
 
 def _check_triggers_later(project_id: int) -> None:
@@ -421,19 +662,32 @@ def _check_triggers_later(project_id: int) -> None:
     check_triggers.apply_async(args=[project_id])
 
 
+# ``skip``'s write: a conditional UPDATE instead of locking the assignment and
+# re-reading it. With the comparison locked, only lease expiry (leased -> expired)
+# can change the row concurrently, and both states may be skipped.
+_SKIP_SQL = f"""
+UPDATE labelapp_assignment
+SET state = 'skipped', finished_at = %(now)s
+WHERE id = %(assignment_id)s AND state IN ('leased', 'expired')
+RETURNING {", ".join(_ASSIGNMENT_COLUMNS)}
+"""
+
+
 def assignment_skip(
     *, assignment_id: int, annotator: AbstractBaseUser, now: datetime | None = None
 ) -> Assignment:
     """Give the comparison back; it is never served to this annotator again.
     Skipping twice is a no-op; skipping a labelled assignment is a Conflict."""
     now = _now(now)
-    with transaction.atomic():
-        _, assignment = _lock_own_assignment(assignment_id, annotator)
+    with transaction.atomic(), connection.cursor() as cursor:
+        # Same lock as label_submit, so a skip and a label of the same assignment
+        # cannot both succeed.
+        _lock_comparison_of(cursor, assignment_id, annotator.pk)
+        cursor.execute(_SKIP_SQL, {"assignment_id": assignment_id, "now": now})
+        row = cursor.fetchone()
+        if row is not None:
+            return _assignment(row)
+        assignment = Assignment.objects.get(pk=assignment_id)
         if assignment.state == Assignment.State.SKIPPED:
             return assignment
-        if assignment.state == Assignment.State.LABELLED:
-            raise Conflict("This assignment is already labelled.")
-        assignment.state = Assignment.State.SKIPPED
-        assignment.finished_at = now
-        assignment.save(update_fields=["state", "finished_at"])
-        return assignment
+        raise Conflict("This assignment is already labelled.")

@@ -148,19 +148,12 @@ def project_progress(
 
 def assignment_payload(assignment: Assignment) -> dict:
     """What the annotator is shown: the prompt and both responses in display order.
-    No gold answer, no reward, no other labels."""
-    comparison = (
-        Comparison.objects.select_related("prompt", "response_a", "response_b")
-        .only(
-            "id",
-            "prompt__messages",
-            "response_a__id",
-            "response_a__text",
-            "response_b__id",
-            "response_b__text",
-        )
-        .get(pk=assignment.comparison_id)
-    )
+    No gold answer, no reward, no other labels. An assignment fresh from the queue
+    carries its comparison, prompt and responses (one joined query there); anything
+    else is loaded here in one query."""
+    comparison = _attached_payload(assignment)
+    if comparison is None:
+        comparison = _payload_comparison(assignment.comparison_id)
     left, right = comparison.response_a, comparison.response_b
     if assignment.swapped:
         left, right = right, left
@@ -172,3 +165,28 @@ def assignment_payload(assignment: Assignment) -> dict:
         "b": {"response_id": right.pk, "text": right.text},
         "lease_expires_at": assignment.expires_at,
     }
+
+
+def _attached_payload(assignment: Assignment) -> Comparison | None:
+    if not Assignment.comparison.is_cached(assignment):
+        return None
+    comparison = assignment.comparison
+    related = (Comparison.prompt, Comparison.response_a, Comparison.response_b)
+    if not all(field.is_cached(comparison) for field in related):
+        return None
+    return comparison
+
+
+def _payload_comparison(comparison_id: int) -> Comparison:
+    return (
+        Comparison.objects.select_related("prompt", "response_a", "response_b")
+        .only(
+            "id",
+            "prompt__messages",
+            "response_a__id",
+            "response_a__text",
+            "response_b__id",
+            "response_b__text",
+        )
+        .get(pk=comparison_id)
+    )

@@ -101,8 +101,11 @@ class ProjectViewSet(_Scoped, viewsets.ModelViewSet):
     )
     @action(detail=True, methods=["post"], permission_classes=[IsAuthenticated])
     def next(self, request: Request, pk: str | None = None) -> HttpResponse:
-        project = self.get_object()
-        assignment = comparison_next_for(annotator=request.user, project=project)
+        # No get_object(): the queue reads the membership (with the project's
+        # settings) in the query that locks it, and answers 404 for non-members and
+        # unknown projects, as get_object would; one query per request saved.
+        project_id = _pk(pk, "Project not found.")
+        assignment = comparison_next_for(annotator=request.user, project=project_id)
         if assignment is None:
             return HttpResponse(status=status.HTTP_204_NO_CONTENT)
         payload = selectors.assignment_payload(assignment)
@@ -322,11 +325,17 @@ class AssignmentViewSet(_Scoped, viewsets.ReadOnlyModelViewSet):
         return HttpResponse(s.AssignmentSerializer(assignment).data)
 
 
-def _pk(pk: str | None) -> int:
+_MAX_ID = 2**63 - 1  # bigint: a larger id cannot exist (and cannot be bound)
+
+
+def _pk(pk: str | None, not_found: str = "Assignment not found.") -> int:
     try:
-        return int(pk or "")
+        value = int(pk or "")
     except ValueError:
-        raise NotFound("Assignment not found.") from None
+        raise NotFound(not_found) from None
+    if not 0 < value <= _MAX_ID:
+        raise NotFound(not_found)
+    return value
 
 
 class _ProjectScopedReadOnly(_Scoped, viewsets.ReadOnlyModelViewSet):

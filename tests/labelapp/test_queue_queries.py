@@ -1,0 +1,118 @@
+"""Statement budgets of the annotation hot path, and the race guards its hand-written
+SQL adds.
+
+The budgets count every statement a request sends, as the server sees them: token
+auth, BEGIN/COMMIT (SAVEPOINT/RELEASE inside a test transaction), the queue's own.
+Raising one is a performance regression unless the new statement closes a race; see
+the statement list at the top of labelapp/queue.py and docs/benchmarks.md."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from labelapp import queue
+from labelapp.models import Assignment, Label
+from labelapp.queue import comparison_next_for, label_submit, leases_reclaim
+
+from .conftest import make_comparisons, make_user
+
+pytestmark = pytest.mark.django_db
+
+# auth, BEGIN, lock membership, held leases, candidate, lease + payload, COMMIT
+NEXT_MAX_QUERIES = 7
+# auth, BEGIN, resume the held lease (membership lock, held leases + payload), COMMIT
+NEXT_RESUME_MAX_QUERIES = 5
+# auth, BEGIN, lock comparison, assignment + labels, one write statement, COMMIT
+LABEL_MAX_QUERIES = 6
+# auth, BEGIN, lock comparison, conditional UPDATE, COMMIT
+SKIP_MAX_QUERIES = 5
+
+
+def test_next_and_label_statement_budget(
+    project, api_client_for, django_assert_max_num_queries
+):
+    make_comparisons(project, 3)
+    client = api_client_for(make_user(project=project))
+    url = f"/api/v1/projects/{project.pk}/next/"
+    client.post(url)  # warm: content types, URL resolver caches
+    with django_assert_max_num_queries(NEXT_RESUME_MAX_QUERIES):
+        resumed = client.post(url)
+    assignment_id = resumed.json()["assignment_id"]
+    label_url = f"/api/v1/assignments/{assignment_id}/label/"
+    with django_assert_max_num_queries(LABEL_MAX_QUERIES):
+        labelled = client.post(label_url, {"choice": "b", "strength": 2}, format="json")
+    assert labelled.status_code == 201, labelled.content
+
+    with django_assert_max_num_queries(NEXT_MAX_QUERIES):
+        fresh = client.post(url)
+    assert fresh.status_code == 200 and fresh.json()["assignment_id"] != assignment_id
+    skip_url = f"/api/v1/assignments/{fresh.json()['assignment_id']}/skip/"
+    with django_assert_max_num_queries(SKIP_MAX_QUERIES):
+        skipped = client.post(skip_url)
+    assert skipped.json()["state"] == "skipped"
+
+
+def test_label_keeps_aggregates_exact(project):
+    """The label write computes the aggregates from the labels read under the lock
+    plus the new one; they must equal a full recompute."""
+    (only,) = make_comparisons(project, 1)
+    for choice, strength in (("a", 4), ("both_bad", 1), ("a", 2)):
+        user = make_user(project=project)
+        lease = comparison_next_for(annotator=user, project=project)
+        label_submit(
+            assignment_id=lease.pk, annotator=user, choice=choice, strength=strength
+        )
+    only.refresh_from_db()
+    stored = sorted(
+        Label.objects.filter(comparison=only).values_list("choice", flat=True)
+    )
+    assert only.labels_count == 3 and only.status == "complete"
+    assert only.completed_at is not None
+    # Display choices map to stored ones through the (random) orientation; the
+    # aggregates follow the stored ones.
+    p_values = [{"a": 1.0, "b": 0.0}[c] for c in stored if c != "both_bad"]
+    assert only.p_a == pytest.approx(sum(p_values) / len(p_values))
+    assert only.both_bad_count == 1
+    assert only.mean_strength == pytest.approx(7 / 3)
+
+
+def test_stale_candidate_never_re_leases_a_labelled_assignment(project, monkeypatch):
+    """Race: the candidate query's snapshot predates a late label (the annotator's
+    expired lease, labelled while the slot was still free). The lease statement's
+    ON CONFLICT ... WHERE state = 'expired' must not turn it back into a lease."""
+    (only,) = make_comparisons(project, 1)
+    alice = make_user(project=project)
+    t0 = queue.timezone.now()
+    lease = comparison_next_for(annotator=alice, project=project, now=t0)
+    late = t0 + timedelta(seconds=project.lease_seconds + 1)
+    assert leases_reclaim(now=late) == 1
+    label_submit(
+        assignment_id=lease.pk, annotator=alice, choice="a", strength=1, now=late
+    )
+
+    # The stale snapshot: the candidate query still offers the comparison.
+    def stale(**_: object) -> int:
+        return only.pk
+
+    monkeypatch.setattr(queue, "_pick_candidate", stale)
+    assert comparison_next_for(annotator=alice, project=project, now=late) is None
+    lease.refresh_from_db()
+    assert lease.state == Assignment.State.LABELLED
+    assert Label.objects.filter(assignment=lease).count() == 1
+
+
+def test_stale_candidate_never_over_leases(project, monkeypatch):
+    """Race: the candidate query saw a free slot that a lease committed since has
+    taken; the lease statement's recount (fresh snapshot) refuses it."""
+    (only,) = make_comparisons(project, 1, labels_required=1)
+    alice, bob = make_user(project=project), make_user(project=project)
+    assert comparison_next_for(annotator=alice, project=project) is not None
+
+    def stale(**_: object) -> int:
+        return only.pk
+
+    monkeypatch.setattr(queue, "_pick_candidate", stale)
+    assert comparison_next_for(annotator=bob, project=project) is None
+    assert Assignment.objects.filter(comparison=only).count() == 1
