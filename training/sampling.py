@@ -227,7 +227,33 @@ def _preallocated_cache(config: Any, capacity: int) -> Any:
     return Cache(layers=[PreallocatedLayer() for _ in range(layers)])
 
 
-class TransformersSampler:
+class _LocalTokenizer:
+    """Prompt encoding and the context-length check shared by the backends that
+    hold a tokenizer (``self.tokenizer``, ``self.context_length``)."""
+
+    tokenizer: Any
+    context_length: int
+
+    def encode(self, conversation: Conversation) -> list[int]:
+        text = _chat_text(self.tokenizer, conversation)
+        # The chat template already spells out BOS where the model wants one.
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def validate(
+        self, conversations: Sequence[Conversation], max_new_tokens: int
+    ) -> None:
+        for i, conv in enumerate(conversations):
+            length = len(self.encode(conv))
+            if length + max_new_tokens > self.context_length:
+                raise PromptTooLongError(
+                    f"prompt {i} has {length} tokens; with max_new_tokens="
+                    f"{max_new_tokens} that exceeds the model's context of "
+                    f"{self.context_length} tokens",
+                    index=i,
+                )
+
+
+class TransformersSampler(_LocalTokenizer):
     """Local sampling with a shared prompt prefill and a lean decode loop.
 
     ``max_batch_rows`` bounds the rows decoded together (prompts per batch x n);
@@ -291,24 +317,6 @@ class TransformersSampler:
             ref, device=device, dtype=dtype, artifacts_dir=artifacts_dir
         )
         return cls(model, tokenizer, **kwargs)
-
-    def encode(self, conversation: Conversation) -> list[int]:
-        text = _chat_text(self.tokenizer, conversation)
-        # The chat template already spells out BOS where the model wants one.
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    def validate(
-        self, conversations: Sequence[Conversation], max_new_tokens: int
-    ) -> None:
-        for i, conv in enumerate(conversations):
-            length = len(self.encode(conv))
-            if length + max_new_tokens > self.context_length:
-                raise PromptTooLongError(
-                    f"prompt {i} has {length} tokens; with max_new_tokens="
-                    f"{max_new_tokens} that exceeds the model's context of "
-                    f"{self.context_length} tokens",
-                    index=i,
-                )
 
     def sample(
         self,
@@ -501,7 +509,7 @@ def _import_vllm() -> Any:
     return vllm
 
 
-class VLLMSampler:
+class VLLMSampler(_LocalTokenizer):
     """vLLM on a GPU; install ``vllm`` separately (it is not a project dependency).
 
     Each sample is its own request with the per-sample seed (see the module
@@ -537,23 +545,6 @@ class VLLMSampler:
         _import_vllm()  # say that vLLM is missing before resolving the model
         return cls(str(resolve_model_ref(ref, artifacts_dir)), **kw)
 
-    def _prompt_ids(self, conversation: Conversation) -> list[int]:
-        text = _chat_text(self.tokenizer, conversation)
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    def validate(
-        self, conversations: Sequence[Conversation], max_new_tokens: int
-    ) -> None:
-        for i, conv in enumerate(conversations):
-            length = len(self._prompt_ids(conv))
-            if length + max_new_tokens > self.context_length:
-                raise PromptTooLongError(
-                    f"prompt {i} has {length} tokens; with max_new_tokens="
-                    f"{max_new_tokens} that exceeds the model's context of "
-                    f"{self.context_length} tokens",
-                    index=i,
-                )
-
     def sample(
         self,
         conversations: Sequence[Conversation],
@@ -570,7 +561,7 @@ class VLLMSampler:
         self.validate(conversations, max_new_tokens)
         prompts, params = [], []
         for conv in conversations:
-            ids = self._prompt_ids(conv)
+            ids = self.encode(conv)
             for j in range(n):
                 prompts.append({"prompt_token_ids": ids})
                 params.append(
