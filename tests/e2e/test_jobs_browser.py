@@ -33,7 +33,8 @@ def test_progress_moves_during_a_real_job(procs, page, tmp_path):
         reward_base_ref=str(reward_base),
         # Enough steps that the job runs for several seconds of progress reports.
         rm_config={
-            "num_epochs": 40,
+            # ~6,000 optimizer steps: about 20 s on a quiet 2-core machine.
+            "num_epochs": 1000,
             "batch_size": 2,
             "max_length": 32,
             "progress_interval_s": 0.2,
