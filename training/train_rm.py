@@ -54,6 +54,16 @@ class EncodedPair:
     def length(self) -> int:
         return 2 * len(self.prefix) + len(self.a) + len(self.b)
 
+    def batch_key(self, prefix_reuse: bool) -> tuple[int, int]:
+        """What padding depends on in a batch. With prefix reuse the prefix and the
+        responses are padded separately (to the batch's longest prefix and longest
+        response), so pairs are grouped by prefix length first: grouping by total
+        length alone would put a long prompt with short replies next to a short
+        prompt with long replies and pad both ways, undoing the saving."""
+        if prefix_reuse:
+            return len(self.prefix), max(len(self.a), len(self.b))
+        return self.length, 0
+
 
 @dataclass
 class TrainResult:
@@ -127,7 +137,7 @@ def encode_pairs(formatter: Formatter, pairs: Sequence[Pair]) -> list[EncodedPai
 
 
 def length_grouped_batches(
-    lengths: Sequence[int], batch_size: int, rng: random.Random, group: bool = True
+    lengths: Sequence[Any], batch_size: int, rng: random.Random, group: bool = True
 ) -> list[list[int]]:
     """Shuffle, sort within mega-batches of 50 batches, then shuffle batch order.
 
@@ -141,7 +151,9 @@ def length_grouped_batches(
         order = [
             i
             for start in range(0, len(order), mega)
-            for i in sorted(order[start : start + mega], key=lambda j: -lengths[j])
+            for i in sorted(
+                order[start : start + mega], key=lambda j: lengths[j], reverse=True
+            )
         ]
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     if group:
@@ -253,7 +265,8 @@ def evaluate_encoded(
     device = torch.device(device or next(model.parameters()).device)
     was_training = model.training
     model.eval()
-    order = sorted(range(len(encoded)), key=lambda i: encoded[i].length)
+    reuse = prefix_reuse and not model.is_encoder
+    order = sorted(range(len(encoded)), key=lambda i: encoded[i].batch_key(reuse))
     ra = torch.zeros(len(encoded))
     rb = torch.zeros(len(encoded))
     for start in range(0, len(order), batch_size):
@@ -446,7 +459,7 @@ def train(
     bs, accum = config.batch_size, config.gradient_accumulation_steps
     per_epoch = math.ceil(len(train_enc) / bs)
     total_micro = max(1, math.ceil(config.num_epochs * per_epoch))
-    lengths = [e.length for e in train_enc]
+    lengths = [e.batch_key(prefix_reuse) for e in train_enc]
     schedule: list[list[int]] = []
     while len(schedule) < total_micro:
         schedule += length_grouped_batches(lengths, bs, rng, config.group_by_length)

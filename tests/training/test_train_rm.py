@@ -177,3 +177,34 @@ def test_config_fields_are_documented_and_validated() -> None:
         RewardConfig(eval_fraction=1.5)
     cfg = RewardConfig(use_margins=True)
     assert RewardConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_prefix_reuse_batches_group_by_prefix_length() -> None:
+    """With prefix reuse, prefixes and responses pad separately, so batches are
+    grouped by prefix length: a long prompt with short replies must not share a
+    batch with a short prompt with long replies (same total length)."""
+    import random
+
+    from training.train_rm import EncodedPair, length_grouped_batches
+
+    pairs = []
+    for i in range(32):
+        long_prompt = i % 2 == 0
+        prefix = [1] * (200 if long_prompt else 20)
+        reply = [2] * (10 if long_prompt else 190)
+        pairs.append(EncodedPair(prefix=prefix, a=reply, b=reply, p_a=1.0, strength=0))
+
+    def padded_tokens(keys: list) -> int:
+        batches = length_grouped_batches(keys, 4, random.Random(0))
+        total = 0
+        for batch in batches:
+            lp = max(len(pairs[i].prefix) for i in batch)
+            ls = max(len(pairs[i].a) for i in batch)
+            total += len(batch) * lp + 2 * len(batch) * ls
+        return total
+
+    by_total = padded_tokens([p.length for p in pairs])
+    by_prefix = padded_tokens([p.batch_key(True) for p in pairs])
+    real = sum(len(p.prefix) + 2 * len(p.a) for p in pairs)
+    assert by_prefix == real  # no padding at all
+    assert by_total > 1.5 * by_prefix
