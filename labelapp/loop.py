@@ -520,6 +520,8 @@ def job_as_dict(job: Job) -> dict:
 
 def loop_overview(project: Project, *, jobs_limit: int = 50) -> dict:
     """Jobs, reward-model versions and rounds of a project, for the jobs page."""
+    from training.bon_stats import flatten_round_stats
+
     recent_jobs = list(Job.objects.filter(project=project).order_by("-id")[:jobs_limit])
     versions = []
     for v in ModelVersion.objects.filter(
@@ -549,8 +551,6 @@ def loop_overview(project: Project, *, jobs_limit: int = 50) -> dict:
         .select_related("reward_version")
         .order_by("-number")
     ):
-        from training.bon_stats import flatten_round_stats
-
         rounds.append(
             {
                 "number": r.number,

@@ -9,9 +9,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.utils import timezone
 
-from labelapp import quality
+from labelapp.aggregation import comparison_aggregate_refresh
 from labelapp.models import (
     Choice,
     Comparison,
@@ -96,32 +95,7 @@ def review_label(
 
 
 def review_refresh(comparison: Comparison) -> Comparison:
-    """Re-aggregate one comparison.
-
-    TODO(lead): once branch `queue` lands, this always calls
-    ``labelapp.aggregation.comparison_aggregate_refresh``; the fallback below
-    (non-rejected labels, quality.aggregate_labels) only exists so these tests run
-    before that merge.
-    """
-    try:
-        from labelapp.aggregation import (  # type: ignore[import-not-found]
-            comparison_aggregate_refresh,
-        )
-    except ImportError:
-        labels = comparison.labels.exclude(review_state=Label.ReviewState.REJECTED)
-        agg = quality.aggregate_labels(labels.values_list("choice", "p_a", "strength"))
-        Comparison.objects.filter(pk=comparison.pk).update(
-            p_a=agg.p_a,
-            majority=agg.majority,
-            agreement=agg.agreement,
-            mean_strength=agg.mean_strength,
-            both_bad_count=agg.both_bad_count,
-            labels_count=agg.n_labels,
-            completed_at=timezone.now()
-            if agg.n_labels >= comparison.labels_required
-            else None,
-        )
-    else:
-        comparison_aggregate_refresh(comparison)
+    """Re-aggregate one comparison the way label_review does."""
+    comparison_aggregate_refresh(comparison)
     comparison.refresh_from_db()
     return comparison
