@@ -4,8 +4,10 @@ Every backend answers ``sample(conversations, n, ...)`` with, per conversation, 
 :class:`Completion` objects (text, token count, finish reason):
 
 - ``transformers`` — local model, CPU or GPU. The prompt's prefill runs once per
-  prompt and its KV cache is expanded along the batch for the ``n`` samples (where
-  ``generate(num_return_sequences=n)`` prefills every prompt ``n`` times); a
+  prompt (where ``generate(num_return_sequences=n)`` prefills every prompt ``n``
+  times) and its KV cache stays stored once per prompt: decode-time attention
+  reads it once for all ``n`` samples (a shared-prefix attention registered with
+  transformers' AttentionInterface) and each sample keeps only its own tokens; a
   hand-written decode loop drops finished rows from the batch.
 - ``vllm`` — GPU, optional import; one request per sample with its own seed, and
   prefix caching so the prompt is prefilled once.
@@ -28,8 +30,9 @@ import inspect
 import json
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -227,6 +230,237 @@ def _preallocated_cache(config: Any, capacity: int) -> Any:
     return Cache(layers=[PreallocatedLayer() for _ in range(layers)])
 
 
+# Name under which the shared-prefix decode attention is registered with
+# transformers' AttentionInterface (and its mask with AttentionMaskInterface).
+SHARED_PREFIX_ATTENTION = "pairloop_shared_prefix"
+_registered = threading.Lock()
+_registered_done = False
+
+
+def _shared_prefix_attention(
+    module: Any,
+    query: Any,
+    key: Any,
+    value: Any,
+    attention_mask: Any,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    **kwargs: Any,
+) -> tuple[Any, None]:
+    """Decode attention over a prompt prefix stored once per prompt.
+
+    The cache (:class:`_SharedPrefixCache`) hands out only the per-row part of
+    the keys and values (the tokens generated so far) and marks it; the prompt's
+    keys and values stay stored once per prompt, not once per sample. Scores
+    against the prompt are one batched product per prompt for all of its rows,
+    so the prompt's keys and values are read once per step instead of n times
+    (on a CPU, attention at 64 rows is bound by those reads). Anything else
+    (the prefill, unmarked keys) is ordinary SDPA.
+    """
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    layer = getattr(key, "_pairloop_shared", None)
+    if layer is None or query.shape[2] != 1:
+        return sdpa_attention_forward(
+            module,
+            query,
+            key,
+            value,
+            attention_mask,
+            dropout=dropout,
+            scaling=scaling,
+            **kwargs,
+        )
+    return layer.attend(query, key, value, scaling)
+
+
+def _register_shared_prefix_attention() -> None:
+    global _registered_done
+    with _registered:
+        if _registered_done:
+            return
+        from transformers import AttentionInterface
+        from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+        AttentionInterface.register(SHARED_PREFIX_ATTENTION, _shared_prefix_attention)
+        AttentionMaskInterface.register(SHARED_PREFIX_ATTENTION, sdpa_mask)
+        _registered_done = True
+
+
+def _supports_shared_prefix(model: Any) -> bool:
+    """Whether the decode loop may keep the prompt's KV once per prompt.
+
+    The model must route attention through transformers' AttentionInterface
+    (else it would attend to the per-row part alone) and use plain full
+    attention (no sliding window, no logit soft-capping) over a single group of
+    key/value heads layout.
+    """
+    config = model.config
+    if not getattr(model, "_can_set_attn_implementation", lambda: False)():
+        return False
+    if not getattr(model, "_supports_attention_backend", False):
+        return False
+    if getattr(config, "sliding_window", None) and getattr(
+        config, "use_sliding_window", True
+    ):
+        return False
+    if getattr(config, "attn_logit_softcapping", None):
+        return False
+    return getattr(config, "layer_types", None) in (None, []) or all(
+        t == "full_attention" for t in config.layer_types
+    )
+
+
+class _SharedPrefixState:
+    """What every layer's decode attention needs to know about the batch:
+    the prompts' padding, and which prompt each live row belongs to."""
+
+    def __init__(self, prefix_mask: Any, n: int, dtype: Any) -> None:
+        import torch
+
+        self.prompts = prefix_mask.shape[0]
+        # Additive bias over the prompt's positions: 0 where real, -inf on padding.
+        bias = torch.zeros(prefix_mask.shape, dtype=dtype, device=prefix_mask.device)
+        bias.masked_fill_(prefix_mask == 0, float("-inf"))
+        self.bias = bias[:, None, None, :]
+        self.owner = torch.arange(self.prompts, device=prefix_mask.device)
+        self.owner = self.owner.repeat_interleave(n)
+        self.slots_per_prompt = n
+        # slots: for each (prompt, slot) the batch row it reads (padding slots
+        # read any row; their results are dropped). rows: each batch row's slot.
+        # None while rows are exactly prompt-major n per prompt.
+        self.slots: Any = None
+        self.rows: Any = None
+        self.calls = 0
+
+    def select(self, indices: Any) -> None:
+        import torch
+
+        self.owner = self.owner[indices]
+        counts = torch.bincount(self.owner, minlength=self.prompts)
+        width = max(int(counts.max()), 1)
+        # Rows stay grouped by prompt in order (dropping rows keeps order).
+        first = torch.cumsum(counts, 0) - counts
+        slot_in_prompt = torch.arange(len(self.owner), device=self.owner.device)
+        slot_in_prompt = slot_in_prompt - first[self.owner]
+        self.rows = self.owner * width + slot_in_prompt
+        slots = torch.zeros(self.prompts * width, dtype=torch.long)
+        slots = slots.to(self.owner.device)
+        slots[self.rows] = torch.arange(len(self.owner), device=self.owner.device)
+        self.slots = slots
+        self.slots_per_prompt = width
+
+
+def _shared_prefix_cache(config: Any, capacity: int, prefix_mask: Any, n: int) -> Any:
+    """A KV cache that keeps the prompt's keys/values once per prompt.
+
+    The prefill stores the prompts (batch = prompts); :meth:`fork` then adds a
+    per-row buffer for the ``n`` samples' own tokens, preallocated for
+    ``capacity`` steps. Decode-time attention is :func:`_shared_prefix_attention`.
+    """
+    import torch
+    from transformers.cache_utils import Cache, DynamicLayer
+
+    state: list[_SharedPrefixState] = []
+
+    class SharedPrefixLayer(DynamicLayer):
+        def __init__(self) -> None:
+            super().__init__()
+            self.prefix_k: Any = None
+            self.length = 0
+
+        def update(self, key_states: Any, value_states: Any, *args: Any, **kw: Any):
+            if self.prefix_k is None:  # the prefill
+                self.device = key_states.device
+                self.is_initialized = True
+                self.prefix_k, self.prefix_v = key_states, value_states
+                self.keys, self.values = key_states, value_states
+                return key_states, value_states
+            if not state:
+                raise RuntimeError("decode step before the prompt cache was forked")
+            end = self.length + key_states.shape[-2]
+            self._k[:, :, self.length : end] = key_states
+            self._v[:, :, self.length : end] = value_states
+            self.length = end
+            keys, values = self._k[:, :, :end], self._v[:, :, :end]
+            keys._pairloop_shared = self  # read by _shared_prefix_attention
+            self.keys, self.values = keys, values
+            return keys, values
+
+        def get_seq_length(self) -> int:
+            if self.prefix_k is None:
+                return 0
+            return self.prefix_k.shape[-2] + self.length
+
+        def fork(self, rows: int) -> None:
+            _, heads, _, dim = self.prefix_k.shape
+            self._k = self.prefix_k.new_empty((rows, heads, capacity, dim))
+            self._v = self.prefix_v.new_empty((rows, heads, capacity, dim))
+
+        def batch_repeat_interleave(self, repeats: int) -> None:
+            raise NotImplementedError("use fork()")
+
+        def batch_select_indices(self, indices: Any) -> None:
+            for name in ("_k", "_v"):
+                buffer = getattr(self, name)
+                out = buffer.new_empty((indices.shape[0], *buffer.shape[1:]))
+                out[:, :, : self.length] = buffer[indices, :, : self.length]
+                setattr(self, name, out)
+
+        def attend(self, query: Any, key: Any, value: Any, scaling: Any) -> Any:
+            s = state[0]
+            s.calls += 1
+            batch, heads, _, dim = query.shape
+            kv_heads = key.shape[1]
+            groups = heads // kv_heads
+            prompts, width = s.prompts, s.slots_per_prompt
+            plen = self.prefix_k.shape[-2]
+            scale = dim**-0.5 if scaling is None else scaling
+            # Query heads h use key/value head h // groups (as repeat_kv does).
+            q = query.reshape(batch, kv_heads, groups, dim) * scale
+            qs = q if s.slots is None else q.index_select(0, s.slots)
+            # (prompt, kv head, slot x group, dim): one product per prompt.
+            qg = qs.view(prompts, width, kv_heads, groups, dim).transpose(1, 2)
+            qg = qg.reshape(prompts, kv_heads, width * groups, dim)
+            sp = torch.matmul(qg, self.prefix_k.transpose(-1, -2)) + s.bias
+            sp = sp.view(prompts, kv_heads, width, groups, plen).transpose(1, 2)
+            sp = sp.reshape(prompts * width, kv_heads, groups, plen)
+            if s.rows is not None:
+                sp = sp.index_select(0, s.rows)
+            ss = torch.matmul(q, key.transpose(-1, -2))
+            probs = torch.softmax(torch.cat([sp, ss], dim=-1), dim=-1)
+            pp = probs[..., :plen]
+            if s.slots is not None:
+                pp = pp.index_select(0, s.slots)
+            pg = pp.reshape(prompts, width, kv_heads, groups, plen).transpose(1, 2)
+            pg = pg.reshape(prompts, kv_heads, width * groups, plen)
+            op = torch.matmul(pg, self.prefix_v)
+            op = op.view(prompts, kv_heads, width, groups, dim).transpose(1, 2)
+            op = op.reshape(prompts * width, kv_heads, groups, dim)
+            if s.rows is not None:
+                op = op.index_select(0, s.rows)
+            out = op + torch.matmul(probs[..., plen:], value)
+            return out.reshape(batch, 1, heads, dim), None
+
+    class SharedPrefixCache(Cache):
+        def fork(self, dtype: Any) -> None:
+            state.append(_SharedPrefixState(prefix_mask, n, dtype))
+            for layer in self.layers:
+                layer.fork(prefix_mask.shape[0] * n)
+
+        @property
+        def attention_calls(self) -> int:
+            return state[0].calls if state else 0
+
+        def batch_select_indices(self, indices: Any) -> None:
+            state[0].select(indices)
+            for layer in self.layers:
+                layer.batch_select_indices(indices)
+
+    layers = int(config.num_hidden_layers)
+    return SharedPrefixCache(layers=[SharedPrefixLayer() for _ in range(layers)])
+
+
 class _LocalTokenizer:
     """Prompt encoding and the context-length check shared by the backends that
     hold a tokenizer (``self.tokenizer``, ``self.context_length``)."""
@@ -269,11 +503,25 @@ class TransformersSampler(_LocalTokenizer):
         *,
         max_batch_rows: int | None = None,
         share_prefill: bool = True,
+        shared_prefix_attention: bool | None = None,
         eos_token_ids: Sequence[int] | None = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.share_prefill = share_prefill
+        # Keep the prompt's KV once per prompt while decoding (None: wherever
+        # the model supports it); False expands it n times along the batch.
+        supported = share_prefill and _supports_shared_prefix(model)
+        if shared_prefix_attention and not supported:
+            raise ValueError(
+                "shared_prefix_attention needs share_prefill and a model that "
+                "uses transformers' AttentionInterface with full attention"
+            )
+        self.shared_prefix_attention = (
+            supported if shared_prefix_attention is None else shared_prefix_attention
+        )
+        if self.shared_prefix_attention:
+            _register_shared_prefix_attention()
         self.device = next(model.parameters()).device
         # CPU throughput stops improving around 64 rows; a GPU wants far more.
         default_rows = 512 if self.device.type == "cuda" else 64
@@ -403,8 +651,12 @@ class TransformersSampler(_LocalTokenizer):
             (len(row_seeds), width + max_new_tokens), dtype=torch.long, device=device
         )
 
-        with torch.inference_mode():
-            cache = _preallocated_cache(self.model.config, width + max_new_tokens)
+        shared = self.shared_prefix_attention
+        with torch.inference_mode(), self._decode_attention(shared):
+            if shared:
+                cache = _shared_prefix_cache(self.model.config, max_new_tokens, mask, n)
+            else:
+                cache = _preallocated_cache(self.model.config, width + max_new_tokens)
             out = self.model(
                 input_ids=ids,
                 attention_mask=mask,
@@ -415,9 +667,13 @@ class TransformersSampler(_LocalTokenizer):
             )
             logits = out.logits[:, -1, :]
             if self.share_prefill:
-                # The one place the n samples part ways: copy the prompt's KV
-                # cache n times instead of recomputing it n times.
-                cache.batch_repeat_interleave(n)
+                # The one place the n samples part ways. Either the prompt's KV
+                # stays once per prompt and each row gets a buffer for its own
+                # tokens, or it is copied n times (never recomputed n times).
+                if shared:
+                    cache.fork(logits.dtype)
+                else:
+                    cache.batch_repeat_interleave(n)
                 mask = mask.repeat_interleave(n, dim=0)
                 logits = logits.repeat_interleave(n, dim=0)
             full_mask[:, :width] = mask
@@ -460,15 +716,40 @@ class TransformersSampler(_LocalTokenizer):
                     dead = 0
                 out = self.model(
                     input_ids=torch.tensor(chosen, device=device)[:, None],
-                    attention_mask=full_mask[:, : width + step + 1],
+                    # The shared-prefix attention masks the prompt's padding
+                    # itself; every generated position is real.
+                    attention_mask=None if shared else full_mask[:, : width + step + 1],
                     position_ids=next_pos,
                     **{self._cache_kwarg: cache},
                     use_cache=True,
                 )
+                if shared and step == 0 and cache.attention_calls == 0:
+                    # The model bypassed the attention interface: its output
+                    # attended to the generated tokens alone.
+                    raise RuntimeError(
+                        f"{type(self.model).__name__} did not call the shared-prefix"
+                        " attention; use shared_prefix_attention=False"
+                    )
                 logits = out.logits[:, -1, :]
                 next_pos = next_pos + 1
         pairs = list(zip(tokens, reasons, strict=True))
         return [pairs[p * n : (p + 1) * n] for p in range(len(prompts))]
+
+    @contextmanager
+    def _decode_attention(self, shared: bool) -> Iterator[None]:
+        """Route the model's attention through the shared-prefix function for
+        one batch, then restore what it was (the prefill and any other user of
+        the model keep their own implementation: the function defers to SDPA
+        for everything but marked decode steps)."""
+        before = self.model.config._attn_implementation
+        if not shared or before == SHARED_PREFIX_ATTENTION:
+            yield
+            return
+        self.model.set_attn_implementation(SHARED_PREFIX_ATTENTION)
+        try:
+            yield
+        finally:
+            self.model.set_attn_implementation(before)
 
     @staticmethod
     def _draw(logits: Any, uniforms: Any, temperature: float, top_p: float) -> Any:

@@ -134,6 +134,82 @@ def test_finished_rows_leave_the_batch_without_changing_the_others():
                 assert c == ref
 
 
+def test_shared_prefix_attention_matches_the_expanded_cache_with_rows_dropped():
+    """The prompt's KV kept once per prompt gives the samples (and logits) of the
+    cache copied n times, also after finished rows leave the batch."""
+    model, tokenizer = tiny_model(), tiny_tokenizer()
+    words = tiny_sampler().sample(CONVERSATIONS, 8, **SETTINGS)
+    common = [w for row in words for c in row for w in c.text.split()]
+    stop = tokenizer.convert_tokens_to_ids(max(set(common), key=common.count))
+    logged: dict[bool, dict[tuple[int, int], torch.Tensor]] = {}
+    outputs = {}
+    for shared in (True, False):
+        sampler = TransformersSampler(
+            model, tokenizer, eos_token_ids=[EOS, stop], shared_prefix_attention=shared
+        )
+        steps: dict[int, int] = {}
+        rows = logged.setdefault(shared, {})
+
+        def record(seeds, logits, steps=steps, rows=rows):
+            for seed, row in zip(seeds, logits, strict=True):
+                rows[(seed, steps.get(seed, 0))] = row.clone()
+                steps[seed] = steps.get(seed, 0) + 1
+
+        sampler.logits_hook = record
+        outputs[shared] = sampler.sample(CONVERSATIONS, 8, **SETTINGS)
+    assert outputs[True] == outputs[False]
+    reasons = [c.finish_reason for row in outputs[True] for c in row]
+    assert reasons.count("stop") >= 3 and "length" in reasons  # rows were dropped
+    assert logged[True].keys() == logged[False].keys()
+    for key, row in logged[True].items():
+        torch.testing.assert_close(row, logged[False][key], rtol=1e-4, atol=1e-4)
+    # The model's own attention implementation is back after sampling.
+    assert model.config._attn_implementation != "pairloop_shared_prefix"
+
+
+def test_shared_prefix_attention_is_used_where_supported_and_only_there():
+    from training import sampling
+
+    calls = []
+    real = sampling._shared_prefix_attention
+
+    def spy(module, query, key, *args, **kwargs):
+        calls.append(getattr(key, "_pairloop_shared", None) is not None)
+        return real(module, query, key, *args, **kwargs)
+
+    sampler = tiny_sampler()
+    assert sampler.shared_prefix_attention
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(sampling.SHARED_PREFIX_ATTENTION, spy)
+    try:
+        sampler.sample(CONVERSATIONS[:1], 3, max_new_tokens=5, temperature=0.0)
+    finally:
+        AttentionInterface.register(sampling.SHARED_PREFIX_ATTENTION, real)
+    layers = sampler.model.config.num_hidden_layers
+    # 4 decode steps after the prefill, each layer through the shared path.
+    assert calls.count(True) == 4 * layers
+
+    from transformers import MistralConfig, MistralForCausalLM
+
+    windowed = MistralForCausalLM(
+        MistralConfig(
+            vocab_size=40,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            sliding_window=4,
+            eos_token_id=EOS,
+        )
+    )
+    # A sliding window needs the mask the shared path does not apply.
+    assert not TransformersSampler(windowed, tiny_tokenizer()).shared_prefix_attention
+    with pytest.raises(ValueError, match="shared_prefix_attention needs"):
+        TransformersSampler(windowed, tiny_tokenizer(), shared_prefix_attention=True)
+
+
 def test_tiny_top_p_is_greedy():
     sampler = tiny_sampler()
     greedy = sampler.sample(CONVERSATIONS, 2, max_new_tokens=6, temperature=0.0)
