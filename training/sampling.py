@@ -757,9 +757,17 @@ class TransformersSampler(_LocalTokenizer):
 
         if temperature == 0:
             return logits.argmax(dim=-1)
-        probs = torch.softmax(logits.float() / temperature, dim=-1)
+        scaled = logits.float()
+        if temperature != 1.0:
+            scaled = scaled / temperature
         order = None
-        if top_p < 1.0:
+        if top_p >= 1.0:
+            # Inverse-CDF sampling needs no normalised probabilities: the CDF of
+            # the unnormalised weights, read at u times their total, picks the
+            # same token (one pass over the vocabulary less per step).
+            probs = torch.exp(scaled - scaled.amax(dim=-1, keepdim=True))
+        else:
+            probs = torch.softmax(scaled, dim=-1)
             # Nucleus: keep the smallest set of top tokens whose mass reaches top_p
             # (the token crossing the threshold included).
             probs, order = probs.sort(dim=-1, descending=True)
