@@ -121,6 +121,13 @@ class RewardConfig:
             "reuse its KV cache for both responses."
         },
     )
+    padding_free: bool = field(
+        default=True,
+        metadata={
+            "help": "BERT-family encoders: run the token-wise layers on the real "
+            "tokens only, packed, so padding costs nothing outside attention."
+        },
+    )
     group_by_length: bool = field(
         default=True,
         metadata={

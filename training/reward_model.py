@@ -25,6 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from training.packed import packed_encoder_forward, supports_packed
+
 ENCODER_TYPES = {
     "bert",
     "roberta",
@@ -70,6 +72,8 @@ class RewardModel(nn.Module):
         params = inspect.signature(backbone.forward).parameters
         # transformers renamed past_key_values → cache; support both.
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        # Encoders of the BERT family skip padding outside attention (packed.py).
+        self.padding_free = self.is_encoder and supports_packed(backbone)
 
     @property
     def is_encoder(self) -> bool:
@@ -88,6 +92,15 @@ class RewardModel(nn.Module):
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor
     ) -> torch.Tensor:
         """Rewards ``[batch]`` for right-padded sequences."""
+        if self.padding_free:
+            hidden, packing = packed_encoder_forward(
+                self.backbone, input_ids, attention_mask
+            )
+            if self.spec.pooling == "cls":
+                pooled = packing.first(hidden)
+            else:
+                pooled = packing.mean(hidden)
+            return self.head(pooled.to(self.head.weight.dtype)).squeeze(-1)
         kwargs: dict[str, Any] = {}
         if not self.is_encoder:
             # Explicit positions keep rotary embeddings identical to the prefix path.
