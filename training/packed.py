@@ -109,3 +109,125 @@ def packed_encoder_forward(
         out = layer.output
         hidden = out.LayerNorm(out.dropout(out.dense(ffn)) + hidden)
     return hidden, packing
+
+
+# ------------------------------------------------------------------ decoders
+
+
+def supports_packed_decoder(backbone: Any) -> bool:
+    """Llama-architecture decoders (SmolLM2, Llama, TinyLlama, ...) with full
+    attention; others keep the padded prefix-reuse forward."""
+    config = getattr(backbone, "config", None)
+    return (
+        config is not None
+        and getattr(config, "model_type", None) == "llama"
+        and all(
+            hasattr(backbone, name)
+            for name in ("embed_tokens", "layers", "norm", "rotary_emb")
+        )
+        and not getattr(config, "attn_logit_softcapping", None)
+    )
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+def _split(
+    t: torch.Tensor, pre: Packing, suf: Packing, n_pre: int, dim: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Packed ``[tokens, heads * dim]`` -> padded prefix and suffix
+    ``[rows, heads, length, dim]``."""
+    t = t.reshape(t.shape[0], -1)
+    p = pre.pad(t[:n_pre]).view(pre.batch, pre.length, -1, dim).transpose(1, 2)
+    s = suf.pad(t[n_pre:]).view(suf.batch, suf.length, -1, dim).transpose(1, 2)
+    return p, s
+
+
+def packed_prefix_shared_forward(
+    backbone: Any,
+    prefix_ids: torch.Tensor,
+    prefix_mask: torch.Tensor,
+    suffix_ids: torch.Tensor,
+    suffix_mask: torch.Tensor,
+    repeats: int = 2,
+) -> torch.Tensor:
+    """Final hidden state at each suffix's last real token, ``[B * repeats, H]``.
+
+    The same computation as running every ``prefix + suffix`` unpadded, with each
+    prefix run once: the token-wise parts (projections, MLP, norms) of prefixes
+    and suffixes together are one packed ``[real tokens, hidden]`` matrix; the
+    prefixes attend causally among themselves, each suffix attends to its
+    prefix's keys and causally to its own. Padding only exists inside attention.
+    """
+    pre, suf = Packing(prefix_mask), Packing(suffix_mask)
+    rows, plen = pre.batch, pre.length
+    srows, slen = suf.batch, suf.length
+    n_pre = pre.index.shape[0]
+    prefix_len = pre.counts.repeat_interleave(repeats)  # per suffix row
+    positions = torch.cat([pre.position, suf.position + prefix_len[suf.row]])
+    ids = torch.cat(
+        [
+            prefix_ids.reshape(-1).index_select(0, pre.index),
+            suffix_ids.reshape(-1).index_select(0, suf.index),
+        ]
+    )
+    hidden = backbone.embed_tokens(ids)
+    cos, sin = backbone.rotary_emb(hidden, positions[None])
+    cos, sin = cos[0][:, None, :], sin[0][:, None, :]  # [tokens, 1, head_dim]
+    # Suffix queries: their prefix's real keys, then their own keys causally.
+    causal = torch.ones(slen, slen, dtype=torch.bool, device=hidden.device).tril()
+    suffix_attn_mask = torch.cat(
+        [
+            prefix_mask.bool()
+            .repeat_interleave(repeats, 0)[:, None, None, :]
+            .expand(srows, 1, slen, plen),
+            causal[None, None].expand(srows, 1, slen, slen),
+        ],
+        dim=-1,
+    )
+    for layer in backbone.layers:
+        attn = layer.self_attn
+        heads = attn.config.num_attention_heads
+        kv_heads = attn.config.num_key_value_heads
+        dim = attn.head_dim
+        dropout = attn.attention_dropout if attn.training else 0.0
+        x = layer.input_layernorm(hidden)
+        q = _rotate(attn.q_proj(x).view(-1, heads, dim), cos, sin)
+        k = _rotate(attn.k_proj(x).view(-1, kv_heads, dim), cos, sin)
+        v = attn.v_proj(x)
+
+        qp, qs = _split(q, pre, suf, n_pre, dim)
+        kp, ks = _split(k, pre, suf, n_pre, dim)
+        vp, vs = _split(v, pre, suf, n_pre, dim)
+        out_p = F.scaled_dot_product_attention(
+            qp,
+            kp,
+            vp,
+            is_causal=True,  # right padding: real queries only see real keys
+            dropout_p=dropout,
+            scale=attn.scaling,
+            enable_gqa=heads != kv_heads,
+        )
+        out_s = F.scaled_dot_product_attention(
+            qs,
+            torch.cat([kp.repeat_interleave(repeats, 0), ks], dim=2),
+            torch.cat([vp.repeat_interleave(repeats, 0), vs], dim=2),
+            attn_mask=suffix_attn_mask,
+            dropout_p=dropout,
+            scale=attn.scaling,
+            enable_gqa=heads != kv_heads,
+        )
+        out = torch.cat(
+            [
+                pre.unpad(out_p.transpose(1, 2).reshape(rows, plen, heads * dim)),
+                suf.unpad(out_s.transpose(1, 2).reshape(srows, slen, heads * dim)),
+            ]
+        )
+        hidden = hidden + attn.o_proj(out)
+        hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+    hidden = backbone.norm(hidden)
+    last = n_pre + torch.cumsum(suf.counts, 0) - 1
+    return hidden.index_select(0, last)

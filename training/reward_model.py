@@ -25,7 +25,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from training.packed import packed_encoder_forward, supports_packed
+from training.packed import (
+    packed_encoder_forward,
+    packed_prefix_shared_forward,
+    supports_packed,
+    supports_packed_decoder,
+)
 
 ENCODER_TYPES = {
     "bert",
@@ -72,8 +77,13 @@ class RewardModel(nn.Module):
         params = inspect.signature(backbone.forward).parameters
         # transformers renamed past_key_values → cache; support both.
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
-        # Encoders of the BERT family skip padding outside attention (packed.py).
-        self.padding_free = self.is_encoder and supports_packed(backbone)
+        # BERT-family encoders skip padding outside attention (packed.py), and
+        # Llama-family decoders do the same in the prefix-reuse forward.
+        self.padding_free = (
+            supports_packed(backbone)
+            if self.is_encoder
+            else supports_packed_decoder(backbone)
+        )
 
     @property
     def is_encoder(self) -> bool:
@@ -92,7 +102,7 @@ class RewardModel(nn.Module):
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor
     ) -> torch.Tensor:
         """Rewards ``[batch]`` for right-padded sequences."""
-        if self.padding_free:
+        if self.padding_free and self.is_encoder:
             hidden, packing = packed_encoder_forward(
                 self.backbone, input_ids, attention_mask
             )
@@ -129,6 +139,11 @@ class RewardModel(nn.Module):
         """
         if self.is_encoder:
             raise ValueError("prefix reuse needs a decoder backbone")
+        if self.padding_free:
+            pooled = packed_prefix_shared_forward(
+                self.backbone, prefix_ids, prefix_mask, suffix_ids, suffix_mask, repeats
+            )
+            return self.head(pooled.to(self.head.weight.dtype)).squeeze(-1)
         prefix_pos = (prefix_mask.long().cumsum(1) - 1).clamp(min=0)
         out = self.backbone(
             input_ids=prefix_ids,

@@ -91,3 +91,40 @@ def test_training_reports_and_can_disable_padding_free(tmp_path):
     assert on.metrics["train"]["final_loss"] == pytest.approx(
         off.metrics["train"]["final_loss"], rel=1e-3
     )
+
+
+def test_packed_prefix_reuse_equals_padded_reuse_and_the_full_forward():
+    from .conftest import tiny_llama_config
+
+    torch.manual_seed(0)
+    model = reward_model_from_config(tiny_llama_config(), RewardModelSpec("decoder"))
+    assert model.padding_free
+    gen = torch.Generator().manual_seed(1)
+    prefix = torch.randint(6, 30, (3, 9), generator=gen)
+    pmask = torch.ones_like(prefix)
+    pmask[1, 5:], pmask[2, 2:] = 0, 0
+    suffix = torch.randint(6, 30, (6, 6), generator=gen)
+    smask = torch.ones_like(suffix)
+    smask[0, 3:], smask[3, 1:], smask[5, 4:] = 0, 0, 0
+    weights = torch.arange(1.0, 7.0)
+    rewards, grads = {}, {}
+    for packed in (True, False):
+        model.padding_free = packed
+        model.zero_grad()
+        r = model.forward_prefix_shared(prefix, pmask, suffix, smask)
+        (r * weights).sum().backward()
+        rewards[packed] = r.detach()
+        grads[packed] = {
+            n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None
+        }
+    torch.testing.assert_close(rewards[True], rewards[False], rtol=1e-5, atol=1e-5)
+    for name, g in grads[False].items():
+        torch.testing.assert_close(grads[True][name], g, rtol=1e-4, atol=1e-6)
+    # And each equals running that prefix + suffix alone, without any padding.
+    with torch.no_grad():
+        for j in range(6):
+            ids = torch.cat(
+                [prefix[j // 2][pmask[j // 2].bool()], suffix[j][smask[j].bool()]]
+            )[None]
+            alone = model(ids, torch.ones_like(ids))
+            torch.testing.assert_close(alone[0], rewards[True][j], rtol=1e-5, atol=1e-5)
