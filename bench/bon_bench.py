@@ -121,6 +121,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--backends", default="transformers", help="and/or vllm")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--ablate",
+        action="store_true",
+        help="also run the engine with the prompt's KV copied n times "
+        "(shared_prefix_attention=False)",
+    )
     args = parser.parse_args(argv)
 
     import torch
@@ -153,17 +159,27 @@ def main(argv: list[str] | None = None) -> int:
     run_generate(engine, prompts[:1], tiny)
     run_engine(engine, prompts[:1], tiny)
 
-    runs: dict[str, list[dict]] = {"generate": [], "transformers": []}
+    samplers = {"transformers": engine}
+    if args.ablate and engine.shared_prefix_attention:
+        samplers["transformers-expanded-kv"] = TransformersSampler(
+            model,
+            engine.tokenizer,
+            max_batch_rows=rows,
+            shared_prefix_attention=False,
+        )
+    runs: dict[str, list[dict]] = {"generate": []} | {k: [] for k in samplers}
     for repeat in range(args.repeats):
-        order = ["generate", "transformers"]
+        order = list(runs)
         if repeat % 2:
             order.reverse()
         for name in order:
-            fn = run_generate if name == "generate" else run_engine
-            result = rates(fn(engine, prompts, args))
+            if name == "generate":
+                result = rates(run_generate(engine, prompts, args))
+            else:
+                result = rates(run_engine(samplers[name], prompts, args))
             runs[name].append(result)
             print(
-                f"  {name:12s} run {repeat + 1}: {result['tokens']} tokens in "
+                f"  {name:24s} run {repeat + 1}: {result['tokens']} tokens in "
                 f"{result['seconds']:.1f} s = {result['tokens_per_s']:.1f} tokens/s"
             )
 
@@ -180,13 +196,13 @@ def main(argv: list[str] | None = None) -> int:
     }
     base = best["generate"]
     report: dict[str, Any] = {"setup": setup, "best": best, "ratios": {}}
-    print(f"{'':14s}{'tokens/s':>10s}{'samples/s':>11s}{'ratio':>8s}")
+    print(f"{'':26s}{'tokens/s':>10s}{'samples/s':>11s}{'ratio':>8s}")
     for name, result in best.items():
         ratio = result["tokens_per_s"] / base["tokens_per_s"]
         report["ratios"][name] = ratio
         spread = statistics.pstdev([r["tokens_per_s"] for r in runs[name]])
         print(
-            f"{name:14s}{result['tokens_per_s']:10.1f}{result['samples_per_s']:11.2f}"
+            f"{name:26s}{result['tokens_per_s']:10.1f}{result['samples_per_s']:11.2f}"
             f"{ratio:7.2f}x   (spread over runs ±{spread:.1f} tokens/s)"
         )
     if args.json:
