@@ -51,7 +51,7 @@ from labelapp.models import (
     Prompt,
     Response,
 )
-from labelapp.rows import loaded
+from labelapp.rows import loaded, prepared_cursor
 
 # Display choice -> canonical choice when the pair was shown swapped (B on the left).
 _SWAP = {Choice.A: Choice.B, Choice.B: Choice.A}
@@ -129,13 +129,14 @@ ORDER BY a.leased_at, a.id
 # comparison_gold_queue_idx) in queue order: priority, then comparisons already
 # started (finish what is begun, so complete pairs reach training sooner), then
 # random_key. The free-slot test here reads a snapshot taken before the row lock; it
-# is a cheap pre-filter only and is re-checked after locking (statement 4).
-_CANDIDATE_SQL = """
+# is a cheap pre-filter only and is re-checked after locking (statement 4). is_gold is
+# a literal (one prepared statement each), so the gold pass keeps its partial index.
+_CANDIDATE_SQL_TEMPLATE = """
 SELECT c.id
 FROM labelapp_comparison c
 WHERE c.project_id = %(project_id)s
   AND c.status = 'open'
-  AND c.is_gold = %(gold)s
+  AND c.is_gold = {gold}
   AND NOT (c.id = ANY(%(exclude)s))
   AND NOT EXISTS (
       SELECT 1 FROM labelapp_assignment mine
@@ -158,6 +159,10 @@ ORDER BY c.priority DESC, c.labels_count DESC, c.random_key
 LIMIT 1
 FOR UPDATE OF c SKIP LOCKED
 """
+_CANDIDATE_SQL = {
+    gold: _CANDIDATE_SQL_TEMPLATE.replace("{gold}", "true" if gold else "false")
+    for gold in (True, False)
+}
 
 # Statement 4 of ``next``, run with the candidate's row locked (statement 3): re-check
 # the free slot, close others' lapsed leases on it, take the lease, return it with its
@@ -261,13 +266,12 @@ def _pick_candidate(
 ) -> int | None:
     """The id of the next candidate, its row locked (bench/naive_queue.py swaps this
     function for the naive query to measure the baseline)."""
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(
-            _CANDIDATE_SQL,
+            _CANDIDATE_SQL[gold],
             {
                 "project_id": project_id,
                 "user_id": user_id,
-                "gold": gold,
                 "now": now,
                 "exclude": exclude,
             },
@@ -295,7 +299,7 @@ def _lease_next(
             return None
         if not swapped:  # drawn once per call, as late as possible (tests seed it)
             swapped.append(rng.random() < 0.5)
-        with connection.cursor() as cursor:
+        with prepared_cursor() as cursor:
             cursor.execute(
                 _LEASE_SQL,
                 {
@@ -339,7 +343,7 @@ def comparison_next_for(
     rng = rng or random.Random()
     project_id = project if isinstance(project, int) else project.pk
     ids = {"project_id": project_id, "user_id": annotator.pk, "now": now}
-    with transaction.atomic(), connection.cursor() as cursor:
+    with transaction.atomic(), prepared_cursor() as cursor:
         cursor.execute(_MEMBERSHIP_SQL, ids)
         membership = cursor.fetchone()
         if membership is None:
@@ -558,7 +562,7 @@ def label_submit(
     submission returns the stored label with created=False."""
     now = _now(now)
     _validate_label_input(choice, strength, rationale, duration_ms)
-    with transaction.atomic(), connection.cursor() as cursor:
+    with transaction.atomic(), prepared_cursor() as cursor:
         # Race closed: the same label arriving twice at once (double click, client
         # retry). Both wait on the comparison lock; the second then reads the
         # assignment (statement 2, a fresh snapshot) labelled and returns the first
@@ -679,7 +683,7 @@ def assignment_skip(
     """Give the comparison back; it is never served to this annotator again.
     Skipping twice is a no-op; skipping a labelled assignment is a Conflict."""
     now = _now(now)
-    with transaction.atomic(), connection.cursor() as cursor:
+    with transaction.atomic(), prepared_cursor() as cursor:
         # Same lock as label_submit, so a skip and a label of the same assignment
         # cannot both succeed.
         _lock_comparison_of(cursor, assignment_id, annotator.pk)
