@@ -25,10 +25,15 @@ def loaded(model: type[M], values: dict[str, Any]) -> M:
 def prepared_cursor() -> Iterator[Any]:
     """A Django cursor (statements are logged, counted by CaptureQueriesContext and
     pass execute wrappers, in the current transaction) over a psycopg cursor with
-    server-side binding. psycopg prepares a statement on its connection after its
-    5th execution, so PostgreSQL stops re-planning it: for the queue's statements
-    planning costs 2-5x their execution (0.3-0.5 ms vs ~0.1 ms each), and the
-    project's connections use client-side binding (never prepared) otherwise.
+    server-side binding. psycopg prepares a statement on its connection once it ran
+    ``prepare_threshold`` times there (config.env.parse_database_url: 2 unless
+    DATABASE_URL says otherwise; ``off`` disables it), and PostgreSQL switches a
+    prepared statement to a generic plan after five executions, so it stops
+    re-planning it: for the queue's statements planning costs 3-5x their execution
+    (0.3-0.5 ms vs ~0.1 ms each). The project's other cursors bind client-side and
+    are never prepared. psycopg forgets its prepared statements on a rollback (it
+    cannot tell what the rolled-back transaction dropped), so a Conflict costs the
+    next few requests on that connection their plans; commits keep them.
 
     Statements run here must not hide a plan choice behind a parameter (a generic
     plan cannot pick a partial index by a parameter's value): such values are
