@@ -25,6 +25,9 @@ import sys
 import time
 
 CHOICES = ("a", "b", "tie", "both_bad")
+# Per request, as httpx's timeout was: the naive baseline's requests can queue for
+# minutes on 1M comparisons; they are counted as errors of the baseline instead.
+TIMEOUT = 30.0
 
 
 class Annotator:
@@ -56,7 +59,11 @@ class Annotator:
                 await self._connect()
             try:
                 self.writer.write(request)
-                return await self._response()
+                return await asyncio.wait_for(self._response(), TIMEOUT)
+            except TimeoutError:
+                self.writer.close()  # the answer may still come: not on this socket
+                self.writer = None
+                raise
             except (ConnectionError, asyncio.IncompleteReadError):
                 self.writer.close()
                 self.writer = None
@@ -102,7 +109,7 @@ async def one_label(
     """next then label; False when there was nothing to label or a request failed."""
     try:
         status, body = await who.post(f"/api/v1/projects/{project}/next/")
-    except (OSError, asyncio.IncompleteReadError) as exc:
+    except (OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
         stats.errors.append(f"next: {type(exc).__name__}: {exc}")
         return False
     t_next = time.perf_counter()
@@ -126,7 +133,7 @@ async def one_label(
         status, body = await who.post(
             f"/api/v1/assignments/{assignment_id}/label/", payload
         )
-    except (OSError, asyncio.IncompleteReadError) as exc:
+    except (OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
         stats.errors.append(f"label: {type(exc).__name__}: {exc}")
         return False
     t2 = time.perf_counter()
