@@ -35,7 +35,6 @@ import secrets
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -210,7 +209,7 @@ def _machine_busy_seconds() -> float:
 @dataclass
 class Cpu:
     """CPU seconds so far: gunicorn (master and workers), the PostgreSQL backends
-    of the bench database, this process (the load driver), and the whole machine
+    of the bench database, the load driver processes, and the whole machine
     (other work included). Linux /proc. A backend that exits during a phase (Django
     recycles connections after CONN_MAX_AGE = 60 s) takes its CPU time with it, so
     the postgres figure is a lower bound; the machine figure is not."""
@@ -230,7 +229,7 @@ class Cpu:
         return cls(
             server=sum(_cpu_seconds(p) for p in [proc.pid, *_children(proc.pid)]),
             postgres={pid: _cpu_seconds(pid) for (pid,) in pids},
-            driver=time.process_time(),
+            driver=DRIVER_CPU[0],
             machine=_machine_busy_seconds(),
         )
 
@@ -273,108 +272,39 @@ class Stats:
     empty: int = 0
     errors: list[str] = field(default_factory=list)
     elapsed: float = 0.0
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    cpu: float = 0.0
 
 
-def one_label(client: httpx.Client, base: str, project_id: int, rng, stats, t_sched):
-    """next then label; latencies in ms. t_sched: when `next` was due to be sent."""
-    try:
-        return _one_label(client, base, project_id, rng, stats, t_sched)
-    except httpx.HTTPError as exc:
-        with stats.lock:
-            stats.errors.append(f"{type(exc).__name__}: {exc}")
-        return False
+# CPU seconds the driver processes used so far (Cpu.now charges it per phase).
+DRIVER_CPU = [0.0]
 
 
-def _one_label(client, base, project_id, rng, stats, t_sched) -> bool:
-    resp = client.post(f"{base}/api/v1/projects/{project_id}/next/")
-    t_next = time.perf_counter()
-    if resp.status_code == 204:
-        with stats.lock:
-            stats.empty += 1
-        return False
-    if resp.status_code != 200:
-        with stats.lock:
-            stats.errors.append(f"next {resp.status_code} {resp.text[:100]}")
-        return False
-    body = resp.json()
-    payload = {
-        "choice": rng.choice(["a", "b", "tie", "both_bad"]),
-        "strength": rng.randint(1, 4),
-        "duration_ms": rng.randint(1000, 60000),
-        "idempotency_key": f"bench-{body['assignment_id']}",
-    }
-    t1 = time.perf_counter()
-    resp2 = client.post(
-        f"{base}/api/v1/assignments/{body['assignment_id']}/label/", json=payload
+def drive(mode: str, port: int, project_id: int, tokens, seconds: float, **kw) -> Stats:
+    """Run bench/queue_driver.py (a separate process: the issue's "from a separate
+    process", and its CPU is measured apart from the server's) and collect its
+    results."""
+    cmd = [
+        PYTHON, str(ROOT / "bench" / "queue_driver.py"), mode, "--port", str(port),
+        "--project", str(project_id), "--seconds", str(seconds),
+    ]  # fmt: skip
+    for key, value in kw.items():
+        cmd += [f"--{key}", str(value)]
+    done = subprocess.run(
+        cmd, input="\n".join(tokens), capture_output=True, text=True, check=True
     )
-    t2 = time.perf_counter()
-    with stats.lock:
-        stats.next_ms.append((t_next - t_sched) * 1000)
-        if resp2.status_code == 201:
-            stats.labels += 1
-            stats.label_ms.append((t2 - t1) * 1000)
-        else:
-            stats.errors.append(f"label {resp2.status_code} {resp2.text[:100]}")
-    return True
-
-
-def _client(token: str) -> httpx.Client:
-    return httpx.Client(headers={"Authorization": f"Token {token}"}, timeout=30)
-
-
-def open_loop(base, project_id, tokens, rate: float, duration: float) -> Stats:
-    """Arrivals at a fixed rate; each annotator works its own arrival slots (one
-    label every len(tokens)/rate seconds, phase-shifted)."""
-    stats = Stats()
-    start = time.perf_counter() + 0.5
-    period = len(tokens) / rate
-
-    def annotator(i: int, token: str) -> None:
-        rng = random.Random(i)
-        with _client(token) as client:
-            k = 0
-            while True:
-                t_sched = start + (i / rate) + k * period
-                if t_sched > start + duration:
-                    return
-                delay = t_sched - time.perf_counter()
-                if delay > 0:
-                    time.sleep(delay)
-                one_label(client, base, project_id, rng, stats, t_sched)
-                k += 1
-
-    run_threads(annotator, tokens)
-    stats.elapsed = time.perf_counter() - start
+    stats = Stats(**json.loads(done.stdout))
+    DRIVER_CPU[0] += stats.cpu
     return stats
 
 
-def closed_loop(base, project_id, tokens, duration: float) -> tuple[Stats, float]:
-    stats = Stats()
-    stop_at = time.perf_counter() + duration
-
-    def annotator(i: int, token: str) -> None:
-        rng = random.Random(1000 + i)
-        with _client(token) as client:
-            while time.perf_counter() < stop_at:
-                if not one_label(
-                    client, base, project_id, rng, stats, time.perf_counter()
-                ):
-                    if stats.errors:
-                        return
-                    time.sleep(0.05)
-
-    t0 = time.perf_counter()
-    run_threads(annotator, tokens)
-    return stats, stats.labels / (time.perf_counter() - t0)
+def open_loop(port, project_id, tokens, rate: float, duration: float) -> Stats:
+    """Arrivals at a fixed rate; latency from each arrival's scheduled time."""
+    return drive("open", port, project_id, tokens, duration, rate=rate)
 
 
-def run_threads(fn, tokens) -> None:
-    threads = [threading.Thread(target=fn, args=(i, t)) for i, t in enumerate(tokens)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+def closed_loop(port, project_id, tokens, duration: float, seed=1000):
+    stats = drive("closed", port, project_id, tokens, duration, seed=seed)
+    return stats, stats.labels / stats.elapsed
 
 
 def pct(values: list[float], q: float) -> float:
@@ -471,7 +401,6 @@ def main() -> int:
         )
         n_users = max(args.open_annotators, args.closed_annotators) * 2
         project_id, tokens = seed(url, args.comparisons, n_users, args.overlap)
-        base = f"http://127.0.0.1:{args.port}"
         out = io.StringIO()
 
         def say(line: str) -> None:
@@ -488,11 +417,14 @@ def main() -> int:
         )  # fmt: skip
         try:
             warm, _ = closed_loop(
-                base, project_id, tokens[: args.open_annotators], args.warmup_seconds
+                args.port,
+                project_id,
+                tokens[: args.open_annotators],
+                args.warmup_seconds,
             )
             cpu0 = Cpu.now(server, url)
             fixed = open_loop(
-                base, project_id, tokens[: args.open_annotators], args.rate,
+                args.port, project_id, tokens[: args.open_annotators], args.rate,
                 args.open_seconds,
             )  # fmt: skip
             cpu1 = Cpu.now(server, url)
@@ -510,7 +442,7 @@ def main() -> int:
             say(cpu0.per_label(cpu1, fixed.labels))
             first = args.open_annotators
             closed, rate = closed_loop(
-                base, project_id, tokens[first : first + args.closed_annotators],
+                args.port, project_id, tokens[first : first + args.closed_annotators],
                 args.closed_seconds,
             )  # fmt: skip
             cpu2 = Cpu.now(server, url)
@@ -528,7 +460,10 @@ def main() -> int:
         )  # fmt: skip
         try:
             naive, naive_rate = closed_loop(
-                base, project_id, tokens[-args.closed_annotators :], args.naive_seconds
+                args.port,
+                project_id,
+                tokens[-args.closed_annotators :],
+                args.naive_seconds,
             )
         finally:
             stop_server(server)

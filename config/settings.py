@@ -139,6 +139,10 @@ if not DEBUG:
         SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 CSRF_TRUSTED_ORIGINS = ENV.list("CSRF_TRUSTED_ORIGINS", default=[])
 
+# How long each process may reuse a token's user row (labelapp.api.authentication):
+# a deleted token or deactivated user is refused everywhere after at most this long.
+API_TOKEN_CACHE_SECONDS = ENV.int("API_TOKEN_CACHE_SECONDS", default=5, minimum=0)
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",

@@ -109,7 +109,7 @@ class ProjectViewSet(_Scoped, viewsets.ModelViewSet):
         if assignment is None:
             return HttpResponse(status=status.HTTP_204_NO_CONTENT)
         payload = selectors.assignment_payload(assignment)
-        return HttpResponse(s.NextSerializer(payload).data)
+        return HttpResponse(s.next_data(payload))  # NextSerializer's shape
 
     def _administered(self) -> models.Project:
         project = self.get_object()
@@ -307,14 +307,13 @@ class AssignmentViewSet(_Scoped, viewsets.ReadOnlyModelViewSet):
     )
     @action(detail=True, methods=["post"])
     def label(self, request: Request, pk: str | None = None) -> HttpResponse:
-        data = s.LabelInputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
+        data = s.label_input(request.data)  # LabelInputSerializer's rules
         # Ownership is checked by the service (someone else's assignment: 404).
         label, created = label_submit(
-            assignment_id=_pk(pk), annotator=request.user, **data.validated_data
+            assignment_id=_pk(pk), annotator=request.user, **data
         )
         return HttpResponse(
-            s.SubmittedLabelSerializer(label).data,
+            s.submitted_label_data(label),  # SubmittedLabelSerializer's shape
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
         )
 
