@@ -218,6 +218,11 @@ def bench_one(
     print(f"[{kind}] training with `training` ...", flush=True)
     out["ours"] = run_ours(base_ref, pairs, eval_pairs, args)
     print(f"[{kind}] ours: {json.dumps(out['ours'])}", flush=True)
+    if args.ablate:
+        out["ours_padded"] = run_ours(
+            base_ref, pairs, eval_pairs, args, padding_free=False
+        )
+        print(f"[{kind}] ours, padded (no packing): {out['ours_padded']}")
     if kind == "decoder" and args.ablate:
         out["ours_no_prefix_reuse"] = run_ours(
             base_ref, pairs, eval_pairs, args, prefix_reuse=False
@@ -248,7 +253,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-length", type=int, default=256)
     p.add_argument("--warmup-ratio", type=float, default=0.05)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--ablate", action="store_true", help="also decoder w/o reuse")
+    p.add_argument(
+        "--ablate",
+        action="store_true",
+        help="also time `training` without packing, and decoders without reuse",
+    )
     p.add_argument("--artifacts-dir", default=None)
     p.add_argument("--json", default=None, help="write results here")
     args = p.parse_args(argv)
@@ -280,6 +289,13 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['trl']['pairs_per_s']:9.2f} {r['speedup']:6.2f} "
             f"{r['ours']['accuracy']:8.3f} {r['trl']['accuracy']:8.3f}"
         )
+        for key in ("ours_padded", "ours_no_prefix_reuse"):
+            if key in r:
+                ablation = r[key]["pairs_per_s"]
+                print(
+                    f"  ablation {key}: {ablation:.2f} pairs/s, "
+                    f"{ablation / r['trl']['pairs_per_s']:.2f}x TRL"
+                )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0
