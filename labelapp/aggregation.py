@@ -7,7 +7,9 @@ stale relative to the labels a reader can see.
 
 from __future__ import annotations
 
+import statistics
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -21,36 +23,58 @@ from labelapp.models import Choice, Comparison, Label, Membership
 REVIEW_NOTE_MAX_CHARS = 10_000
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Aggregate:
-    p_a: float | None
-    majority: str
-    agreement: float | None
-    mean_strength: float | None
+    n_labels: int
+    n_preference: int  # labels that enter p_a (a, b, tie)
     both_bad_count: int
+    p_a: float | None
+    majority: str  # "" when the top choices are tied
+    agreement: float | None  # share of labels equal to the plurality choice
+    mean_strength: float | None
 
 
-def aggregate_labels(labels: list[tuple[str, float | None, int | None]]) -> Aggregate:
-    """(choice, p_a, strength) triples -> aggregates.
+# Strength grades how much better the preferred response is (Llama 2's margin
+# levels); a tie or a "both bad" prefers neither, so its strength means nothing
+# (the UI sends 1 for it) and would pull the margin of a real preference down.
+STRENGTH_CHOICES = frozenset({Choice.A, Choice.B})
 
-    p_a is the mean of the labels' p_a; "both bad" has none, so it is left out of p_a
-    and counted in both_bad_count instead. The majority is the most frequent choice
-    (both_bad included); when several choices share the top count there is no
-    majority ("") and agreement is still the top count's share.
+
+def aggregate_labels(
+    labels: Iterable[tuple[str, float | None, int | None]],
+) -> Aggregate:
+    """One comparison's (non-rejected) ``(choice, p_a, strength)`` labels -> its
+    aggregates. The one place these are computed: the stored ``Comparison`` fields,
+    the label write in ``queue`` and the exports all use it.
+
+    p_a is the mean of the labels' own p_a (1 for A, 0 for B, ½ for a tie, soft for
+    imports); "both bad" has none, so it is left out of p_a and counted in
+    both_bad_count instead. mean_strength averages the strength of A and B labels
+    only (``STRENGTH_CHOICES``). The majority is the most frequent choice (both_bad
+    included); when several choices share the top count there is no majority ("")
+    and agreement is still the top count's share of all labels.
     """
-    if not labels:
-        return Aggregate(None, "", None, None, 0)
-    p_values = [p for _, p, _ in labels if p is not None]
-    strengths = [s for _, _, s in labels if s is not None]
-    counts = Counter(choice for choice, _, _ in labels).most_common()
-    top = counts[0][1]
-    tied = len(counts) > 1 and counts[1][1] == top
+    counts: Counter[str] = Counter()
+    p_values: list[float] = []
+    strengths: list[int] = []
+    for choice, p_a, strength in labels:
+        counts[choice] += 1
+        if p_a is not None:
+            p_values.append(p_a)
+        if strength is not None and choice in STRENGTH_CHOICES:
+            strengths.append(strength)
+    n = sum(counts.values())
+    ranked = counts.most_common(2)
+    top = ranked[0][1] if ranked else 0
+    tied = len(ranked) > 1 and ranked[1][1] == top
     return Aggregate(
-        p_a=sum(p_values) / len(p_values) if p_values else None,
-        majority="" if tied else counts[0][0],
-        agreement=top / len(labels),
-        mean_strength=sum(strengths) / len(strengths) if strengths else None,
-        both_bad_count=sum(1 for choice, _, _ in labels if choice == Choice.BOTH_BAD),
+        n_labels=n,
+        n_preference=n - counts[Choice.BOTH_BAD],
+        both_bad_count=counts[Choice.BOTH_BAD],
+        p_a=statistics.fmean(p_values) if p_values else None,
+        majority=ranked[0][0] if ranked and not tied else "",
+        agreement=top / n if n else None,
+        mean_strength=statistics.fmean(strengths) if strengths else None,
     )
 
 

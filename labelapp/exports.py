@@ -37,12 +37,14 @@ from typing import Any, Literal, Protocol
 import pyarrow as pa
 import pyarrow.parquet as pq
 from django.conf import settings
-from django.db.models import Avg, Count, Q
+from django.contrib.postgres.aggregates import ArrayAgg
+from django.db.models import Q
 from django.utils.text import slugify
 
 from labelapp import quality
+from labelapp.aggregation import Aggregate, aggregate_labels
 from labelapp.errors import NotFound, ValidationFailed
-from labelapp.models import Choice, Comparison, Label, Project, Prompt, SFTExample
+from labelapp.models import Comparison, Label, Project, Prompt, SFTExample
 
 Kind = Literal["preferences", "sft", "labels"]
 Format = Literal["jsonl", "parquet"]
@@ -51,6 +53,19 @@ FORMATS: tuple[str, ...] = ("jsonl", "parquet")
 ProgressFn = Callable[[float, str], None]
 
 NOT_REJECTED = ~Q(labels__review_state=Label.ReviewState.REJECTED)
+
+
+def _labels_array(column: str) -> ArrayAgg:
+    """One column of a comparison's non-rejected labels, as an array. Every such
+    array has the same filter and order, so their elements line up label by label.
+    The negated filter also passes the all-NULL row that the LEFT JOIN gives a
+    comparison without labels, so that row is excluded by name."""
+    return ArrayAgg(
+        f"labels__{column}",
+        filter=Q(labels__id__isnull=False) & NOT_REJECTED,
+        order_by="labels__id",
+        default=[],
+    )
 
 
 @dataclass
@@ -268,41 +283,29 @@ def _chunks(it: Iterator[Any], size: int) -> Iterator[list[Any]]:
 def _preference_rows(
     project: Project, opts: ExportOptions, counts: dict[str, int], progress: ProgressFn
 ) -> Iterator[list[dict[str, Any]]]:
-    """Chunks of preference rows. Label counts are aggregated in SQL (GROUP BY the
-    comparison only, so no text is grouped); prompts and response texts are then
-    fetched per chunk, so no query ever holds more than one chunk of text."""
+    """Chunks of preference rows. Each comparison's labels are gathered in SQL
+    (array_agg, GROUP BY the comparison only, so no text is grouped) and aggregated
+    by ``aggregate_labels``, the same function as the stored aggregates; prompts and
+    response texts are then fetched per chunk, so no query ever holds more than one
+    chunk of text."""
+
     agg = (
         Comparison.objects.filter(project=project)
         .annotate(
-            n_a=Count("labels", filter=NOT_REJECTED & Q(labels__choice=Choice.A)),
-            n_b=Count("labels", filter=NOT_REJECTED & Q(labels__choice=Choice.B)),
-            n_tie=Count("labels", filter=NOT_REJECTED & Q(labels__choice=Choice.TIE)),
-            n_bad=Count(
-                "labels", filter=NOT_REJECTED & Q(labels__choice=Choice.BOTH_BAD)
-            ),
-            p_a_mean=Avg("labels__p_a", filter=NOT_REJECTED),
-            strength_mean=Avg(
-                "labels__strength",
-                filter=NOT_REJECTED & Q(labels__choice__in=[Choice.A, Choice.B]),
-            ),
+            choices=_labels_array("choice"),
+            p_as=_labels_array("p_a"),
+            strengths=_labels_array("strength"),
         )
         .order_by("id")
-        .values_list("id", "n_a", "n_b", "n_tie", "n_bad", "p_a_mean", "strength_mean")
+        .values_list("id", "choices", "p_as", "strengths")
     )
     total = Comparison.objects.filter(project=project).count()
     seen = 0
     for chunk in _chunks(agg.iterator(chunk_size=opts.chunk_size), opts.chunk_size):
         seen += len(chunk)
-        kept: list[tuple[int, quality.Aggregate]] = []
-        for cid, n_a, n_b, n_tie, n_bad, p_a_mean, s_mean in chunk:
-            a = quality.aggregate_counts(
-                n_a=n_a,
-                n_b=n_b,
-                n_tie=n_tie,
-                n_both_bad=n_bad,
-                p_a_mean=p_a_mean,
-                strength_mean=s_mean,
-            )
+        kept: list[tuple[int, Aggregate]] = []
+        for cid, choices, p_as, strengths in chunk:
+            a = aggregate_labels(zip(choices, p_as, strengths, strict=True))
             if a.n_labels == 0:
                 counts["no_labels"] += 1
             elif a.p_a is None:
@@ -325,7 +328,7 @@ def _preference_rows(
 
 
 def _preference_texts(
-    kept: list[tuple[int, quality.Aggregate]], messages: bool
+    kept: list[tuple[int, Aggregate]], messages: bool
 ) -> list[dict[str, Any]]:
     if not kept:
         return []

@@ -36,6 +36,7 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
+from labelapp.aggregation import aggregate_labels
 from labelapp.errors import ImportFailed
 from labelapp.models import (
     Comparison,
@@ -486,7 +487,7 @@ def _write_pairs(
             a, b, p_a = b, a, 1.0 - p_a
         if (a, b) in comparisons:
             continue
-        choice = _choice_for(p_a)
+        agg = aggregate_labels([(_choice_for(p_a), p_a, rec.strength)])
         comparisons[(a, b)] = Comparison(
             project=project,
             prompt_id=prompt_id,
@@ -497,10 +498,11 @@ def _write_pairs(
             labels_count=1,
             status=Comparison.Status.COMPLETE,
             random_key=rng.random(),
-            p_a=p_a,
-            majority=choice,
-            agreement=1.0,
-            mean_strength=rec.strength,
+            p_a=agg.p_a,
+            majority=agg.majority,
+            agreement=agg.agreement,
+            mean_strength=agg.mean_strength,
+            both_bad_count=agg.both_bad_count,
             completed_at=now,
         )
         label_p[(a, b)] = (p_a, rec.strength)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import random
+from typing import Literal
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
-from labelapp.errors import ValidationFailed
+from labelapp.errors import Conflict, ValidationFailed
 from labelapp.models import (
     Comparison,
     Project,
@@ -50,44 +51,73 @@ def response_get_or_create(
 @transaction.atomic
 def comparison_create(
     *,
-    prompt: Prompt,
     response_x: Response,
     response_y: Response,
+    prompt: Prompt | None = None,
+    project: Project | None = None,
     origin: str = Comparison.Origin.IMPORT,
     labels_required: int | None = None,
     priority: int = 0,
+    is_gold: bool = False,
+    gold_choice: str = "",
+    if_exists: Literal["return", "conflict"] = "return",
     rng: random.Random | None = None,
     **fields: object,
 ) -> tuple[Comparison, bool]:
-    """Create (or return) the comparison of two responses to one prompt.
+    """Create the comparison of two responses to one prompt, stored canonically (the
+    lower response id is A; a gold answer given for (x, y) is flipped to match).
 
-    The database holds "the two responses differ" (a < b) and uniqueness; that both
-    belong to the comparison's prompt needs a join, so it is checked here.
-    Returns (comparison, created); ``swapped`` callers can tell from the ids whether
-    x became B.
+    ``prompt`` defaults to response_x's prompt; ``project``, when given, must be the
+    prompt's. The database holds "the two responses differ" (a < b) and uniqueness;
+    that both belong to the comparison's prompt needs a join, so it is checked here.
+    When the pair already is a comparison, ``if_exists="return"`` returns it
+    (get-or-create, for imports and scripts) and ``"conflict"`` raises ``Conflict``
+    (the API's 409). Returns (comparison, created).
     """
+    # The messages name the API's fields (response_a/response_b are x/y as given),
+    # since API clients see them verbatim.
     if response_x.pk == response_y.pk:
-        raise ValidationFailed("a comparison needs two different responses")
-    for response in (response_x, response_y):
+        raise ValidationFailed(
+            "response_b: must differ from response_a "
+            "(a comparison needs two different responses)"
+        )
+    if prompt is None:
+        prompt = response_x.prompt
+    for field, response in (("response_a", response_x), ("response_b", response_y)):
         if response.prompt_id != prompt.pk:
             raise ValidationFailed(
-                f"response {response.pk} belongs to prompt {response.prompt_id}, "
-                f"not to prompt {prompt.pk}"
+                f"{field}: both responses must answer the same prompt (response "
+                f"{response.pk} belongs to prompt {response.prompt_id}, not to "
+                f"prompt {prompt.pk})"
             )
-    a, b = sorted((response_x, response_y), key=lambda r: r.pk)
+    if project is not None and prompt.project_id != project.pk:
+        raise ValidationFailed("response_a: belongs to another project")
+    if is_gold and not gold_choice:
+        raise ValidationFailed("gold_choice: required for a gold comparison")
     k = labels_required if labels_required is not None else prompt.project.overlap
     if k < 1:
         raise ValidationFailed(f"labels_required={k} must be at least 1")
-    return Comparison.objects.get_or_create(
-        response_a=a,
-        response_b=b,
-        defaults={
-            "project_id": prompt.project_id,
-            "prompt": prompt,
-            "origin": origin,
-            "labels_required": k,
-            "priority": priority,
-            "random_key": (rng or random).random(),
-            **fields,
-        },
-    )
+    a, b = response_x, response_y
+    if a.pk > b.pk:
+        a, b = b, a
+        gold_choice = {"a": "b", "b": "a"}.get(gold_choice, gold_choice)
+    values = {
+        "project_id": prompt.project_id,
+        "prompt": prompt,
+        "origin": origin,
+        "labels_required": k,
+        "priority": priority,
+        "is_gold": is_gold,
+        "gold_choice": gold_choice,
+        "random_key": (rng or random).random(),
+        **fields,
+    }
+    if if_exists == "return":
+        return Comparison.objects.get_or_create(
+            response_a=a, response_b=b, defaults=values
+        )
+    try:
+        with transaction.atomic():
+            return Comparison.objects.create(response_a=a, response_b=b, **values), True
+    except IntegrityError as exc:
+        raise Conflict("This pair is already a comparison.") from exc

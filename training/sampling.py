@@ -486,6 +486,29 @@ class _LocalTokenizer:
                     index=i,
                 )
 
+    def _prepare(
+        self,
+        conversations: Sequence[Conversation],
+        n: int,
+        *,
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float,
+        seed: int,
+        first_index: int,
+    ) -> tuple[list[list[int]], list[list[int]]]:
+        """The start of every local ``sample()``: check the request and the prompt
+        lengths, then each prompt's token ids and the seeds of its n samples
+        (samples ``first_index`` .. ``first_index + n - 1``)."""
+        validate_request(conversations, n, max_new_tokens, temperature, top_p)
+        self.validate(conversations, max_new_tokens)
+        encoded = [self.encode(c) for c in conversations]
+        seeds = [
+            [sample_seed(seed, c, first_index + j) for j in range(n)]
+            for c in conversations
+        ]
+        return encoded, seeds
+
 
 class TransformersSampler(_LocalTokenizer):
     """Local sampling with a shared prompt prefill and a lean decode loop.
@@ -578,13 +601,15 @@ class TransformersSampler(_LocalTokenizer):
         progress: SampleProgress | None = None,
         first_index: int = 0,
     ) -> list[list[Completion]]:
-        validate_request(conversations, n, max_new_tokens, temperature, top_p)
-        self.validate(conversations, max_new_tokens)
-        encoded = [self.encode(c) for c in conversations]
-        seeds = [
-            [sample_seed(seed, c, first_index + j) for j in range(n)]
-            for c in conversations
-        ]
+        encoded, seeds = self._prepare(
+            conversations,
+            n,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            seed=seed,
+            first_index=first_index,
+        )
         # Prompts sorted by length share batches with similar lengths (less padding).
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
         per_batch = max(1, self.max_batch_rows // n)
@@ -846,12 +871,18 @@ class VLLMSampler(_LocalTokenizer):
         progress: SampleProgress | None = None,
         first_index: int = 0,
     ) -> list[list[Completion]]:
-        validate_request(conversations, n, max_new_tokens, temperature, top_p)
-        self.validate(conversations, max_new_tokens)
+        encoded, seeds = self._prepare(
+            conversations,
+            n,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            seed=seed,
+            first_index=first_index,
+        )
         prompts, params = [], []
-        for conv in conversations:
-            ids = self.encode(conv)
-            for j in range(n):
+        for ids, prompt_seeds in zip(encoded, seeds, strict=True):
+            for one_seed in prompt_seeds:
                 prompts.append({"prompt_token_ids": ids})
                 params.append(
                     self._vllm.SamplingParams(
@@ -859,7 +890,7 @@ class VLLMSampler(_LocalTokenizer):
                         max_tokens=max_new_tokens,
                         temperature=temperature,
                         top_p=top_p,
-                        seed=sample_seed(seed, conv, first_index + j),
+                        seed=one_seed,
                     )
                 )
         outputs = self.llm.generate(prompts, params, use_tqdm=False)

@@ -19,7 +19,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response as HttpResponse
 from rest_framework.views import APIView
 
-from labelapp import content, models, selectors
+from labelapp import content, models, selectors, services
 from labelapp.aggregation import label_review
 from labelapp.api import serializers as s
 from labelapp.api.permissions import ProjectAdminWrites, StaffCreatesProjects
@@ -216,16 +216,17 @@ class ComparisonViewSet(_Scoped, viewsets.ModelViewSet):
 
     def perform_create(self, serializer: s.ComparisonSerializer) -> None:
         data = dict(serializer.validated_data)
-        serializer.instance = content.comparison_create(
+        serializer.instance, _ = services.comparison_create(
             project=data.pop("project"),
-            response_1=data.pop("response_a"),
-            response_2=data.pop("response_b"),
+            response_x=data.pop("response_a"),
+            response_y=data.pop("response_b"),
             origin=data.get("origin", "import"),
             priority=data.get("priority", 0),
             labels_required=data.get("labels_required"),
             is_gold=data.get("is_gold", False),
             gold_choice=data.get("gold_choice", ""),
             round=data.get("round"),
+            if_exists="conflict",
         )
 
     def partial_update(self, request: Request, *args, **kwargs) -> HttpResponse:

@@ -211,6 +211,16 @@ def test_create_comparison_canonicalises(project, user_factory, api_client_for):
         format="json",
     )
     assert mixed.status_code == 400
+    assert mixed.json()["detail"].startswith(
+        "response_b: both responses must answer the same prompt"
+    )
+    same = client.post(
+        "/api/v1/comparisons/",
+        {"project": project.pk, "response_a": r[0], "response_b": r[0]},
+        format="json",
+    )
+    assert same.status_code == 400
+    assert same.json()["detail"].startswith("response_b: must differ from response_a")
     patched = client.patch(
         f"/api/v1/comparisons/{created.pk}/",
         {"priority": 7, "status": "retired"},

@@ -73,7 +73,7 @@ def demo(db: None) -> dict[str, Any]:
     review_label(c["multi"], u1, "a", strength=4)
     c["mixed"] = review_comparison(project, "Poem?", "Roses are red.", "No poems.")
     review_label(c["mixed"], u1, "a", strength=3)
-    review_label(c["mixed"], u2, "both_bad")
+    review_label(c["mixed"], u2, "both_bad", strength=1)  # as the UI sends it
     # A rejected label must not count: without it "clear" stays unanimous.
     review_label(
         c["clear"], review_user("dave"), "b", strength=4, review_state="rejected"
@@ -136,6 +136,7 @@ def test_preferences_jsonl_messages(
     # "both bad" does not enter p_a but lowers agreement.
     mixed = rows[c["mixed"].pk]
     assert (mixed["p_a"], mixed["agreement"], mixed["n_labels"]) == (1.0, 0.5, 2)
+    assert mixed["strength"] == 3.0  # A/B labels only: both_bad's 1 does not count
 
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["counts"] == {

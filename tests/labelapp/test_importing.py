@@ -119,14 +119,16 @@ def test_pair_formats_store_imported_labels_in_canonical_orientation(project, tm
                 "p_a": 0.25,
                 "strength": 3,
             },
+            {"prompt": "P4", "response_a": "u", "response_b": "v", "p_a": 0.5,
+             "strength": 2},
         ],
-    )
+    )  # fmt: skip
     result = import_files(project=project, paths=[path])
     assert result.created == {
-        "prompts": 3,
-        "responses": 6,
-        "comparisons": 3,
-        "labels": 3,
+        "prompts": 4,
+        "responses": 8,
+        "comparisons": 4,
+        "labels": 4,
     }
     hh = Prompt.objects.get(messages__0__content="hi")
     assert hh.messages == [
@@ -140,9 +142,14 @@ def test_pair_formats_store_imported_labels_in_canonical_orientation(project, tm
         assert comparison.status == "complete" and comparison.p_a == label.p_a
         a_text = comparison.response_a.text
         expected = {"good": 1.0, "bad": 0.0, "ha": 1.0, "no": 0.0, "x": 0.25, "y": 0.75}
+        expected |= {"u": 0.5, "v": 0.5}
         assert label.p_a == expected[a_text]
     soft = Label.objects.get(comparison__prompt__messages__0__content="P3")
-    assert soft.strength == 3
+    assert soft.strength == 3 and soft.comparison.mean_strength == 3.0
+    # A tie keeps the strength it came with, but it does not enter mean_strength.
+    tie = Label.objects.get(comparison__prompt__messages__0__content="P4")
+    assert tie.choice == "tie" and tie.strength == 2
+    assert tie.comparison.mean_strength is None and tie.comparison.majority == "tie"
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 
-from labelapp.errors import ValidationFailed
+from labelapp.errors import Conflict, ValidationFailed
 from labelapp.models import Comparison, Job, Label, ModelVersion, Prompt, Response
 from labelapp.services import (
     comparison_create,
@@ -54,6 +54,10 @@ def test_comparison_constraints(prompt):
     assert comparison.labels_required == prompt.project.overlap
     again, created = comparison_create(prompt=prompt, response_x=r1, response_y=r2)
     assert again == comparison and not created
+    with pytest.raises(Conflict, match="already a comparison"):
+        comparison_create(
+            prompt=prompt, response_x=r1, response_y=r2, if_exists="conflict"
+        )
     fields = {"project": prompt.project, "prompt": prompt, "labels_required": 1}
     _violates(lambda: Comparison.objects.create(response_a=r2, response_b=r1, **fields))
     _violates(lambda: Comparison.objects.create(response_a=r1, response_b=r1, **fields))

@@ -173,17 +173,6 @@ def test_gold_accuracy_and_flagging() -> None:
     assert quality.gold_flagged(gold, min_count=3, min_accuracy=0.7) == ["bad", "new"]
 
 
-def test_aggregate_counts() -> None:
-    agg = quality.aggregate_labels(
-        [("a", 1.0, 3), ("a", 1.0, 4), ("both_bad", None, None)]
-    )
-    assert agg.p_a == 1.0 and agg.majority == "a"
-    assert agg.agreement == pytest.approx(2 / 3) and agg.mean_strength == 3.5
-    split = quality.aggregate_labels([("a", 1.0, 2), ("b", 0.0, 2)])
-    assert split.p_a == 0.5 and split.majority == "" and split.agreement == 0.5
-    assert quality.aggregate_labels([("both_bad", None, None)]).p_a is None
-
-
 # --- reward-model monitor, pure ---------------------------------------------------
 
 

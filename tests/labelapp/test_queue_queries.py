@@ -81,7 +81,7 @@ def test_label_keeps_aggregates_exact(project):
     p_values = [{"a": 1.0, "b": 0.0}[c] for c in stored if c != "both_bad"]
     assert only.p_a == pytest.approx(sum(p_values) / len(p_values))
     assert only.both_bad_count == 1
-    assert only.mean_strength == pytest.approx(7 / 3)
+    assert only.mean_strength == pytest.approx(3.0)  # (4 + 2) / 2: not both_bad's 1
 
 
 def test_stale_candidate_never_re_leases_a_labelled_assignment(project, monkeypatch):

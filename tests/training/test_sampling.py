@@ -22,6 +22,7 @@ from training.sampling import (
     UnknownBackendError,
     UnknownModelError,
     make_sampler,
+    sample_seed,
 )
 
 SETTINGS = {"max_new_tokens": 12, "temperature": 1.0, "top_p": 0.9, "seed": 7}
@@ -302,6 +303,10 @@ def test_vllm_backend_builds_seeded_prefix_cached_requests(monkeypatch, tmp_path
     assert calls["engine"]["enable_prefix_caching"] is True
     assert len(calls["params"]) == 9
     assert {p["max_tokens"] for p in calls["params"]} == {5}
+    # One request per sample, prompt by prompt, each with its own sample seed.
+    assert [p["seed"] for p in calls["params"]] == [
+        sample_seed(1, c, j) for c in CONVERSATIONS for j in range(3)
+    ]
     assert [len(r) for r in out] == [3, 3, 3]
     assert out[0][0].finish_reason == "length" and out[0][0].token_count == 2
     chunked = sampler.sample(CONVERSATIONS, 1, max_new_tokens=5, seed=1, first_index=2)
