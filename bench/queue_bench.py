@@ -27,11 +27,13 @@ DATABASE_URL's server.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
 import random
 import secrets
+import signal
 import statistics
 import subprocess
 import sys
@@ -254,11 +256,19 @@ def load() -> str:
 
 
 def stop_server(proc) -> None:
-    proc.terminate()
+    """Quick shutdown: SIGINT makes gunicorn stop its workers at once, a naive
+    request still running included (SIGTERM would let it finish, and a worker
+    orphaned by a timeout would then query the database after it is dropped)."""
+    workers = _children(proc.pid)
+    proc.send_signal(signal.SIGINT)
     try:
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
         proc.kill()
+        proc.wait()
+    for pid in workers:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 # --- driver ------------------------------------------------------------------------
