@@ -74,6 +74,9 @@ def comparison_create(
     (get-or-create, for imports and scripts) and ``"conflict"`` raises ``Conflict``
     (the API's 409). Returns (comparison, created).
     """
+    if if_exists not in ("return", "conflict"):
+        # A programming error, not bad input: say so before anything is written.
+        raise ValueError(f"if_exists must be 'return' or 'conflict', not {if_exists!r}")
     # The messages name the API's fields (response_a/response_b are x/y as given),
     # since API clients see them verbatim.
     if response_x.pk == response_y.pk:

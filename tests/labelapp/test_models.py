@@ -58,6 +58,8 @@ def test_comparison_constraints(prompt):
         comparison_create(
             prompt=prompt, response_x=r1, response_y=r2, if_exists="conflict"
         )
+    with pytest.raises(ValueError, match="if_exists must be"):
+        comparison_create(prompt=prompt, response_x=r1, response_y=r2, if_exists="x")
     fields = {"project": prompt.project, "prompt": prompt, "labels_required": 1}
     _violates(lambda: Comparison.objects.create(response_a=r2, response_b=r1, **fields))
     _violates(lambda: Comparison.objects.create(response_a=r1, response_b=r1, **fields))
