@@ -235,6 +235,8 @@ def _preallocated_cache(config: Any, capacity: int) -> Any:
 SHARED_PREFIX_ATTENTION = "pairloop_shared_prefix"
 _registered = threading.Lock()
 _registered_done = False
+# transformers' SDPA attention, looked up once at registration (not per layer call).
+_SDPA: list[Any] = []
 
 
 def _shared_prefix_attention(
@@ -257,11 +259,9 @@ def _shared_prefix_attention(
     (on a CPU, attention at 64 rows is bound by those reads). Anything else
     (the prefill, unmarked keys) is ordinary SDPA.
     """
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
     layer = getattr(key, "_pairloop_shared", None)
     if layer is None or query.shape[2] != 1:
-        return sdpa_attention_forward(
+        return _SDPA[0](
             module,
             query,
             key,
@@ -280,8 +280,10 @@ def _register_shared_prefix_attention() -> None:
         if _registered_done:
             return
         from transformers import AttentionInterface
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
         from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+        _SDPA.append(sdpa_attention_forward)
         AttentionInterface.register(SHARED_PREFIX_ATTENTION, _shared_prefix_attention)
         AttentionMaskInterface.register(SHARED_PREFIX_ATTENTION, sdpa_mask)
         _registered_done = True
@@ -292,8 +294,8 @@ def _supports_shared_prefix(model: Any) -> bool:
 
     The model must route attention through transformers' AttentionInterface
     (else it would attend to the per-row part alone) and use plain full
-    attention (no sliding window, no logit soft-capping) over a single group of
-    key/value heads layout.
+    attention: no sliding window and no logit soft-capping, which the shared
+    path does not apply.
     """
     config = model.config
     if not getattr(model, "_can_set_attn_implementation", lambda: False)():
@@ -344,8 +346,9 @@ class _SharedPrefixState:
         slot_in_prompt = torch.arange(len(self.owner), device=self.owner.device)
         slot_in_prompt = slot_in_prompt - first[self.owner]
         self.rows = self.owner * width + slot_in_prompt
-        slots = torch.zeros(self.prompts * width, dtype=torch.long)
-        slots = slots.to(self.owner.device)
+        slots = torch.zeros(
+            self.prompts * width, dtype=torch.long, device=self.owner.device
+        )
         slots[self.rows] = torch.arange(len(self.owner), device=self.owner.device)
         self.slots = slots
         self.slots_per_prompt = width

@@ -18,6 +18,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
+
+from tests.e2e.processes import Processes
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -83,3 +87,13 @@ class ServerProcess:
 
     def is_up(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+
+@pytest.fixture
+def procs(transactional_db, tmp_path, settings):
+    """Real runserver / Celery worker / beat processes (tests.e2e.processes),
+    stopped after the test; their artifacts go under the test's tmp_path."""
+    settings.ARTIFACTS_DIR = tmp_path / "artifacts"
+    p = Processes(tmp_path)
+    yield p
+    p.stop_all()

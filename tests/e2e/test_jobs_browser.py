@@ -11,19 +11,11 @@ from django.contrib.auth import get_user_model
 
 from labelapp.importing import import_files
 from labelapp.models import Job, Membership, Project
-from tests.e2e.processes import Processes, wait_until
+from tests.e2e.processes import wait_until
 from tests.training.conftest import save_tiny_base
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(400)]
 PASSWORD = "jobs-page-password-1"
-
-
-@pytest.fixture
-def procs(transactional_db, tmp_path, settings):
-    settings.ARTIFACTS_DIR = tmp_path / "artifacts"
-    p = Processes(tmp_path)
-    yield p
-    p.stop_all()
 
 
 def test_progress_moves_during_a_real_job(procs, page, tmp_path):

@@ -27,7 +27,7 @@ from labelapp.models import (
     Round,
     SFTExample,
 )
-from tests.e2e.processes import Processes, wait_until
+from tests.e2e.processes import wait_until
 from tests.training.conftest import save_tiny_base
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(600)]
@@ -47,14 +47,6 @@ def tiny_models(tmp_path):
     policy = save_tiny_base(tmp_path / "policy", "decoder", chat_template=True)
     reward_base = save_tiny_base(tmp_path / "reward-base", "encoder")
     return str(policy), str(reward_base)
-
-
-@pytest.fixture
-def procs(transactional_db, tmp_path, settings):
-    settings.ARTIFACTS_DIR = tmp_path / "artifacts"
-    p = Processes(tmp_path)
-    yield p
-    p.stop_all()
 
 
 def make_project(tiny_models, tmp_path, **overrides) -> Project:
