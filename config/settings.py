@@ -142,6 +142,9 @@ CSRF_TRUSTED_ORIGINS = ENV.list("CSRF_TRUSTED_ORIGINS", default=[])
 # How long each process may reuse a token's user row (labelapp.api.authentication):
 # a deleted token or deactivated user is refused everywhere after at most this long.
 API_TOKEN_CACHE_SECONDS = ENV.int("API_TOKEN_CACHE_SECONDS", default=5, minimum=0)
+# Answer plain next/label API requests without the middleware and DRF dispatch
+# (labelapp/api/fastlane.py; same services, same responses). Off: all through Django.
+API_FAST_LANE = ENV.bool("API_FAST_LANE", default=True)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

@@ -424,11 +424,9 @@ def _plain_int(value: object, low: int, high: int) -> bool:
     return type(value) is int and low <= value <= high
 
 
-def label_input(data: object) -> dict:
-    """LabelInputSerializer(data=data).validated_data. A well-formed JSON body (what
-    every client sends) is checked here; anything else (a form body, strings for
-    numbers, text to trim, an invalid value) goes through the serializer, which
-    coerces it or raises its 400 with field-level errors."""
+def plain_label_input(data: object) -> dict | None:
+    """LabelInputSerializer's validated_data for a well-formed JSON body (what every
+    client sends), checked by hand; None for anything else."""
     if (
         type(data) is dict
         and type(data.get("choice")) is str
@@ -444,6 +442,17 @@ def label_input(data: object) -> dict:
         validated = {k: v for k, v in data.items() if k in _LABEL_INPUT_KEYS}
         validated.setdefault("rationale", "")
         validated.setdefault("idempotency_key", "")
+        return validated
+    return None
+
+
+def label_input(data: object) -> dict:
+    """LabelInputSerializer(data=data).validated_data. A well-formed JSON body is
+    checked by hand (plain_label_input); anything else (a form body, strings for
+    numbers, text to trim, an invalid value) goes through the serializer, which
+    coerces it or raises its 400 with field-level errors."""
+    validated = plain_label_input(data)
+    if validated is not None:
         return validated
     serializer = LabelInputSerializer(data=data)
     serializer.is_valid(raise_exception=True)

@@ -1,0 +1,222 @@
+"""A fast lane for the two requests an annotator makes per label.
+
+``POST /api/v1/projects/{id}/next/`` and ``POST /api/v1/assignments/{id}/label/``
+are most of the API's traffic at labelling time (two per label, hundreds a second in a
+campaign). Through Django's middleware, URL resolver and DRF's dispatch (content
+negotiation, authenticators, permissions, parsers, renderer) each costs ~1.5 ms of
+Python before and after the queue's own work. This WSGI wrapper answers the plain
+case of those two requests directly: it authenticates the token as DRF's
+TokenAuthentication does (same class, same cache), calls the same queue services and
+the same body builders as the views, renders with DRF's JSONRenderer and sets the
+headers the middleware would set. ``tests/labelapp/test_fastlane.py`` checks that
+both paths answer every case alike, byte for byte.
+
+Anything else goes to Django unchanged, so every rule keeps one home:
+
+* other methods and URLs, a session cookie (browser: session auth and CSRF apply),
+  no ``Token`` header, a host outside ALLOWED_HOSTS, an ``Accept`` other than JSON,
+  plain HTTP when SSL redirect is on, a body that is not small plain JSON;
+* any error at all: an invalid token, a non-member, a conflict, a bad field. The
+  queue's writes are single transactions, so an error has written nothing, and
+  Django re-runs the request and renders its own error response (errors are rare
+  and not worth a second renderer).
+
+``API_FAST_LANE`` (settings, default on) turns it off.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from django.conf import settings
+from django.core import signals
+from django.http.request import split_domain_port, validate_host
+
+log = logging.getLogger(__name__)
+WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
+
+_ROUTES = re.compile(
+    r"^/api/v1/(?:projects/(?P<project>[0-9]{1,19})/next"
+    r"|assignments/(?P<assignment>[0-9]{1,19})/label)/$"
+)
+_JSON_ACCEPT = {"", "*/*", "application/json"}
+_JSON_CONTENT_TYPES = {"application/json", "application/json; charset=utf-8"}
+_MAX_ID = 2**63 - 1
+_STATUS = {200: "200 OK", 201: "201 Created", 204: "204 No Content"}
+
+
+class _Decline(Exception):
+    """Not a plain case: Django answers."""
+
+
+class FastLane:
+    def __init__(self, app: WSGIApp) -> None:
+        self.app = app
+        self._ready = False
+
+    def _setup(self) -> None:
+        # Imported on first use: the wrapper is built before Django's apps are.
+        from rest_framework.exceptions import APIException
+        from rest_framework.renderers import JSONRenderer
+
+        from frontend.middleware import CSP
+        from labelapp import selectors
+        from labelapp.api import serializers
+        from labelapp.api.authentication import TokenAuthentication
+        from labelapp.errors import DomainError
+        from labelapp.queue import comparison_next_for, label_submit
+
+        self._expected = (
+            DomainError,
+            APIException,
+            UnicodeDecodeError,
+            json.JSONDecodeError,
+        )
+        self._auth = TokenAuthentication()
+        self._render = JSONRenderer().render
+        self._next = comparison_next_for
+        self._label = label_submit
+        self._payload = selectors.assignment_payload
+        self._next_data = serializers.next_data
+        self._label_input = serializers.plain_label_input
+        self._label_data = serializers.submitted_label_data
+        # What SecurityMiddleware, XFrameOptionsMiddleware, the CSP middleware and
+        # DRF add to these responses (the parity test pins them).
+        # Vary: DRF names Accept when it has more than one renderer; the session
+        # middleware names Cookie once session auth has looked for a session.
+        renderers = settings.REST_FRAMEWORK.get("DEFAULT_RENDERER_CLASSES", ())
+        vary = "Accept, Cookie" if len(renderers) > 1 else "Cookie"
+        headers = [
+            ("Vary", vary),
+            ("Allow", "POST, OPTIONS"),
+            ("X-Frame-Options", "DENY"),
+        ]
+        if settings.SECURE_CONTENT_TYPE_NOSNIFF:
+            headers.append(("X-Content-Type-Options", "nosniff"))
+        if settings.SECURE_REFERRER_POLICY:
+            headers.append(("Referrer-Policy", settings.SECURE_REFERRER_POLICY))
+        if settings.SECURE_CROSS_ORIGIN_OPENER_POLICY:
+            coop = settings.SECURE_CROSS_ORIGIN_OPENER_POLICY
+            headers.append(("Cross-Origin-Opener-Policy", coop))
+        headers.append(("Content-Security-Policy", CSP))
+        self._headers = headers
+        self._cookie = settings.SESSION_COOKIE_NAME + "="
+        self._ready = True
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        if environ.get("REQUEST_METHOD") != "POST" or not settings.API_FAST_LANE:
+            return self.app(environ, start_response)
+        route = _ROUTES.match(environ.get("PATH_INFO", ""))
+        if route is None:
+            return self.app(environ, start_response)
+        if not self._ready:
+            self._setup()
+        body = b""
+        try:
+            key = self._plain_request(environ)
+            body = self._read_body(environ)
+            answer = self._answer(route, key, body, environ)
+        except _Decline:
+            answer = None
+        if answer is None:
+            # The body was read: hand Django a fresh stream of the same bytes.
+            environ["wsgi.input"] = io.BytesIO(body)
+            environ["CONTENT_LENGTH"] = str(len(body))
+            return self.app(environ, start_response)
+        code, content = answer
+        headers = [("Content-Length", str(len(content))), *self._headers]
+        if content:
+            headers.insert(0, ("Content-Type", "application/json"))
+        start_response(_STATUS[code], headers)
+        return [content]
+
+    def _plain_request(self, environ: dict) -> str:
+        """The token of a request the fast lane may answer; _Decline otherwise."""
+        auth = environ.get("HTTP_AUTHORIZATION", "").split()
+        if len(auth) != 2 or auth[0].lower() != "token" or not auth[1].isascii():
+            raise _Decline
+        if self._cookie in environ.get("HTTP_COOKIE", ""):
+            raise _Decline
+        if environ.get("HTTP_ACCEPT", "") not in _JSON_ACCEPT:
+            raise _Decline
+        if settings.SECURE_SSL_REDIRECT and environ.get("wsgi.url_scheme") != "https":
+            raise _Decline
+        if environ.get("HTTP_X_FORWARDED_HOST") or environ.get(
+            "HTTP_X_FORWARDED_PROTO"
+        ):
+            raise _Decline  # proxy headers: Django's own rules decide
+        host = environ.get("HTTP_HOST", "")
+        domain, _port = split_domain_port(host)
+        allowed = settings.ALLOWED_HOSTS
+        if settings.DEBUG and not allowed:
+            allowed = [".localhost", "127.0.0.1", "[::1]"]
+        if not domain or not validate_host(domain, allowed):
+            raise _Decline
+        return auth[1]
+
+    @staticmethod
+    def _read_body(environ: dict) -> bytes:
+        length = environ.get("CONTENT_LENGTH") or "0"
+        if not length.isdigit():
+            raise _Decline
+        size = int(length)
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        if limit is not None and size > limit:
+            raise _Decline  # Django refuses it with its own error
+        return environ["wsgi.input"].read(size) if size else b""
+
+    def _answer(
+        self, route: re.Match, key: str, body: bytes, environ: dict
+    ) -> tuple[int, bytes] | None:
+        """(status, body) of a successful answer; None: let Django answer."""
+        signals.request_started.send(sender=self.__class__, environ=environ)
+        try:
+            try:
+                user, _token = self._auth.authenticate_credentials(key)
+                if route["project"] is not None:
+                    return self._answer_next(user, int(route["project"]), body)
+                return self._answer_label(user, int(route["assignment"]), body, environ)
+            except self._expected:
+                return None  # Django re-runs it and renders its own error
+            except Exception:
+                # Not expected here, but the write (if any) was rolled back, so
+                # Django may still answer; a bug in the lane must not go unseen.
+                log.exception("fast lane: unexpected error; handing over to Django")
+                return None
+        finally:
+            signals.request_finished.send(sender=self.__class__)
+
+    def _answer_next(self, user: Any, project_id: int, body: bytes) -> tuple | None:
+        if not 0 < project_id <= _MAX_ID:
+            return None
+        assignment = self._next(annotator=user, project=project_id)
+        if assignment is None:
+            return 204, b""
+        return 200, self._render(self._next_data(self._payload(assignment)))
+
+    def _answer_label(
+        self, user: Any, assignment_id: int, body: bytes, environ: dict
+    ) -> tuple | None:
+        if not 0 < assignment_id <= _MAX_ID:
+            return None
+        if environ.get("CONTENT_TYPE", "").lower() not in _JSON_CONTENT_TYPES:
+            return None
+        # Only what needs no coercion: anything the serializer would have to
+        # convert, trim or refuse is Django's (DRF's parser is also stricter, e.g.
+        # about NaN, so the lane never decides what the parser would refuse).
+        values = self._label_input(json.loads(body.decode("utf-8")))
+        if values is None:
+            return None
+        label, created = self._label(
+            assignment_id=assignment_id, annotator=user, **values
+        )
+        return (201 if created else 200), self._render(self._label_data(label))
+
+
+def with_fast_lane(app: WSGIApp) -> WSGIApp:
+    return FastLane(app)
