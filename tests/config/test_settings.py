@@ -104,3 +104,11 @@ def test_deploy_check_is_clean_with_debug_off():
         },
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_prepared_statements_get_generic_plans_unless_preparing_is_off():
+    db = parse_database_url("DATABASE_URL", "postgres://u@h/db?options=-c%20x%3D1")
+    assert db["OPTIONS"]["prepare_threshold"] == 2
+    assert db["OPTIONS"]["options"] == "-c x=1 -c plan_cache_mode=force_generic_plan"
+    off = parse_database_url("DATABASE_URL", "postgres://u@h/db?prepare_threshold=off")
+    assert off["OPTIONS"] == {"prepare_threshold": None}

@@ -122,3 +122,25 @@ def test_stale_candidate_never_over_leases(project, monkeypatch):
     monkeypatch.setattr(queue, "_pick_candidate", stale)
     assert comparison_next_for(annotator=bob, project=project) is None
     assert Assignment.objects.filter(comparison=only).count() == 1
+
+
+def test_hot_path_statements_run_on_generic_plans_from_the_start(project):
+    """The connection asks for generic plans (config.env), so the queue's prepared
+    statements are never re-planned per execution, whatever their first runs saw."""
+    from django.db import connection
+
+    make_comparisons(project, 4)
+    users = [make_user(project=project) for _ in range(3)]
+    for user in users:  # prepare_threshold 2: the third run is prepared
+        comparison_next_for(annotator=user, project=project)
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW plan_cache_mode")
+        assert cursor.fetchone()[0] == "force_generic_plan"
+        cursor.execute(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
+            " WHERE statement LIKE %s",
+            ["%FOR UPDATE OF c SKIP LOCKED%"],
+        )
+        plans = cursor.fetchall()
+    assert plans, "the candidate query was not prepared"
+    assert all(generic >= 1 and custom == 0 for generic, custom in plans), plans
