@@ -45,6 +45,10 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import psycopg
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import naive_queue
+
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 
@@ -529,8 +533,10 @@ def main() -> int:
             on, off = statistics.mean(rates["on"]), statistics.mean(rates["off"])
             say(f"fast lane on / off: {on:.1f} / {off:.1f} labels/s = {on / off:.2f}x")
 
+        # Last: from here on the database's candidate query is the naive one.
+        naive_queue.install(url)
         server = start_server(
-            env, args.port, args.workers, args.threads, "bench/gunicorn_naive.py",
+            env, args.port, args.workers, args.threads, "bench/gunicorn_bench.py",
             tokens[0],
         )  # fmt: skip
         try:

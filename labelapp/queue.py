@@ -5,7 +5,7 @@ invariants, and where each race that could break them is closed:
 
 * a comparison is never leased to more annotators at once than the labels it still
   needs: ``labels_count + active leases < labels_required``, checked *after* the
-  comparison row is locked (``_has_free_slot``);
+  comparison row is locked (the lease statement in labelapp_queue_next);
 * an annotator never gets a comparison they labelled or skipped (filter in the
   candidate query, backed by the unique (comparison, annotator) constraints);
 * one annotator asking twice (double click, two tabs) gets the same lease: their
@@ -18,10 +18,11 @@ comparison lock while holding an assignment lock, so these paths cannot deadlock
 ``next`` only takes comparison locks with SKIP LOCKED, so annotators never queue
 behind each other's candidate rows.
 
-The hot paths are hand-written SQL, a few statements each (``next``: lock membership,
-read held leases, pick a candidate, lease it; ``label``: lock the comparison, read the
-assignment and the comparison's labels, write everything), because per-request cost
-is dominated by round trips and ORM overhead, not by the queries themselves. Each
+The hot paths are hand-written SQL, because per-request cost is dominated by round
+trips and ORM overhead, not by the queries themselves. ``next`` is one call of a
+PostgreSQL function (migration 0005: lock membership, close lapsed leases, resume a
+held lease, pick a candidate, lease it); ``label`` is a few statements (lock the
+comparison, read the assignment and the comparison's labels, write everything). Each
 statement that must see data committed while we waited for a lock is a *separate*
 statement after the locking one: in READ COMMITTED a statement reads one snapshot,
 and a lock wait does not refresh what its subqueries saw.
@@ -34,7 +35,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Collection, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -80,147 +81,19 @@ def _columns(alias: str) -> str:
     return ", ".join(f"{alias}.{name}" for name in _ASSIGNMENT_COLUMNS)
 
 
-# What the annotator is shown, joined onto a leased assignment ``a`` so the lease and
-# its payload come back in one statement (selectors.assignment_payload uses them).
-_PAYLOAD_COLUMNS = "c.prompt_id, c.response_a_id, c.response_b_id, p.messages, " + (
-    "ra.text, rb.text"
-)
-_PAYLOAD_JOIN = """
-JOIN labelapp_comparison c ON c.id = a.comparison_id
-JOIN labelapp_prompt p ON p.id = c.prompt_id
-JOIN labelapp_response ra ON ra.id = c.response_a_id
-JOIN labelapp_response rb ON rb.id = c.response_b_id
-"""
-
-# Statement 1 of ``next``: the annotator's membership row, locked, with the project
-# settings the lease needs (one query instead of project + membership reads).
-# Race closed: the same annotator calling next twice at once (double click, two
-# tabs). Locking their membership row serialises their calls, so the second sees the
-# lease the first made (statement 2 runs after this lock, on a fresh snapshot) and
-# returns it instead of taking a second one.
-_MEMBERSHIP_SQL = """
-SELECT m.paused, pr.gold_rate, pr.lease_seconds
-FROM labelapp_membership m
-JOIN labelapp_project pr ON pr.id = m.project_id
-WHERE m.project_id = %(project_id)s AND m.user_id = %(user_id)s
-FOR UPDATE OF m
-"""
-
-# Statement 2 of ``next``: the annotator's live leases in the project, oldest first,
-# with their payloads; and, in the same statement, their own leases that ran out are
-# closed (theirs to close; others' are closed by the comparison they sit on, in
-# statement 4, or by leases_reclaim()). The UPDATE and the SELECT touch disjoint rows
-# (expires_at <= now vs > now), so sharing a snapshot is harmless.
-_HELD_SQL = f"""
-WITH lapsed AS (
-    UPDATE labelapp_assignment
-    SET state = 'expired', finished_at = %(now)s
-    WHERE annotator_id = %(user_id)s AND project_id = %(project_id)s
-      AND state = 'leased' AND expires_at <= %(now)s
-)
-SELECT {_columns("a")}, {_PAYLOAD_COLUMNS}
-FROM labelapp_assignment a
-{_PAYLOAD_JOIN}
-WHERE a.annotator_id = %(user_id)s AND a.project_id = %(project_id)s
-  AND a.state = 'leased' AND a.expires_at > %(now)s
-ORDER BY a.leased_at, a.id
-"""
-
-# Statement 3 of ``next``: the candidate query. Walks comparison_queue_idx (or
-# comparison_gold_queue_idx) in queue order: priority, then comparisons already
-# started (finish what is begun, so complete pairs reach training sooner), then
-# random_key. The free-slot test here reads a snapshot taken before the row lock; it
-# is a cheap pre-filter only and is re-checked after locking (statement 4). is_gold is
-# a literal (one prepared statement each), so the gold pass keeps its partial index.
-_CANDIDATE_SQL_TEMPLATE = """
-SELECT c.id
-FROM labelapp_comparison c
-WHERE c.project_id = %(project_id)s
-  AND c.status = 'open'
-  AND c.is_gold = {gold}
-  AND NOT (c.id = ANY(%(exclude)s))
-  AND NOT EXISTS (
-      SELECT 1 FROM labelapp_assignment mine
-      WHERE mine.comparison_id = c.id
-        AND mine.annotator_id = %(user_id)s
-        AND (
-            mine.state IN ('labelled', 'skipped')
-            -- a comparison the annotator already holds (the page's prefetch asks
-            -- for a second lease; it must be a different pair)
-            OR (mine.state = 'leased' AND mine.expires_at > %(now)s)
-        )
-  )
-  AND c.labels_count + (
-      SELECT count(*) FROM labelapp_assignment act
-      WHERE act.comparison_id = c.id
-        AND act.state = 'leased'
-        AND act.expires_at > %(now)s
-  ) < c.labels_required
-ORDER BY c.priority DESC, c.labels_count DESC, c.random_key
-LIMIT 1
-FOR UPDATE OF c SKIP LOCKED
-"""
-_CANDIDATE_SQL = {
-    gold: _CANDIDATE_SQL_TEMPLATE.replace("{gold}", "true" if gold else "false")
-    for gold in (True, False)
-}
-
-# Statement 4 of ``next``, run with the candidate's row locked (statement 3): re-check
-# the free slot, close others' lapsed leases on it, take the lease, return it with its
-# payload. No row back: the slot is gone (or see ON CONFLICT below); step on.
-#
-# Race closed (free slot): two annotators' ``next`` evaluate the candidate query on
-# the same snapshot, both see one free slot; the first leases and commits; the second
-# then locks the row. PostgreSQL re-checks only the comparison row's own columns after
-# the lock wait (a new lease does not touch that row), so without this recount, on
-# this statement's fresh snapshot, the second would take a slot that no longer
-# exists. The recount and the reclaim share a snapshot but not rows (expires_at > now
-# vs <= now).
-#
-# Re-leasing: (comparison, annotator) is unique, so an expired earlier lease of this
-# annotator on this comparison is re-used by ON CONFLICT DO UPDATE. Race closed: the
-# candidate query excluded the comparisons they labelled or skipped, but on its
-# snapshot; a late label (label_submit on an expired lease) may commit between that
-# snapshot and our lock. The DO UPDATE ... WHERE state = 'expired' re-checks on the
-# current row, so a labelled or skipped assignment is never turned back into a lease.
-# The annotator's own lapsed leases were closed by statement 2 (so "reclaimed" and
-# the upsert never touch the same row in one statement).
-_LEASE_SQL = f"""
-WITH free AS (
-    SELECT c.id
-    FROM labelapp_comparison c
-    WHERE c.id = %(comparison_id)s
-      AND c.status = 'open'
-      AND c.labels_count + (
-          SELECT count(*) FROM labelapp_assignment act
-          WHERE act.comparison_id = c.id
-            AND act.state = 'leased'
-            AND act.expires_at > %(now)s
-      ) < c.labels_required
-),
-reclaimed AS (
-    UPDATE labelapp_assignment
-    SET state = 'expired', finished_at = %(now)s
-    WHERE comparison_id = %(comparison_id)s AND annotator_id <> %(user_id)s
-      AND state = 'leased' AND expires_at <= %(now)s
-),
-a AS (
-    INSERT INTO labelapp_assignment
-        (comparison_id, annotator_id, project_id, state, swapped, leased_at,
-         expires_at, finished_at)
-    SELECT free.id, %(user_id)s, %(project_id)s, 'leased', %(swapped)s, %(now)s,
-           %(expires_at)s, NULL
-    FROM free
-    ON CONFLICT (comparison_id, annotator_id) DO UPDATE
-    SET state = 'leased', project_id = EXCLUDED.project_id,
-        swapped = EXCLUDED.swapped, leased_at = EXCLUDED.leased_at,
-        expires_at = EXCLUDED.expires_at, finished_at = NULL
-    WHERE labelapp_assignment.state = 'expired'
-    RETURNING {", ".join(_ASSIGNMENT_COLUMNS)}
-)
-SELECT {_columns("a")}, {_PAYLOAD_COLUMNS}
-FROM a
-{_PAYLOAD_JOIN}
+# ``next`` is one call of labelapp_queue_next (migration 0005, which holds the SQL and
+# a comment at each statement on the race it closes): lock the membership row, close
+# the annotator's lapsed leases, resume a held lease, else walk the queue
+# (labelapp_queue_candidate: FOR UPDATE SKIP LOCKED) and lease the first candidate
+# whose free slot survives the re-check under its row lock. One round trip instead of
+# six; each statement in the function still takes its own snapshot (READ COMMITTED,
+# VOLATILE), as the separate round trips did. The random draws are made here, before
+# the call, so tests control them: first the gold draw, then the swap.
+_NEXT_SQL = """
+SELECT * FROM labelapp_queue_next(
+    %(project_id)s::bigint, %(user_id)s::integer, %(now)s::timestamptz,
+    %(exclude)s::bigint[], %(max_leases)s::integer, %(gold_draw)s::float8,
+    %(swapped)s::boolean, %(max_tries)s::integer)
 """
 
 
@@ -235,7 +108,8 @@ def _assignment(row: Sequence[Any]) -> Assignment:
 
 
 def _assignment_with_payload(row: Sequence[Any]) -> Assignment:
-    """Assignment from ``_columns`` + ``_PAYLOAD_COLUMNS``, with its comparison,
+    """Assignment from ``_ASSIGNMENT_COLUMNS`` + the payload (prompt id, response
+    ids, messages, texts: labelapp_queue_next's columns), with its comparison,
     prompt and responses attached, so assignment_payload needs no query."""
     assignment = _assignment(row)
     prompt_id, a_id, b_id, messages, a_text, b_text = row[len(_ASSIGNMENT_COLUMNS) :]
@@ -262,65 +136,6 @@ def _assignment_with_payload(row: Sequence[Any]) -> Assignment:
     return assignment
 
 
-def _pick_candidate(
-    *, project_id: int, user_id: int, gold: bool, now: datetime, exclude: list[int]
-) -> int | None:
-    """The id of the next candidate, its row locked (bench/naive_queue.py swaps this
-    function for the naive query to measure the baseline)."""
-    with prepared_cursor() as cursor:
-        cursor.execute(
-            _CANDIDATE_SQL[gold],
-            {
-                "project_id": project_id,
-                "user_id": user_id,
-                "now": now,
-                "exclude": exclude,
-            },
-        )
-        row = cursor.fetchone()
-    return None if row is None else row[0]
-
-
-def _lease_next(
-    *,
-    project_id: int,
-    user_id: int,
-    gold: bool,
-    now: datetime,
-    expires_at: datetime,
-    swapped: list[bool],
-    rng: random.Random,
-) -> Assignment | None:
-    tried: list[int] = []
-    for _ in range(_MAX_CANDIDATE_TRIES):
-        comparison_id = _pick_candidate(
-            project_id=project_id, user_id=user_id, gold=gold, now=now, exclude=tried
-        )
-        if comparison_id is None:
-            return None
-        if not swapped:  # drawn once per call, as late as possible (tests seed it)
-            swapped.append(rng.random() < 0.5)
-        with prepared_cursor() as cursor:
-            cursor.execute(
-                _LEASE_SQL,
-                {
-                    "comparison_id": comparison_id,
-                    "project_id": project_id,
-                    "user_id": user_id,
-                    "now": now,
-                    "expires_at": expires_at,
-                    "swapped": swapped[0],
-                },
-            )
-            row = cursor.fetchone()
-        if row is not None:
-            return _assignment_with_payload(row)
-        # Filled up between our snapshot and our lock: keep it locked (harmless,
-        # released at commit) and step to the next candidate.
-        tried.append(comparison_id)
-    return None
-
-
 def comparison_next_for(
     *,
     annotator: AbstractBaseUser,
@@ -343,45 +158,29 @@ def comparison_next_for(
     now = _now(now)
     rng = rng or random.Random()
     project_id = project if isinstance(project, int) else project.pk
-    ids = {"project_id": project_id, "user_id": annotator.pk, "now": now}
-    with transaction.atomic(), prepared_cursor() as cursor:
-        cursor.execute(_MEMBERSHIP_SQL, ids)
-        membership = cursor.fetchone()
-        if membership is None:
-            raise NotFound("Project not found.")
-        paused, gold_rate, lease_seconds = membership
-        if paused:
-            return None
-
-        cursor.execute(_HELD_SQL, ids)
-        held = cursor.fetchall()
-        excluded = set(exclude_assignment_ids)
-        for row in held:
-            if row[0] not in excluded:
-                return _assignment_with_payload(row)  # refresh-safe: same lease
-        # Every lease held is one the caller already has: lease another only below
-        # the cap, so a page (or a buggy client) cannot hoard comparisons.
-        if len(held) >= max_leases:
-            return None
-
-        want_gold = gold_rate > 0 and rng.random() < gold_rate
-        expires_at = now + timedelta(seconds=lease_seconds)
-        swapped: list[bool] = []
-        # Gold first when drawn, then the other kind as a fallback, so nothing that
-        # still needs labels is withheld just because of the draw.
-        for gold in (want_gold, not want_gold):
-            assignment = _lease_next(
-                project_id=project_id,
-                user_id=annotator.pk,
-                gold=gold,
-                now=now,
-                expires_at=expires_at,
-                swapped=swapped,
-                rng=rng,
-            )
-            if assignment is not None:
-                return assignment
+    gold_draw = rng.random()
+    swapped = rng.random() < 0.5
+    with prepared_cursor() as cursor:
+        cursor.execute(
+            _NEXT_SQL,
+            {
+                "project_id": project_id,
+                "user_id": annotator.pk,
+                "now": now,
+                "exclude": sorted(exclude_assignment_ids),
+                "max_leases": max_leases,
+                "gold_draw": gold_draw,
+                "swapped": swapped,
+                "max_tries": _MAX_CANDIDATE_TRIES,
+            },
+        )
+        row = cursor.fetchone()
+    outcome = row[0]
+    if outcome == "not_found":
+        raise NotFound("Project not found.")
+    if outcome == "none":
         return None
+    return _assignment_with_payload(row[1:])
 
 
 def leases_reclaim(*, now: datetime | None = None, batch: int = 5000) -> int:

@@ -206,7 +206,8 @@ def test_only_lease_holder_may_submit(project, comparisons, annotator):
 def test_swapped_display_stored_canonically(
     project, comparisons, annotator, swapped, display, stored, p_a
 ):
-    rng = SeqRng(0.1 if swapped else 0.9)  # gold_rate 0: only the swap draws
+    # The gold draw (unused: gold_rate 0), then the swap.
+    rng = SeqRng(0.5, 0.1 if swapped else 0.9)
     lease = comparison_next_for(annotator=annotator, project=project, now=T0, rng=rng)
     assert lease.swapped is swapped
     label, _ = label_submit(

@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 
 from labelapp import queue
 from labelapp.models import Assignment, Label
@@ -20,10 +21,11 @@ from .conftest import make_comparisons, make_user
 
 pytestmark = pytest.mark.django_db
 
-# BEGIN, lock membership, held leases, candidate, lease + payload, COMMIT
-NEXT_MAX_QUERIES = 6
-# BEGIN, resume the held lease (membership lock, held leases + payload), COMMIT
-NEXT_RESUME_MAX_QUERIES = 4
+# One call of labelapp_queue_next (lock membership, close lapsed leases, held leases,
+# candidate, lease + payload run inside it), in autocommit: no BEGIN/COMMIT.
+NEXT_MAX_QUERIES = 1
+# The same call, resuming the held lease.
+NEXT_RESUME_MAX_QUERIES = 1
 # BEGIN, lock comparison, assignment + labels, one write statement, COMMIT
 LABEL_MAX_QUERIES = 5
 # BEGIN, lock comparison, conditional UPDATE, COMMIT
@@ -84,7 +86,26 @@ def test_label_keeps_aggregates_exact(project):
     assert only.mean_strength == pytest.approx(3.0)  # (4 + 2) / 2: not both_bad's 1
 
 
-def test_stale_candidate_never_re_leases_a_labelled_assignment(project, monkeypatch):
+def _stale_candidate(comparison_id: int) -> None:
+    """Replace the candidate query (labelapp_queue_candidate) with one that offers
+    ``comparison_id`` as a stale snapshot would, whatever its state (until it was
+    tried once). DDL is transactional: the test's rollback restores the real one."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE OR REPLACE FUNCTION labelapp_queue_candidate(p_project bigint,"
+            " p_user integer, p_now timestamptz, p_gold boolean, p_exclude bigint[])"
+            " RETURNS bigint LANGUAGE sql AS $$ SELECT CASE WHEN NOT"
+            f" ({int(comparison_id)} = ANY(p_exclude)) THEN {int(comparison_id)}::bigint"
+            " END $$"
+        )
+        # The queue calls it by name: this is what it will be offered.
+        cursor.execute(
+            "SELECT labelapp_queue_candidate(0, 0, now(), false, '{}'::bigint[])"
+        )
+        assert cursor.fetchone()[0] == comparison_id
+
+
+def test_stale_candidate_never_re_leases_a_labelled_assignment(project):
     """Race: the candidate query's snapshot predates a late label (the annotator's
     expired lease, labelled while the slot was still free). The lease statement's
     ON CONFLICT ... WHERE state = 'expired' must not turn it back into a lease."""
@@ -99,27 +120,21 @@ def test_stale_candidate_never_re_leases_a_labelled_assignment(project, monkeypa
     )
 
     # The stale snapshot: the candidate query still offers the comparison.
-    def stale(**_: object) -> int:
-        return only.pk
-
-    monkeypatch.setattr(queue, "_pick_candidate", stale)
+    _stale_candidate(only.pk)
     assert comparison_next_for(annotator=alice, project=project, now=late) is None
     lease.refresh_from_db()
     assert lease.state == Assignment.State.LABELLED
     assert Label.objects.filter(assignment=lease).count() == 1
 
 
-def test_stale_candidate_never_over_leases(project, monkeypatch):
+def test_stale_candidate_never_over_leases(project):
     """Race: the candidate query saw a free slot that a lease committed since has
     taken; the lease statement's recount (fresh snapshot) refuses it."""
     (only,) = make_comparisons(project, 1, labels_required=1)
     alice, bob = make_user(project=project), make_user(project=project)
     assert comparison_next_for(annotator=alice, project=project) is not None
 
-    def stale(**_: object) -> int:
-        return only.pk
-
-    monkeypatch.setattr(queue, "_pick_candidate", stale)
+    _stale_candidate(only.pk)
     assert comparison_next_for(annotator=bob, project=project) is None
     assert Assignment.objects.filter(comparison=only).count() == 1
 
@@ -127,8 +142,6 @@ def test_stale_candidate_never_over_leases(project, monkeypatch):
 def test_hot_path_statements_run_on_generic_plans_from_the_start(project):
     """The connection asks for generic plans (config.env), so the queue's prepared
     statements are never re-planned per execution, whatever their first runs saw."""
-    from django.db import connection
-
     make_comparisons(project, 4)
     users = [make_user(project=project) for _ in range(3)]
     for user in users:  # prepare_threshold 2: the third run is prepared
@@ -139,8 +152,8 @@ def test_hot_path_statements_run_on_generic_plans_from_the_start(project):
         cursor.execute(
             "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
             " WHERE statement LIKE %s",
-            ["%FOR UPDATE OF c SKIP LOCKED%"],
+            ["%labelapp_queue_next(%"],
         )
         plans = cursor.fetchall()
-    assert plans, "the candidate query was not prepared"
+    assert plans, "the next call was not prepared"
     assert all(generic >= 1 and custom == 0 for generic, custom in plans), plans
