@@ -116,7 +116,7 @@ class FastLane:
             return self.app(environ, start_response)
         if not self._ready:
             self._setup()
-        body = b""
+        body = None
         try:
             key = self._plain_request(environ)
             body = self._read_body(environ)
@@ -124,9 +124,11 @@ class FastLane:
         except _Decline:
             answer = None
         if answer is None:
-            # The body was read: hand Django a fresh stream of the same bytes.
-            environ["wsgi.input"] = io.BytesIO(body)
-            environ["CONTENT_LENGTH"] = str(len(body))
+            if body is not None:
+                # The body was read: hand Django a fresh stream of the same bytes.
+                # (Declined before reading, the stream is Django's untouched.)
+                environ["wsgi.input"] = io.BytesIO(body)
+                environ["CONTENT_LENGTH"] = str(len(body))
             return self.app(environ, start_response)
         code, content = answer
         headers = [("Content-Length", str(len(content))), *self._headers]
@@ -161,6 +163,10 @@ class FastLane:
 
     @staticmethod
     def _read_body(environ: dict) -> bytes:
+        """The body, read in full; _Decline (stream untouched) for anything but a
+        small body of declared length."""
+        if environ.get("HTTP_TRANSFER_ENCODING"):
+            raise _Decline  # chunked: no length to trust, Django's to read
         length = environ.get("CONTENT_LENGTH") or "0"
         if not length.isdigit():
             raise _Decline
