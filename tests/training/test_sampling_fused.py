@@ -68,11 +68,12 @@ def _stop_word(model, tokenizer) -> int:
 
 
 @pytest.mark.parametrize(
-    "model",
+    ("model", "packed"),
     [
-        pytest.param(tiny_model, id="head_dim8-scale-in-attention"),
+        pytest.param(tiny_model, True, id="head_dim8-scale-in-attention"),
         # 16-dim heads: the 1/4 query scaling folds into the weights; 3 groups.
-        pytest.param(llama, id="head_dim16-scale-folded"),
+        pytest.param(llama, True, id="head_dim16-scale-folded"),
+        pytest.param(llama, False, id="plain-gemm"),  # without MKL's packed GEMM
         pytest.param(
             lambda: llama(
                 rope_parameters={
@@ -81,14 +82,16 @@ def _stop_word(model, tokenizer) -> int:
                     "rope_theta": 500.0,
                 }
             ),
+            True,
             id="linear-rope",
         ),
     ],
 )
-def test_fused_step_gives_the_models_logits_and_samples(model, monkeypatch):
+def test_fused_step_gives_the_models_logits_and_samples(model, packed, monkeypatch):
     """Left-padded prompts of different lengths, rows dropped as they finish:
     every step's logits equal the model's own forward's, and the same seeds
     give the same samples."""
+    monkeypatch.setattr(sampling, "_PACKED_GEMM", packed)
     model, tokenizer = model(), tiny_tokenizer()
     stop = _stop_word(model, tokenizer)
     steps = []
@@ -106,6 +109,8 @@ def test_fused_step_gives_the_models_logits_and_samples(model, monkeypatch):
             model, tokenizer, eos_token_ids=[EOS, stop], fused_decode=fused
         )
         assert sampler.fused_decode is fused
+        if fused:
+            sampler_fused = sampler
         sampler.logits_hook = _record(logged[fused])
         outputs[fused] = sampler.sample(CONVERSATIONS, 8, **SETTINGS)
     assert outputs[True] == outputs[False]
@@ -113,6 +118,8 @@ def test_fused_step_gives_the_models_logits_and_samples(model, monkeypatch):
     assert reasons.count("stop") >= 3 and "length" in reasons
     # The fused step ran, also on a batch that had lost rows.
     assert steps and min(steps) < len(CONVERSATIONS) * 8
+    if packed and torch._C.has_mkl:
+        assert sampler_fused._fused._weights[0][0][1] is not None
     assert logged[True].keys() == logged[False].keys()
     for key, row in logged[True].items():
         torch.testing.assert_close(row, logged[False][key], rtol=1e-5, atol=1e-4)
