@@ -8,7 +8,10 @@ Every backend answers ``sample(conversations, n, ...)`` with, per conversation, 
   times) and its KV cache stays stored once per prompt: decode-time attention
   reads it once for all ``n`` samples (a shared-prefix attention registered with
   transformers' AttentionInterface) and each sample keeps only its own tokens; a
-  hand-written decode loop drops finished rows from the batch.
+  hand-written decode loop drops finished rows from the batch. For stock Llama
+  models on CPU the decode step itself is fused (``_FusedLlamaDecode``: one
+  product for q/k/v and one for gate/up, MKL-packed weights, no per-step
+  transformers plumbing).
 - ``vllm`` — GPU, optional import; one request per sample with its own seed, and
   prefix caching so the prompt is prefilled once.
 - ``openai`` — any OpenAI-compatible chat/completions endpoint, with bounded
