@@ -5,8 +5,10 @@ Same model object, prompts, N, temperature/top-p and max new tokens for both:
 - baseline: ``model.generate(num_return_sequences=N, do_sample=True)`` on the
   left-padded batch of prompts (it prefills every prompt N times and keeps
   finished rows in the batch);
-- engine: ``training.sampling.TransformersSampler`` (one prefill per prompt, KV
-  cache expanded N times, preallocated cache, finished rows dropped);
+- engine: ``training.sampling.TransformersSampler`` (one prefill per prompt, the
+  prompt's KV kept once per prompt, a fused decode step for Llama models on CPU,
+  finished rows dropped); ``--ablate`` adds it without the fused step and with
+  the prompt's KV copied N times;
 - optionally ``--backends transformers,vllm`` adds the vLLM sampler (GPU).
 
 Runs alternate (baseline, engine, baseline, ...) so that a machine shared with
@@ -124,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--ablate",
         action="store_true",
-        help="also run the engine with the prompt's KV copied n times "
+        help="also run the engine with the model's own forward per decode step "
+        "(fused_decode=False) and with the prompt's KV copied n times "
         "(shared_prefix_attention=False)",
     )
     args = parser.parse_args(argv)
@@ -160,6 +163,10 @@ def main(argv: list[str] | None = None) -> int:
     run_engine(engine, prompts[:1], tiny)
 
     samplers = {"transformers": engine}
+    if args.ablate and engine.fused_decode:
+        samplers["transformers-unfused"] = TransformersSampler(
+            model, engine.tokenizer, max_batch_rows=rows, fused_decode=False
+        )
     if args.ablate and engine.shared_prefix_attention:
         samplers["transformers-expanded-kv"] = TransformersSampler(
             model,

@@ -178,7 +178,8 @@ def test_shared_prefix_attention_is_used_where_supported_and_only_there():
         calls.append(getattr(key, "_pairloop_shared", None) is not None)
         return real(module, query, key, *args, **kwargs)
 
-    sampler = tiny_sampler()
+    # The model's own forward (the fused Llama step calls the attention directly).
+    sampler = tiny_sampler(fused_decode=False)
     assert sampler.shared_prefix_attention
     from transformers import AttentionInterface
 
