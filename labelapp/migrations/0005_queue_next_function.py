@@ -164,7 +164,7 @@ BEGIN
         tried := '{}';
         FOR attempt IN 1..p_max_tries LOOP
             candidate := labelapp_queue_candidate(
-                p_project, p_user, p_now, gold, p_exclude || tried);
+                p_project, p_user, p_now, gold, tried);
             EXIT WHEN candidate IS NULL;
             -- 4. With the candidate's row locked: re-check the free slot, close
             -- others' lapsed leases on it, take the lease, return it with its

@@ -81,3 +81,33 @@ def test_expired_held_lease_does_not_count(project, comparisons, annotator):
     )
     # The first lease ran out, so the cap of one is free again.
     assert second is not None
+
+
+def test_excluded_assignment_ids_never_hide_a_comparison_with_the_same_id(
+    project, annotator
+):
+    """exclude_assignment_ids name assignments; a comparison whose id happens to
+    equal one of them is still served (ids of different tables can coincide)."""
+    (held_on,) = make_comparisons(project, 1)
+    same_id = 10**9 + 7
+    held = Assignment.objects.create(
+        id=same_id,
+        comparison=held_on,
+        annotator=annotator,
+        project=project,
+        state=Assignment.State.LEASED,
+        swapped=False,
+        leased_at=timezone.now(),
+        expires_at=timezone.now() + timedelta(minutes=5),
+    )
+    (twin,) = make_comparisons(project, 1, start=1)
+    type(twin).objects.filter(pk=twin.pk).update(id=same_id)
+
+    prefetched = comparison_next_for(
+        annotator=annotator,
+        project=project,
+        exclude_assignment_ids=[held.pk],
+        max_leases=2,
+    )
+    assert prefetched is not None
+    assert prefetched.comparison_id == same_id
