@@ -106,6 +106,15 @@ class FastLane:
         headers.append(("Content-Security-Policy", CSP))
         self._headers = headers
         self._cookie = settings.SESSION_COOKIE_NAME + "="
+        # SecurityMiddleware's HSTS header, sent on secure requests only.
+        self._hsts = None
+        if settings.SECURE_HSTS_SECONDS:
+            hsts = f"max-age={settings.SECURE_HSTS_SECONDS}"
+            if settings.SECURE_HSTS_INCLUDE_SUBDOMAINS:
+                hsts += "; includeSubDomains"
+            if settings.SECURE_HSTS_PRELOAD:
+                hsts += "; preload"
+            self._hsts = ("Strict-Transport-Security", hsts)
         self._ready = True
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
@@ -134,6 +143,8 @@ class FastLane:
         headers = [("Content-Length", str(len(content))), *self._headers]
         if content:
             headers.insert(0, ("Content-Type", "application/json"))
+        if self._hsts is not None and environ.get("wsgi.url_scheme") == "https":
+            headers.append(self._hsts)
         start_response(_STATUS[code], headers)
         return [content]
 
@@ -146,6 +157,8 @@ class FastLane:
             raise _Decline
         if environ.get("HTTP_ACCEPT", "") not in _JSON_ACCEPT:
             raise _Decline
+        if environ.get("QUERY_STRING"):
+            raise _Decline  # e.g. DRF's ?format= renderer override
         if settings.SECURE_SSL_REDIRECT and environ.get("wsgi.url_scheme") != "https":
             raise _Decline
         if environ.get("HTTP_X_FORWARDED_HOST") or environ.get(

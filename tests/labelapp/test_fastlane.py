@@ -248,3 +248,29 @@ def test_the_served_app_has_the_lane():
     from config.wsgi import application
 
     assert isinstance(application, FastLane)
+
+
+def test_secure_requests_get_django_s_hsts_header(setup, settings):
+    settings.SECURE_HSTS_SECONDS = 3600
+    settings.SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    settings.SECURE_HSTS_PRELOAD = False
+    # Both read these settings when built (Django's middleware, the lane's setup).
+    django = Recording()
+    lane = FastLane(django)
+    project, _users, tokens = setup
+    path = f"/api/v1/projects/{project.pk}/next/"
+    https = {"wsgi.url_scheme": "https", "SERVER_PORT": "443"}
+    expected = call(django, path, tokens[0], **https)
+    django.paths.clear()
+    answer = call(lane, path, tokens[0], **https)
+    assert django.paths == []
+    assert answer == expected
+    assert answer[1]["strict-transport-security"] == "max-age=3600; includeSubDomains"
+
+
+def test_query_strings_are_django_s(apps, setup):
+    project, _users, tokens = setup
+    got = _declined(
+        apps, f"/api/v1/projects/{project.pk}/next/", tokens[0], QUERY_STRING="x=1"
+    )
+    assert got[0] == 200
