@@ -46,7 +46,6 @@ _ROUTES = re.compile(
 )
 _JSON_ACCEPT = {"", "*/*", "application/json"}
 _JSON_CONTENT_TYPES = {"application/json", "application/json; charset=utf-8"}
-_MAX_ID = 2**63 - 1
 _STATUS = {200: "200 OK", 201: "201 Created", 204: "204 No Content"}
 
 
@@ -68,6 +67,7 @@ class FastLane:
         from labelapp import selectors
         from labelapp.api import serializers
         from labelapp.api.authentication import TokenAuthentication
+        from labelapp.api.views import path_id
         from labelapp.errors import DomainError
         from labelapp.queue import comparison_next_for, label_submit
 
@@ -77,6 +77,7 @@ class FastLane:
             UnicodeDecodeError,
             json.JSONDecodeError,
         )
+        self._path_id = path_id  # the views' own id check (NotFound: Django's 404)
         self._auth = TokenAuthentication()
         self._render = JSONRenderer().render
         self._next = comparison_next_for
@@ -198,8 +199,10 @@ class FastLane:
             try:
                 user, _token = self._auth.authenticate_credentials(key)
                 if route["project"] is not None:
-                    return self._answer_next(user, int(route["project"]), body)
-                return self._answer_label(user, int(route["assignment"]), body, environ)
+                    project_id = self._path_id(route["project"], "Project not found.")
+                    return self._answer_next(user, project_id)
+                assignment_id = self._path_id(route["assignment"])
+                return self._answer_label(user, assignment_id, body, environ)
             except self._expected:
                 return None  # Django re-runs it and renders its own error
             except Exception:
@@ -210,9 +213,7 @@ class FastLane:
         finally:
             signals.request_finished.send(sender=self.__class__)
 
-    def _answer_next(self, user: Any, project_id: int, body: bytes) -> tuple | None:
-        if not 0 < project_id <= _MAX_ID:
-            return None
+    def _answer_next(self, user: Any, project_id: int) -> tuple:
         assignment = self._next(annotator=user, project=project_id)
         if assignment is None:
             return 204, b""
@@ -221,8 +222,6 @@ class FastLane:
     def _answer_label(
         self, user: Any, assignment_id: int, body: bytes, environ: dict
     ) -> tuple | None:
-        if not 0 < assignment_id <= _MAX_ID:
-            return None
         if environ.get("CONTENT_TYPE", "").lower() not in _JSON_CONTENT_TYPES:
             return None
         # Only what needs no coercion: anything the serializer would have to

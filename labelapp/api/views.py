@@ -104,7 +104,7 @@ class ProjectViewSet(_Scoped, viewsets.ModelViewSet):
         # No get_object(): the queue reads the membership (with the project's
         # settings) in the query that locks it, and answers 404 for non-members and
         # unknown projects, as get_object would; one query per request saved.
-        project_id = _pk(pk, "Project not found.")
+        project_id = path_id(pk, "Project not found.")
         assignment = comparison_next_for(annotator=request.user, project=project_id)
         if assignment is None:
             return HttpResponse(status=status.HTTP_204_NO_CONTENT)
@@ -311,7 +311,7 @@ class AssignmentViewSet(_Scoped, viewsets.ReadOnlyModelViewSet):
         data = s.label_input(request.data)  # LabelInputSerializer's rules
         # Ownership is checked by the service (someone else's assignment: 404).
         label, created = label_submit(
-            assignment_id=_pk(pk), annotator=request.user, **data
+            assignment_id=path_id(pk), annotator=request.user, **data
         )
         return HttpResponse(
             s.submitted_label_data(label),  # SubmittedLabelSerializer's shape
@@ -321,14 +321,15 @@ class AssignmentViewSet(_Scoped, viewsets.ReadOnlyModelViewSet):
     @extend_schema(request=None, responses=s.AssignmentSerializer)
     @action(detail=True, methods=["post"])
     def skip(self, request: Request, pk: str | None = None) -> HttpResponse:
-        assignment = assignment_skip(assignment_id=_pk(pk), annotator=request.user)
+        assignment = assignment_skip(assignment_id=path_id(pk), annotator=request.user)
         return HttpResponse(s.AssignmentSerializer(assignment).data)
 
 
 _MAX_ID = 2**63 - 1  # bigint: a larger id cannot exist (and cannot be bound)
 
 
-def _pk(pk: str | None, not_found: str = "Assignment not found.") -> int:
+def path_id(pk: str | None, not_found: str = "Assignment not found.") -> int:
+    """A URL's numeric id as a bigint; NotFound (404) for one that cannot exist."""
     try:
         value = int(pk or "")
     except ValueError:

@@ -13,6 +13,27 @@ labelapp_queue_candidate is its own function so the benchmark's naive baseline
 
 from django.db import migrations
 
+# The candidate walk, once per value of is_gold: a literal in each branch, so under a
+# generic plan the gold pass still uses its partial index.
+_CANDIDATE_QUERY = r"""
+        SELECT c.id INTO found_id
+        FROM labelapp_comparison c
+        WHERE c.project_id = p_project AND c.status = 'open' AND c.is_gold = {gold}
+          AND NOT (c.id = ANY(p_exclude))
+          AND NOT EXISTS (
+              SELECT 1 FROM labelapp_assignment mine
+              WHERE mine.comparison_id = c.id AND mine.annotator_id = p_user
+                AND (mine.state IN ('labelled', 'skipped')
+                     OR (mine.state = 'leased' AND mine.expires_at > p_now)))
+          AND c.labels_count + (
+              SELECT count(*) FROM labelapp_assignment act
+              WHERE act.comparison_id = c.id AND act.state = 'leased'
+                AND act.expires_at > p_now) < c.labels_required
+        ORDER BY c.priority DESC, c.labels_count DESC, c.random_key
+        LIMIT 1
+        FOR UPDATE OF c SKIP LOCKED;
+"""
+
 CANDIDATE = r"""
 CREATE OR REPLACE FUNCTION labelapp_queue_candidate(
     p_project bigint, p_user integer, p_now timestamptz, p_gold boolean,
@@ -28,44 +49,21 @@ BEGIN
     -- (labelapp_queue_next, the lease statement). is_gold is a literal in each
     -- branch, so the gold pass keeps its partial index under a generic plan.
     IF p_gold THEN
-        SELECT c.id INTO found_id
-        FROM labelapp_comparison c
-        WHERE c.project_id = p_project AND c.status = 'open' AND c.is_gold = true
-          AND NOT (c.id = ANY(p_exclude))
-          AND NOT EXISTS (
-              SELECT 1 FROM labelapp_assignment mine
-              WHERE mine.comparison_id = c.id AND mine.annotator_id = p_user
-                AND (mine.state IN ('labelled', 'skipped')
-                     OR (mine.state = 'leased' AND mine.expires_at > p_now)))
-          AND c.labels_count + (
-              SELECT count(*) FROM labelapp_assignment act
-              WHERE act.comparison_id = c.id AND act.state = 'leased'
-                AND act.expires_at > p_now) < c.labels_required
-        ORDER BY c.priority DESC, c.labels_count DESC, c.random_key
-        LIMIT 1
-        FOR UPDATE OF c SKIP LOCKED;
-    ELSE
-        SELECT c.id INTO found_id
-        FROM labelapp_comparison c
-        WHERE c.project_id = p_project AND c.status = 'open' AND c.is_gold = false
-          AND NOT (c.id = ANY(p_exclude))
-          AND NOT EXISTS (
-              SELECT 1 FROM labelapp_assignment mine
-              WHERE mine.comparison_id = c.id AND mine.annotator_id = p_user
-                AND (mine.state IN ('labelled', 'skipped')
-                     OR (mine.state = 'leased' AND mine.expires_at > p_now)))
-          AND c.labels_count + (
-              SELECT count(*) FROM labelapp_assignment act
-              WHERE act.comparison_id = c.id AND act.state = 'leased'
-                AND act.expires_at > p_now) < c.labels_required
-        ORDER BY c.priority DESC, c.labels_count DESC, c.random_key
-        LIMIT 1
-        FOR UPDATE OF c SKIP LOCKED;
-    END IF;
+{gold_query}    ELSE
+{plain_query}    END IF;
     RETURN found_id;
 END
 $fn$;
-"""
+""".replace("{gold_query}", _CANDIDATE_QUERY.replace("{gold}", "true")).replace(
+    "{plain_query}", _CANDIDATE_QUERY.replace("{gold}", "false")
+)
+
+# What the annotator is shown, joined onto an assignment ``a`` (the held lease or
+# the new one): the comparison's prompt and both responses.
+_PAYLOAD_JOIN = """JOIN labelapp_comparison c ON c.id = a.comparison_id
+JOIN labelapp_prompt p ON p.id = c.prompt_id
+JOIN labelapp_response ra ON ra.id = c.response_a_id
+JOIN labelapp_response rb ON rb.id = c.response_b_id"""
 
 NEXT = r"""
 CREATE OR REPLACE FUNCTION labelapp_queue_next(
@@ -128,10 +126,7 @@ BEGIN
                c.prompt_id, c.response_a_id, c.response_b_id, p.messages,
                ra.text AS a_text, rb.text AS b_text
         FROM labelapp_assignment a
-        JOIN labelapp_comparison c ON c.id = a.comparison_id
-        JOIN labelapp_prompt p ON p.id = c.prompt_id
-        JOIN labelapp_response ra ON ra.id = c.response_a_id
-        JOIN labelapp_response rb ON rb.id = c.response_b_id
+{payload_join}
         WHERE a.annotator_id = p_user AND a.project_id = p_project
           AND a.state = 'leased' AND a.expires_at > p_now
         ORDER BY a.leased_at, a.id
@@ -222,10 +217,7 @@ BEGIN
                    a.finished_at, c.prompt_id, c.response_a_id, c.response_b_id,
                    p.messages, ra.text, rb.text
             FROM a
-            JOIN labelapp_comparison c ON c.id = a.comparison_id
-            JOIN labelapp_prompt p ON p.id = c.prompt_id
-            JOIN labelapp_response ra ON ra.id = c.response_a_id
-            JOIN labelapp_response rb ON rb.id = c.response_b_id;
+{payload_join};
             IF FOUND THEN
                 RETURN;
             END IF;
@@ -236,7 +228,7 @@ BEGIN
     RETURN NEXT;
 END
 $fn$;
-"""
+""".replace("{payload_join}", _PAYLOAD_JOIN)
 
 
 class Migration(migrations.Migration):
