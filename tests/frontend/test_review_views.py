@@ -234,3 +234,28 @@ def test_import_gold_refuses_other_projects_comparison(
     path.write_text(json.dumps({"comparison_id": foreign.pk, "gold_choice": "a"}))
     with pytest.raises(CommandError, match=f"line 1: comparison {foreign.pk} is not"):
         call_command("import_gold", "--project", str(demo.project.pk), str(path))
+
+
+def test_staff_non_member_reviews_what_the_page_shows(
+    demo: DemoProject, django_user_model: Any
+) -> None:
+    # The bug of issue 13: the page guard let Django staff (is_staff, not superuser)
+    # in as project admins, and label_review then refused them as non-reviewers.
+    staff = django_user_model.objects.create_user(
+        username="staff-only", password=None, is_staff=True
+    )
+    client = client_for(staff)
+    assert (
+        client.get(reverse("frontend:review", args=[demo.project.pk])).status_code
+        == 200
+    )
+    label = Label.objects.filter(
+        comparison__project=demo.project, review_state="pending"
+    ).first()
+    url = reverse("frontend:review-label", args=[demo.project.pk, label.pk])
+    response = client.post(url, {"state": "accepted"}, follow=True)
+    label.refresh_from_db()
+    assert label.review_state == "accepted", [
+        str(m) for m in response.context["messages"]
+    ]
+    assert label.reviewed_by == staff
