@@ -3,26 +3,22 @@ export jobs. Views stay thin: reads come from labelapp.review / quality / plots,
 writes go through services (label_review, comparison_mark_gold,
 annotators_flag_and_pause, export_enqueue).
 
-Access: non-members get 404 (project ids cannot be probed), members without the role
-get 403, staff count as admins of every project.
+Access: ``frontend.guards.project_page`` (labelapp.access's rules): a project the user
+cannot see is a 404, a page their role does not open a 403; staff are admins
+everywhere.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import wraps
 from typing import Any
 
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import (
     FileResponse,
     Http404,
     HttpRequest,
     HttpResponse,
-    HttpResponseBase,
     HttpResponseRedirect,
 )
 from django.shortcuts import get_object_or_404, render
@@ -31,8 +27,9 @@ from django.utils.http import urlencode
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from frontend.forms import GOLD_LABELS, ExportForm, GoldForm, ReviewForm
+from frontend.guards import project_page
 from frontend.rendering import render_markdown
-from labelapp import exports_jobs, quality, selectors
+from labelapp import access, exports_jobs, quality
 from labelapp.aggregation import label_review
 from labelapp.errors import DomainError
 from labelapp.gold import comparison_mark_gold
@@ -46,15 +43,8 @@ from labelapp.models import (
     Project,
 )
 from labelapp.plots import PLOTS
-from labelapp.review import (
-    REVIEW_ROLES,
-    ReviewFilters,
-    review_filter_choices,
-    review_queue,
-    role_in,
-)
+from labelapp.review import ReviewFilters, review_filter_choices, review_queue
 
-ADMIN_ROLES = (Membership.Role.ADMIN,)
 REVIEW_PAGE_SIZE = 20
 CHOICE_TEXT = {
     Choice.A: "A",
@@ -66,38 +56,12 @@ CHOICE_TEXT = {
 # <style> (matplotlib writes one), which the page CSP would block.
 SVG_CSP = "default-src 'none'; style-src 'unsafe-inline'"
 
-View = Callable[..., HttpResponseBase]
-
-
-def project_page(roles: tuple[str, ...]) -> Callable[[View], View]:
-    """Login required; the project (by ``project_id``) must be visible to the user
-    (else 404) and the user's role in ``roles`` (else 403). The view receives the
-    project and the role instead of the id."""
-
-    def decorate(view: View) -> View:
-        @login_required
-        @wraps(view)
-        def wrapper(
-            request: HttpRequest, project_id: int, **kwargs: Any
-        ) -> HttpResponseBase:
-            project = get_object_or_404(
-                selectors.projects_for(request.user), pk=project_id
-            )
-            role = role_in(request.user, project)
-            if role not in roles:
-                raise PermissionDenied("Your role in this project cannot see this.")
-            return view(request, project, role, **kwargs)
-
-        return wrapper
-
-    return decorate
-
 
 def _tabs(project: Project, role: str, active: str) -> dict[str, Any]:
     return {
         "project": project,
         "active_tab": active,
-        "can_admin": role in ADMIN_ROLES,
+        "can_admin": role in access.ADMIN_ROLES,
     }
 
 
@@ -138,7 +102,7 @@ def _review_item(comparison: Comparison, filters: ReviewFilters) -> dict:
 
 
 @require_GET
-@project_page(REVIEW_ROLES)
+@project_page(role="review")
 def review(request: HttpRequest, project: Project, role: str) -> HttpResponse:
     filters = ReviewFilters.from_query(request.GET)
     page = Paginator(
@@ -171,7 +135,7 @@ def _back_to_review(
 
 
 @require_POST
-@project_page(REVIEW_ROLES)
+@project_page(role="review")
 def review_label(
     request: HttpRequest, project: Project, role: str, label_id: int
 ) -> HttpResponse:
@@ -199,7 +163,7 @@ def review_label(
 
 
 @require_POST
-@project_page(ADMIN_ROLES)
+@project_page(role="admin")
 def review_gold(
     request: HttpRequest, project: Project, role: str, comparison_id: int
 ) -> HttpResponse:
@@ -239,7 +203,7 @@ def _diversity_table(trend: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 @require_GET
-@project_page(REVIEW_ROLES)
+@project_page(role="review")
 def quality_page(request: HttpRequest, project: Project, role: str) -> HttpResponse:
     report = quality.project_quality_report(project=project)
     context = {
@@ -260,7 +224,7 @@ def quality_page(request: HttpRequest, project: Project, role: str) -> HttpRespo
 
 
 @require_POST
-@project_page(ADMIN_ROLES)
+@project_page(role="admin")
 def quality_pause_flagged(
     request: HttpRequest, project: Project, role: str
 ) -> HttpResponse:
@@ -284,7 +248,7 @@ def quality_pause_flagged(
 
 
 @require_GET
-@project_page(REVIEW_ROLES)
+@project_page(role="review")
 def plot(request: HttpRequest, project: Project, role: str, name: str) -> HttpResponse:
     if name not in PLOTS:
         raise Http404("No such plot.")
@@ -313,7 +277,7 @@ def _job_row(job: Job) -> dict[str, Any]:
 
 
 @require_http_methods(["GET", "POST"])
-@project_page(ADMIN_ROLES)
+@project_page(role="admin")
 def exports(request: HttpRequest, project: Project, role: str) -> HttpResponse:
     if request.method == "POST":
         form = ExportForm(request.POST)
@@ -351,7 +315,7 @@ def exports(request: HttpRequest, project: Project, role: str) -> HttpResponse:
 
 
 @require_GET
-@project_page(ADMIN_ROLES)
+@project_page(role="admin")
 def export_download(
     request: HttpRequest, project: Project, role: str, job_id: int, filename: str
 ) -> FileResponse:

@@ -15,15 +15,16 @@ from django.http import (
     HttpResponseBase,
     JsonResponse,
 )
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
+from frontend.guards import project_page
 from frontend.rendering import render_markdown
-from labelapp import selectors
+from labelapp import access, selectors
 from labelapp.api.serializers import NextSerializer
 from labelapp.errors import DomainError
-from labelapp.models import STRENGTH_LABELS, Assignment, Membership, Project
+from labelapp.models import STRENGTH_LABELS, Assignment, Project
 from labelapp.queue import comparison_next_for
 
 
@@ -40,32 +41,33 @@ MAX_EXCLUDE_IDS = 20
 @login_required
 @require_GET
 def project_list(request: HttpRequest) -> HttpResponse:
-    memberships = selectors.memberships_of(request.user).order_by("project__name")
-    staff = selectors.is_staff(request.user)
-    rows = [
-        {
-            "project": m.project,
-            "role": m.get_role_display(),
-            # Which reviewer/admin pages to link (frontend.dashboard checks again).
-            "can_review": staff or m.role in selectors.STAFF_ROLES,
-            "can_admin": staff or m.role == Membership.Role.ADMIN,
-            "paused": m.paused,
-            "progress": project_progress(request.user, m.project),
-        }
-        for m in memberships
-    ]
+    # Staff see every project (a project made by import_data has no members yet);
+    # everyone else sees their memberships.
+    user = request.user
+    memberships = {m.project_id: m for m in selectors.memberships_of(user)}
+    projects = access.visible_projects(user=user).order_by("name", "pk")
+    rows = []
+    for project in projects:
+        membership = memberships.get(project.pk)
+        role = access.role_in(user=user, project=project)
+        rows.append(
+            {
+                "project": project,
+                "role": membership.get_role_display() if membership else "Staff",
+                # Which pages to link (the pages check again).
+                "can_label": membership is not None,
+                "can_review": role in access.REVIEW_ROLES,
+                "can_admin": role in access.ADMIN_ROLES,
+                "paused": membership.paused if membership else False,
+                "progress": project_progress(user, project),
+            }
+        )
     return render(request, "frontend/projects.html", {"rows": rows})
 
 
-def _member_project(request: HttpRequest, project_id: int) -> Project:
-    # Non-members get 404, not 403, so project ids cannot be probed.
-    return get_object_or_404(Project, pk=project_id, members=request.user)
-
-
-@login_required
+@project_page(role="annotate")
 @require_GET
-def compare(request: HttpRequest, project_id: int) -> HttpResponse:
-    project = _member_project(request, project_id)
+def compare(request: HttpRequest, project: Project, role: str) -> HttpResponse:
     context = {
         "project": project,
         "guidelines_html": render_markdown(project.guidelines),
@@ -127,13 +129,13 @@ def _parse_exclude(request: HttpRequest) -> list[int] | None:
 
 @_json_login_required
 @require_POST
-def compare_next(request: HttpRequest, project_id: int) -> HttpResponseBase:
+@project_page(role="annotate")
+def compare_next(request: HttpRequest, project: Project, role: str) -> HttpResponseBase:
     """Lease the comparison to show (POST: it creates a lease). Body ``{"exclude":
     [assignment ids]}``: leases the page already holds (shown, or labelled but not yet
     acknowledged); with a non-empty list this is a prefetch and may hold a second
     lease. Always 200 ``{"assignment": payload | null, "progress": {...}}`` (unlike
     the API's 204), so the page gets the progress line with every answer."""
-    project = _member_project(request, project_id)
     exclude = _parse_exclude(request)
     if exclude is None:
         return JsonResponse(

@@ -17,8 +17,9 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
+from labelapp import access
 from labelapp.errors import NotFound, PermissionDenied, ValidationFailed
-from labelapp.models import Choice, Comparison, Label, Membership
+from labelapp.models import Choice, Comparison, Label
 
 REVIEW_NOTE_MAX_CHARS = 10_000
 
@@ -100,18 +101,6 @@ def comparison_aggregate_refresh(
     return comparison
 
 
-def can_review(user: AbstractBaseUser, project_id: int) -> bool:
-    # Staff (is_staff or superuser) review every project, as the review page lets
-    # them: one rule for the page guard and the write.
-    if user.is_authenticated and (user.is_staff or user.is_superuser):
-        return True
-    return Membership.objects.filter(
-        project_id=project_id,
-        user=user,
-        role__in=[Membership.Role.REVIEWER, Membership.Role.ADMIN],
-    ).exists()
-
-
 def label_review(
     *,
     label: Label,
@@ -128,9 +117,11 @@ def label_review(
         raise ValidationFailed("state: must be accepted or rejected")
     if len(note) > REVIEW_NOTE_MAX_CHARS:
         raise ValidationFailed(f"note: at most {REVIEW_NOTE_MAX_CHARS} characters")
-    if not can_review(reviewer, label.comparison.project_id):
+    if not access.can_review(user=reviewer, project=label.comparison.project_id):
         raise PermissionDenied("Only reviewers of this project may review its labels.")
-    if label.annotator_id == reviewer.pk and not reviewer.is_superuser:
+    if label.annotator_id == reviewer.pk and not access.can_review_own_label(
+        user=reviewer
+    ):
         raise PermissionDenied("You cannot review your own label.")
     now = now or timezone.now()
     with transaction.atomic():

@@ -13,7 +13,7 @@ from typing import Any
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
-from labelapp import selectors
+from labelapp import access
 from labelapp.errors import ImportFailed, PermissionDenied, ValidationFailed
 from labelapp.models import Choice, Comparison, Project
 
@@ -24,7 +24,7 @@ GOLD_CHOICES: tuple[str, ...] = (Choice.A.value, Choice.B.value, Choice.TIE.valu
 
 def _check_admin(by: AbstractBaseUser | None, project_id: int) -> None:
     # ``by=None`` is the management command: whoever runs it has the database.
-    if by is not None and not selectors.can_administer(by, project_id):
+    if by is not None and not access.can_admin(user=by, project=project_id):
         raise PermissionDenied("Only admins of this project may manage gold items.")
 
 

@@ -10,28 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Count, Exists, F, OuterRef, Prefetch, Q, QuerySet
 
-from labelapp import selectors
-from labelapp.models import Comparison, Label, Membership, Project
-
-REVIEW_ROLES = (Membership.Role.REVIEWER, Membership.Role.ADMIN)
-
-
-def role_in(user: AbstractBaseUser, project: Project) -> str | None:
-    """The user's role in the project; staff count as admins everywhere."""
-    if selectors.is_staff(user):
-        return Membership.Role.ADMIN
-    return (
-        Membership.objects.filter(project=project, user=user)
-        .values_list("role", flat=True)
-        .first()
-    )
-
-
-def can_review(user: AbstractBaseUser, project: Project) -> bool:
-    return role_in(user, project) in REVIEW_ROLES
+from labelapp.models import Comparison, Label, Project
 
 
 @dataclass(frozen=True)

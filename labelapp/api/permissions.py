@@ -1,20 +1,24 @@
 """API permissions. Visibility is enforced by the selectors' querysets (objects
-outside them are 404); these classes only decide who may write."""
+outside them are 404); these classes only decide who may write. Every answer comes
+from labelapp.access."""
 
 from __future__ import annotations
 
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 
-from labelapp import selectors
+from labelapp import access
+from labelapp.models import Project
 
 
 def _project_id(obj: object) -> int | None:
+    if isinstance(obj, Project):
+        return obj.pk
     for path in ("project_id", "prompt.project_id", "comparison.project_id"):
         target = obj
         for part in path.split("."):
             target = getattr(target, part, None)
         if target is not None:
-            return target
+            return target  # type: ignore[return-value]
     return None
 
 
@@ -27,16 +31,14 @@ class ProjectAdminWrites(BasePermission):
     def has_permission(self, request, view) -> bool:
         if request.method in SAFE_METHODS:
             return True
-        return selectors.administers_any(request.user)
+        return access.administers_any(user=request.user)
 
     def has_object_permission(self, request, view, obj) -> bool:
         if request.method in SAFE_METHODS:
             return True
-        if obj.__class__.__name__ == "Project":
-            return selectors.can_administer(request.user, obj.pk)
         project_id = _project_id(obj)
-        return project_id is not None and selectors.can_administer(
-            request.user, project_id
+        return project_id is not None and access.can_admin(
+            user=request.user, project=project_id
         )
 
 
@@ -48,5 +50,5 @@ class StaffCreatesProjects(ProjectAdminWrites):
             "create",
             "destroy",
         ):
-            return selectors.is_staff(request.user)
+            return access.can_create_projects(user=request.user)
         return True

@@ -6,7 +6,7 @@ from __future__ import annotations
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from labelapp import selectors
+from labelapp import access
 from labelapp.aggregation import REVIEW_NOTE_MAX_CHARS
 from labelapp.models import (
     Assignment,
@@ -61,7 +61,7 @@ class AdministeredProjectField(serializers.PrimaryKeyRelatedField):
     """A project the requesting user administers; others are "does not exist"."""
 
     def get_queryset(self):
-        return selectors.projects_administered_by(self.context["request"].user)
+        return access.administered_projects(user=self.context["request"].user)
 
 
 class ProjectSerializer(serializers.ModelSerializer):
@@ -114,8 +114,8 @@ class ResponseSerializer(serializers.ModelSerializer):
         ]
 
     def validate_prompt(self, prompt: Prompt) -> Prompt:
-        if not selectors.can_administer(
-            self.context["request"].user, prompt.project_id
+        if not access.can_admin(
+            user=self.context["request"].user, project=prompt.project_id
         ):
             raise serializers.ValidationError("Invalid pk - object does not exist.")
         return prompt

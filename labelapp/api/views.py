@@ -19,7 +19,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response as HttpResponse
 from rest_framework.views import APIView
 
-from labelapp import content, models, selectors, services
+from labelapp import access, content, models, selectors, services
 from labelapp.aggregation import label_review
 from labelapp.api import serializers as s
 from labelapp.api.permissions import ProjectAdminWrites, StaffCreatesProjects
@@ -113,7 +113,7 @@ class ProjectViewSet(_Scoped, viewsets.ModelViewSet):
 
     def _administered(self) -> models.Project:
         project = self.get_object()
-        if not selectors.can_administer(self.request.user, project.pk):
+        if not access.can_admin(user=self.request.user, project=project):
             raise PermissionDenied("Only project admins start training and rounds.")
         return project
 
@@ -378,8 +378,8 @@ class JobViewSet(_ProjectScopedReadOnly):
     @action(detail=True, methods=["post"], permission_classes=[IsAuthenticated])
     def retry(self, request: Request, pk: str | None = None) -> HttpResponse:
         job = self.get_object()
-        if job.project_id is None or not selectors.can_administer(
-            request.user, job.project_id
+        if job.project_id is None or not access.can_admin(
+            user=request.user, project=job.project_id
         ):
             raise PermissionDenied("Only project admins retry jobs.")
         job = job_retry(job=job)
@@ -393,7 +393,7 @@ class MeView(APIView):
         data = {
             "id": user.pk,
             "username": user.get_username(),
-            "is_staff": selectors.is_staff(user),
+            "is_staff": access.is_staff(user=user),
             "memberships": selectors.memberships_of(user),
         }
         return HttpResponse(s.MeSerializer(data).data)

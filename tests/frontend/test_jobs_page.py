@@ -38,7 +38,9 @@ def client_for(client, user):
     "who, expected",
     [
         (None, 302),
-        ("annotator2", 404),
+        # A member without the role: 403, as on every reviewer page (one guard,
+        # frontend.guards); only a project the user cannot see is a 404.
+        ("annotator2", 403),
         ("outsider", 404),
         ("reviewer", 200),
         ("admin", 200),

@@ -7,14 +7,24 @@ from dataclasses import dataclass
 
 import pytest
 
-from labelapp.models import Job, ModelVersion, Round
+from labelapp.models import Job, ModelVersion, Response, Round, text_hash
 from labelapp.queue import comparison_next_for, label_submit
 
 from .conftest import make_comparisons, make_project, make_user
 
 pytestmark = pytest.mark.django_db
 
-ROLES = ["anonymous", "outsider", "annotator", "reviewer", "project_admin", "staff"]
+# staff: is_staff and superuser (create_user's "admin"); staff_only: Django is_staff
+# alone, the user the two old can_review rules disagreed on (issue 13).
+ROLES = [
+    "anonymous",
+    "outsider",
+    "annotator",
+    "reviewer",
+    "project_admin",
+    "staff",
+    "staff_only",
+]
 
 
 @dataclass
@@ -36,7 +46,10 @@ def world() -> World:
         "reviewer": make_user(project=project, role="reviewer"),
         "project_admin": make_user(project=project, role="admin"),
         "staff": make_user(staff=True),
+        "staff_only": make_user(),
     }
+    users["staff_only"].is_staff = True
+    users["staff_only"].save(update_fields=["is_staff"])
     # Another annotator's label on c1, and the annotator's own lease.
     colleague = make_user(project=project)
     lease = comparison_next_for(annotator=colleague, project=project)
@@ -47,6 +60,10 @@ def world() -> World:
     rnd = Round.objects.create(project=project, number=1, policy_ref="p")
     mv = ModelVersion.objects.create(project=project, version=1, base_ref="b")
     job = Job.objects.create(project=project, kind="export")
+    failed = Job.objects.create(project=project, kind="round", status="failed")
+    extra = Response.objects.create(
+        prompt_id=c1.prompt_id, text="a third answer", text_hash=text_hash("x3")
+    )
     ids = {
         "project": project.pk,
         "other_project": other.pk,
@@ -60,6 +77,9 @@ def world() -> World:
         "round": rnd.pk,
         "model_version": mv.pk,
         "job": job.pk,
+        "failed_job": failed.pk,
+        "extra_response": extra.pk,
+        "response_b": c1.response_b_id,
     }
     return World(users, ids)
 
@@ -70,28 +90,33 @@ def row(*codes: int) -> dict[str, int]:
 
 # (method, url template, body, expected status per role)
 CASES = {
-    "me": ("get", "/api/v1/me/", None, row(403, 200, 200, 200, 200, 200)),
-    "projects-list": ("get", "/api/v1/projects/", None, row(403, 200, 200, 200, 200, 200)),
-    "project-detail": ("get", "/api/v1/projects/{project}/", None, row(403, 404, 200, 200, 200, 200)),
-    "project-create": ("post", "/api/v1/projects/", {"name": "new"}, row(403, 403, 403, 403, 403, 201)),
-    "project-patch": ("patch", "/api/v1/projects/{project}/", {"guidelines": "x"}, row(403, 404, 403, 403, 200, 200)),
-    "project-delete": ("delete", "/api/v1/projects/{other_project}/", None, row(403, 403, 403, 403, 403, 204)),
-    "next": ("post", "/api/v1/projects/{project}/next/", None, row(403, 404, 200, 200, 200, 404)),
-    "progress": ("get", "/api/v1/projects/{project}/progress/", None, row(403, 404, 200, 200, 200, 200)),
-    "prompt-detail": ("get", "/api/v1/prompts/{prompt}/", None, row(403, 404, 404, 200, 200, 200)),
-    "prompt-create": ("post", "/api/v1/prompts/", {"project": "{project}", "messages": [{"role": "user", "content": "q"}]}, row(403, 403, 403, 403, 201, 201)),
-    "response-detail": ("get", "/api/v1/responses/{response}/", None, row(403, 404, 404, 200, 200, 200)),
-    "comparison-detail": ("get", "/api/v1/comparisons/{comparison}/", None, row(403, 404, 404, 200, 200, 200)),
-    "other-comparison": ("get", "/api/v1/comparisons/{other_comparison}/", None, row(403, 404, 404, 404, 404, 200)),
-    "comparison-patch": ("patch", "/api/v1/comparisons/{comparison}/", {"priority": 3}, row(403, 403, 403, 403, 200, 200)),
-    "label-detail": ("get", "/api/v1/labels/{label}/", None, row(403, 404, 404, 200, 200, 200)),
-    "label-review": ("post", "/api/v1/labels/{label}/review/", {"state": "accepted"}, row(403, 404, 404, 200, 200, 200)),
-    "own-assignment": ("get", "/api/v1/assignments/{own_assignment}/", None, row(403, 404, 200, 404, 404, 200)),
-    "label-others-assignment": ("post", "/api/v1/assignments/{own_assignment}/label/", {"choice": "a", "strength": 1}, row(403, 404, 201, 404, 404, 404)),
-    "skip-others-assignment": ("post", "/api/v1/assignments/{colleague_assignment}/skip/", None, row(403, 404, 404, 404, 404, 404)),
-    "round-detail": ("get", "/api/v1/rounds/{round}/", None, row(403, 404, 404, 200, 200, 200)),
-    "model-version-detail": ("get", "/api/v1/model-versions/{model_version}/", None, row(403, 404, 404, 200, 200, 200)),
-    "job-detail": ("get", "/api/v1/jobs/{job}/", None, row(403, 404, 404, 200, 200, 200)),
+    "me": ("get", "/api/v1/me/", None, row(403, 200, 200, 200, 200, 200, 200)),
+    "projects-list": ("get", "/api/v1/projects/", None, row(403, 200, 200, 200, 200, 200, 200)),
+    "project-detail": ("get", "/api/v1/projects/{project}/", None, row(403, 404, 200, 200, 200, 200, 200)),
+    "project-create": ("post", "/api/v1/projects/", {"name": "new"}, row(403, 403, 403, 403, 403, 201, 201)),
+    "project-patch": ("patch", "/api/v1/projects/{project}/", {"guidelines": "x"}, row(403, 404, 403, 403, 200, 200, 200)),
+    "project-delete": ("delete", "/api/v1/projects/{other_project}/", None, row(403, 403, 403, 403, 403, 204, 204)),
+    "next": ("post", "/api/v1/projects/{project}/next/", None, row(403, 404, 200, 200, 200, 404, 404)),
+    "progress": ("get", "/api/v1/projects/{project}/progress/", None, row(403, 404, 200, 200, 200, 200, 200)),
+    "prompt-detail": ("get", "/api/v1/prompts/{prompt}/", None, row(403, 404, 404, 200, 200, 200, 200)),
+    "prompt-create": ("post", "/api/v1/prompts/", {"project": "{project}", "messages": [{"role": "user", "content": "q"}]}, row(403, 403, 403, 403, 201, 201, 201)),
+    "response-detail": ("get", "/api/v1/responses/{response}/", None, row(403, 404, 404, 200, 200, 200, 200)),
+    "comparison-detail": ("get", "/api/v1/comparisons/{comparison}/", None, row(403, 404, 404, 200, 200, 200, 200)),
+    "other-comparison": ("get", "/api/v1/comparisons/{other_comparison}/", None, row(403, 404, 404, 404, 404, 200, 200)),
+    "comparison-patch": ("patch", "/api/v1/comparisons/{comparison}/", {"priority": 3}, row(403, 403, 403, 403, 200, 200, 200)),
+    "label-detail": ("get", "/api/v1/labels/{label}/", None, row(403, 404, 404, 200, 200, 200, 200)),
+    "label-review": ("post", "/api/v1/labels/{label}/review/", {"state": "accepted"}, row(403, 404, 404, 200, 200, 200, 200)),
+    "own-assignment": ("get", "/api/v1/assignments/{own_assignment}/", None, row(403, 404, 200, 404, 404, 200, 200)),
+    "label-others-assignment": ("post", "/api/v1/assignments/{own_assignment}/label/", {"choice": "a", "strength": 1}, row(403, 404, 201, 404, 404, 404, 404)),
+    "skip-others-assignment": ("post", "/api/v1/assignments/{colleague_assignment}/skip/", None, row(403, 404, 404, 404, 404, 404, 404)),
+    "round-detail": ("get", "/api/v1/rounds/{round}/", None, row(403, 404, 404, 200, 200, 200, 200)),
+    "model-version-detail": ("get", "/api/v1/model-versions/{model_version}/", None, row(403, 404, 404, 200, 200, 200, 200)),
+    "job-detail": ("get", "/api/v1/jobs/{job}/", None, row(403, 404, 404, 200, 200, 200, 200)),
+    "train": ("post", "/api/v1/projects/{project}/train/", None, row(403, 404, 403, 403, 202, 202, 202)),
+    "round": ("post", "/api/v1/projects/{project}/round/", None, row(403, 404, 403, 403, 202, 202, 202)),
+    "job-retry": ("post", "/api/v1/jobs/{failed_job}/retry/", None, row(403, 404, 404, 403, 202, 202, 202)),
+    "response-create": ("post", "/api/v1/responses/", {"prompt": "{prompt}", "text": "new"}, row(403, 403, 403, 403, 201, 201, 201)),
+    "comparison-create": ("post", "/api/v1/comparisons/", {"project": "{project}", "response_a": "{extra_response}", "response_b": "{response_b}"}, row(403, 403, 403, 403, 201, 201, 201)),
 }  # fmt: skip
 # Less obvious cells: staff are not project members, so they get no queue (404);
 # reviewers and admins label too (they are members); the outsider annotates another
@@ -103,7 +128,8 @@ def _fill(value, ids):
         return value.format(**ids) if "{" in value else value
     if isinstance(value, dict):
         filled = {k: _fill(v, ids) for k, v in value.items()}
-        return {k: int(v) if k == "project" else v for k, v in filled.items()}
+        ints = ("project", "prompt", "response_a", "response_b")
+        return {k: int(v) if k in ints else v for k, v in filled.items()}
     if isinstance(value, list):
         return [_fill(v, ids) for v in value]
     return value
@@ -120,14 +146,15 @@ def test_permission_matrix(world, api_client_for, role, case):
     assert resp.status_code == expected[role], (case, role, resp.content[:200])
 
 
-# Rows each role sees in list endpoints (project has 2 comparisons, other 1).
+# Rows each role sees in list endpoints (project has 2 comparisons, 5 responses and
+# 2 jobs; other has 1 comparison).
 LIST_COUNTS = {
-    "/api/v1/comparisons/": row(0, 0, 0, 2, 2, 3),
-    "/api/v1/responses/": row(0, 0, 0, 4, 4, 6),
-    "/api/v1/labels/": row(0, 0, 0, 1, 1, 1),
-    "/api/v1/assignments/": row(0, 0, 1, 0, 0, 2),
-    "/api/v1/projects/": row(0, 1, 1, 1, 1, 2),
-    "/api/v1/jobs/": row(0, 0, 0, 1, 1, 1),
+    "/api/v1/comparisons/": row(0, 0, 0, 2, 2, 3, 3),
+    "/api/v1/responses/": row(0, 0, 0, 5, 5, 7, 7),
+    "/api/v1/labels/": row(0, 0, 0, 1, 1, 1, 1),
+    "/api/v1/assignments/": row(0, 0, 1, 0, 0, 2, 2),
+    "/api/v1/projects/": row(0, 1, 1, 1, 1, 2, 2),
+    "/api/v1/jobs/": row(0, 0, 0, 2, 2, 2, 2),
 }
 
 

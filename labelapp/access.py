@@ -1,0 +1,126 @@
+"""Every permission question, one answer each (as Zulip's ``access_*`` helpers).
+
+API permissions, services, selectors and the page decorator (``frontend.guards``) ask
+here; nothing else reads ``is_staff`` or a membership role to decide who may do what.
+
+The rules:
+
+* **staff** (Django ``is_staff`` or ``is_superuser``; the "admin" of ``create_user``)
+  see, review and administer every project, member or not;
+* a **member** sees the project and labels in it (the queue re-checks "paused");
+* **reviewers** and **admins** of a project also see its content (prompts, responses
+  with scores, comparisons with gold answers, labels, versions, rounds, jobs) and
+  review its labels; annotators do not, so they label blind;
+* **admins** of a project change it (content, gold items, jobs, exports);
+* labelling is for members only: staff who are not members get no queue.
+"""
+
+from __future__ import annotations
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db.models import QuerySet
+
+from labelapp.models import Membership, Project
+
+User = AbstractBaseUser | AnonymousUser
+ProjectRef = Project | int
+
+REVIEW_ROLES: tuple[str, ...] = (Membership.Role.REVIEWER, Membership.Role.ADMIN)
+ADMIN_ROLES: tuple[str, ...] = (Membership.Role.ADMIN,)
+
+
+def _project_id(project: ProjectRef) -> int:
+    return project.pk if isinstance(project, Project) else int(project)
+
+
+def is_staff(*, user: User) -> bool:
+    return bool(user.is_authenticated and (user.is_staff or user.is_superuser))
+
+
+def membership_role(*, user: User, project: ProjectRef) -> str | None:
+    """The role stored in the user's membership of ``project``; None if not a member."""
+    if not user.is_authenticated:
+        return None
+    return (
+        Membership.objects.filter(project_id=_project_id(project), user=user)
+        .values_list("role", flat=True)
+        .first()
+    )
+
+
+def role_in(*, user: User, project: ProjectRef) -> str | None:
+    """The role the user acts in: staff are admins of every project; else the
+    membership's role; None for non-members (and anonymous users)."""
+    if is_staff(user=user):
+        return Membership.Role.ADMIN
+    return membership_role(user=user, project=project)
+
+
+def can_view(*, user: User, project: ProjectRef) -> bool:
+    return role_in(user=user, project=project) is not None
+
+
+def can_annotate(*, user: User, project: ProjectRef) -> bool:
+    """Members label (any role); staff who are not members do not."""
+    return membership_role(user=user, project=project) is not None
+
+
+def can_review(*, user: User, project: ProjectRef) -> bool:
+    return role_in(user=user, project=project) in REVIEW_ROLES
+
+
+def can_admin(*, user: User, project: ProjectRef) -> bool:
+    return role_in(user=user, project=project) in ADMIN_ROLES
+
+
+def can_review_own_label(*, user: User) -> bool:
+    """Reviewers may not judge their own labels; staff may (they fix data)."""
+    return is_staff(user=user)
+
+
+def can_create_projects(*, user: User) -> bool:
+    return is_staff(user=user)
+
+
+def administers_any(*, user: User) -> bool:
+    return is_staff(user=user) or (
+        user.is_authenticated
+        and Membership.objects.filter(user=user, role__in=ADMIN_ROLES).exists()
+    )
+
+
+def project_ids_with_role(
+    *, user: User, roles: tuple[str, ...] | None = None
+) -> QuerySet[Membership] | None:
+    """A subquery of the ids of the projects where the user holds one of ``roles``
+    (any role when None); None for staff, who hold every role everywhere."""
+    if is_staff(user=user):
+        return None
+    if not user.is_authenticated:
+        return Membership.objects.none().values("project_id")
+    qs = Membership.objects.filter(user=user)
+    if roles is not None:
+        qs = qs.filter(role__in=roles)
+    return qs.values("project_id")
+
+
+def _projects_with_role(
+    *, user: User, roles: tuple[str, ...] | None
+) -> QuerySet[Project]:
+    ids = project_ids_with_role(user=user, roles=roles)
+    if ids is None:
+        return Project.objects.all()
+    return Project.objects.filter(id__in=ids)
+
+
+def visible_projects(*, user: User) -> QuerySet[Project]:
+    """Projects the user sees: every project for staff, else their memberships."""
+    return _projects_with_role(user=user, roles=None)
+
+
+def reviewed_projects(*, user: User) -> QuerySet[Project]:
+    return _projects_with_role(user=user, roles=REVIEW_ROLES)
+
+
+def administered_projects(*, user: User) -> QuerySet[Project]:
+    return _projects_with_role(user=user, roles=ADMIN_ROLES)
