@@ -1,5 +1,5 @@
 """Reviewer and admin pages: review queue, gold items, quality dashboard, plots and
-export jobs. Views stay thin: reads come from labelapp.review / quality / plots,
+export jobs. Views stay thin: reads come from labelapp.selectors (review, quality) and plots,
 writes go through services (label_review, comparison_mark_gold,
 annotators_flag_and_pause, export_enqueue).
 
@@ -29,10 +29,8 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from frontend.forms import GOLD_LABELS, ExportForm, GoldForm, ReviewForm
 from frontend.guards import project_page
 from frontend.rendering import render_markdown
-from labelapp import access, exports_jobs, quality
-from labelapp.aggregation import label_review
+from labelapp import access, exports_jobs
 from labelapp.errors import DomainError
-from labelapp.gold import comparison_mark_gold
 from labelapp.models import (
     STRENGTH_LABELS,
     Choice,
@@ -43,7 +41,15 @@ from labelapp.models import (
     Project,
 )
 from labelapp.plots import PLOTS
-from labelapp.review import ReviewFilters, review_filter_choices, review_queue
+from labelapp.selectors.quality import project_quality_report
+from labelapp.selectors.review import (
+    ReviewFilters,
+    review_filter_choices,
+    review_queue,
+)
+from labelapp.services.annotators import annotators_flag_and_pause
+from labelapp.services.gold import comparison_mark_gold
+from labelapp.services.reviews import label_review
 
 REVIEW_PAGE_SIZE = 20
 CHOICE_TEXT = {
@@ -205,7 +211,7 @@ def _diversity_table(trend: list[dict[str, Any]]) -> dict[str, Any]:
 @require_GET
 @project_page(role="review")
 def quality_page(request: HttpRequest, project: Project, role: str) -> HttpResponse:
-    report = quality.project_quality_report(project=project)
+    report = project_quality_report(project=project)
     context = {
         **_tabs(project, role, "quality"),
         "report": report,
@@ -231,7 +237,7 @@ def quality_pause_flagged(
     # The project flag governs automatic pausing; this button is an explicit admin
     # decision, so it applies the pause even when automatic pausing is off.
     project.pause_flagged_annotators = True
-    paused = quality.annotators_flag_and_pause(project=project)
+    paused = annotators_flag_and_pause(project=project)
     if paused:
         names = Membership.objects.filter(project=project, user_id__in=paused)
         messages.success(

@@ -6,10 +6,10 @@ from typing import Any
 
 from django import forms
 
-from labelapp.aggregation import REVIEW_NOTE_MAX_CHARS
 from labelapp.exports import FORMATS, KINDS
-from labelapp.gold import GOLD_CHOICES
 from labelapp.models import Label
+from labelapp.services.gold import GOLD_CHOICES
+from labelapp.services.reviews import REVIEW_NOTE_MAX_CHARS
 
 GOLD_LABELS = {"a": "A is better", "b": "B is better", "tie": "Tie"}
 

@@ -1,5 +1,5 @@
-"""Serializers: shape and validate; the writes themselves are services (content.py,
-queue.py, aggregation.py)."""
+"""Serializers: shape and validate; the writes themselves are services
+(labelapp/services/, queue.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from labelapp import access
-from labelapp.aggregation import REVIEW_NOTE_MAX_CHARS
 from labelapp.models import (
     Assignment,
     Choice,
@@ -22,6 +21,7 @@ from labelapp.models import (
     Round,
 )
 from labelapp.queue import RATIONALE_MAX_CHARS, display_choice
+from labelapp.services.reviews import REVIEW_NOTE_MAX_CHARS
 
 MAX_MESSAGES = 200
 MAX_TEXT_CHARS = 200_000

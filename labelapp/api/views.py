@@ -19,14 +19,19 @@ from rest_framework.request import Request
 from rest_framework.response import Response as HttpResponse
 from rest_framework.views import APIView
 
-from labelapp import access, content, models, selectors, services
-from labelapp.aggregation import label_review
+from labelapp import access, models, selectors
 from labelapp.api import serializers as s
 from labelapp.api.permissions import ProjectAdminWrites, StaffCreatesProjects
 from labelapp.errors import NotFound, PermissionDenied
 from labelapp.jobs import job_retry
 from labelapp.loop import round_start, training_start
 from labelapp.queue import assignment_skip, comparison_next_for, label_submit
+from labelapp.services.content import (
+    comparison_create,
+    prompt_create,
+    response_create,
+)
+from labelapp.services.reviews import label_review
 
 
 def _int_param(request: Request, name: str) -> int | None:
@@ -157,7 +162,7 @@ class PromptViewSet(_Scoped, viewsets.ModelViewSet):
         return _filter_ints(self.request, qs, {"project": "project_id"})
 
     def perform_create(self, serializer: s.PromptSerializer) -> None:
-        serializer.instance = content.prompt_create(**serializer.validated_data)
+        serializer.instance = prompt_create(**serializer.validated_data)
 
 
 @extend_schema_view(list=extend_schema(parameters=_int_params("project", "prompt")))
@@ -174,7 +179,7 @@ class ResponseViewSet(_Scoped, viewsets.ModelViewSet):
         )
 
     def perform_create(self, serializer: s.ResponseSerializer) -> None:
-        serializer.instance = content.response_create(**serializer.validated_data)
+        serializer.instance = response_create(**serializer.validated_data)
 
 
 COMPARISON_STATUS = ["open", "complete", "retired"]
@@ -216,7 +221,7 @@ class ComparisonViewSet(_Scoped, viewsets.ModelViewSet):
 
     def perform_create(self, serializer: s.ComparisonSerializer) -> None:
         data = dict(serializer.validated_data)
-        serializer.instance, _ = services.comparison_create(
+        serializer.instance, _ = comparison_create(
             project=data.pop("project"),
             response_x=data.pop("response_a"),
             response_y=data.pop("response_b"),

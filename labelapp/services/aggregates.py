@@ -1,4 +1,4 @@
-"""Per-comparison aggregates over its non-rejected labels, and label review.
+"""Per-comparison aggregates over its non-rejected labels.
 
 ``comparison_aggregate_refresh`` runs inside the transaction of every label write and
 every review change (with the comparison row locked), so the aggregates are never
@@ -11,17 +11,8 @@ import statistics
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
 
-from django.contrib.auth.models import AbstractBaseUser
-from django.db import transaction
-from django.utils import timezone
-
-from labelapp import access
-from labelapp.errors import NotFound, PermissionDenied, ValidationFailed
 from labelapp.models import Choice, Comparison, Label
-
-REVIEW_NOTE_MAX_CHARS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,44 +90,3 @@ def comparison_aggregate_refresh(
     fields = ["p_a", "majority", "agreement", "mean_strength", "both_bad_count"]
     comparison.save(update_fields=[*fields, *also_save])
     return comparison
-
-
-def label_review(
-    *,
-    label: Label,
-    reviewer: AbstractBaseUser,
-    state: str,
-    note: str = "",
-    now: datetime | None = None,
-) -> Label:
-    """Accept or reject a label and re-aggregate its comparison in one transaction.
-
-    A rejected label stays stored (and keeps counting towards labels_count, so the
-    comparison is not re-opened) but no longer enters the aggregates."""
-    if state not in (Label.ReviewState.ACCEPTED, Label.ReviewState.REJECTED):
-        raise ValidationFailed("state: must be accepted or rejected")
-    if len(note) > REVIEW_NOTE_MAX_CHARS:
-        raise ValidationFailed(f"note: at most {REVIEW_NOTE_MAX_CHARS} characters")
-    if not access.can_review(user=reviewer, project=label.comparison.project_id):
-        raise PermissionDenied("Only reviewers of this project may review its labels.")
-    if label.annotator_id == reviewer.pk and not access.can_review_own_label(
-        user=reviewer
-    ):
-        raise PermissionDenied("You cannot review your own label.")
-    now = now or timezone.now()
-    with transaction.atomic():
-        # Same lock as label_submit takes, so a review and a new label on the same
-        # comparison cannot interleave their aggregate refreshes (lost update).
-        comparison = Comparison.objects.select_for_update().get(pk=label.comparison_id)
-        locked = Label.objects.select_for_update().filter(pk=label.pk).first()
-        if locked is None:
-            raise NotFound("Label not found.")
-        locked.review_state = state
-        locked.review_note = note
-        locked.reviewed_by = reviewer
-        locked.reviewed_at = now
-        locked.save(
-            update_fields=["review_state", "review_note", "reviewed_by", "reviewed_at"]
-        )
-        comparison_aggregate_refresh(comparison)
-        return locked

@@ -1,4 +1,5 @@
-"""Writes that are not part of the queue: projects, prompts, responses, comparisons."""
+"""Writes of content: projects, prompts, responses, comparisons (one function per
+entity; bulk imports enforce the same invariants in labelapp.importing)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from labelapp.models import (
     Project,
     Prompt,
     Response,
+    Round,
     content_hash,
     text_hash,
 )
@@ -24,28 +26,73 @@ def project_create(*, name: str, **fields: object) -> Project:
     return Project.objects.create(name=name.strip(), **fields)
 
 
-def prompt_get_or_create(
-    *, project: Project, messages: list[dict[str, str]], external_id: str = ""
+IfExists = Literal["return", "conflict"]
+
+
+def _check_if_exists(if_exists: str) -> None:
+    if if_exists not in ("return", "conflict"):
+        # A programming error, not bad input: say so before anything is written.
+        raise ValueError(f"if_exists must be 'return' or 'conflict', not {if_exists!r}")
+
+
+def prompt_create(
+    *,
+    project: Project,
+    messages: list[dict],
+    external_id: str = "",
+    source: str = "",
+    if_exists: IfExists = "conflict",
 ) -> Prompt:
-    prompt, _ = Prompt.objects.get_or_create(
-        project=project,
-        content_hash=content_hash(messages),
-        defaults={"messages": messages, "external_id": external_id},
-    )
-    return prompt
+    """The project's prompt with these messages (unique by content hash). When it
+    exists already, ``if_exists="conflict"`` raises ``Conflict`` (the API's 409) and
+    ``"return"`` returns the stored one (get-or-create, for scripts and tests)."""
+    _check_if_exists(if_exists)
+    key = {"project": project, "content_hash": content_hash(messages)}
+    if if_exists == "return":
+        prompt, _ = Prompt.objects.get_or_create(
+            **key,
+            defaults={
+                "messages": messages,
+                "external_id": external_id,
+                "source": source,
+            },
+        )
+        return prompt
+    try:
+        with transaction.atomic():
+            return Prompt.objects.create(
+                **key, messages=messages, external_id=external_id, source=source
+            )
+    except IntegrityError as exc:
+        raise Conflict("This prompt already exists in the project.") from exc
 
 
-def response_get_or_create(
-    *, prompt: Prompt, text: str, origin: str = Response.Origin.IMPORT, **fields: object
+def response_create(
+    *,
+    prompt: Prompt,
+    text: str,
+    origin: str = Response.Origin.HUMAN,
+    model_ref: str = "",
+    round: Round | None = None,
+    if_exists: IfExists = "conflict",
 ) -> Response:
+    """A response to ``prompt`` (unique per prompt by text hash); ``if_exists`` as
+    for ``prompt_create``."""
+    _check_if_exists(if_exists)
     if not text.strip():
-        raise ValidationFailed("a response needs text")
-    response, _ = Response.objects.get_or_create(
-        prompt=prompt,
-        text_hash=text_hash(text),
-        defaults={"text": text, "origin": origin, **fields},
-    )
-    return response
+        raise ValidationFailed("text: a response needs text")
+    if round is not None and round.project_id != prompt.project_id:
+        raise ValidationFailed("round: belongs to another project")
+    key = {"prompt": prompt, "text_hash": text_hash(text)}
+    values = {"text": text, "origin": origin, "model_ref": model_ref, "round": round}
+    if if_exists == "return":
+        response, _ = Response.objects.get_or_create(**key, defaults=values)
+        return response
+    try:
+        with transaction.atomic():
+            return Response.objects.create(**key, **values)
+    except IntegrityError as exc:
+        raise Conflict("This response text already exists for the prompt.") from exc
 
 
 @transaction.atomic
@@ -60,7 +107,7 @@ def comparison_create(
     priority: int = 0,
     is_gold: bool = False,
     gold_choice: str = "",
-    if_exists: Literal["return", "conflict"] = "return",
+    if_exists: IfExists = "return",
     rng: random.Random | None = None,
     **fields: object,
 ) -> tuple[Comparison, bool]:
@@ -74,9 +121,7 @@ def comparison_create(
     (get-or-create, for imports and scripts) and ``"conflict"`` raises ``Conflict``
     (the API's 409). Returns (comparison, created).
     """
-    if if_exists not in ("return", "conflict"):
-        # A programming error, not bad input: say so before anything is written.
-        raise ValueError(f"if_exists must be 'return' or 'conflict', not {if_exists!r}")
+    _check_if_exists(if_exists)
     # The messages name the API's fields (response_a/response_b are x/y as given),
     # since API clients see them verbatim.
     if response_x.pk == response_y.pk:

@@ -13,7 +13,6 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
-from labelapp.aggregation import comparison_aggregate_refresh
 from labelapp.models import (
     Comparison,
     Label,
@@ -26,6 +25,7 @@ from labelapp.models import (
     content_hash,
     text_hash,
 )
+from labelapp.services.aggregates import comparison_aggregate_refresh
 
 PASSWORD = "dash-password-7Qx"
 P_A = {"a": 1.0, "b": 0.0, "tie": 0.5, "both_bad": None}

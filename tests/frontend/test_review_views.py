@@ -14,8 +14,9 @@ from django.urls import reverse
 
 from labelapp.errors import PermissionDenied
 from labelapp.exports import export_run
-from labelapp.gold import comparison_mark_gold
 from labelapp.models import Comparison, Label, Project
+from labelapp.services.aggregates import comparison_aggregate_refresh
+from labelapp.services.gold import comparison_mark_gold
 from tests.frontend.conftest import make_comparison
 from tests.frontend.dashboard_data import DemoProject, build_demo_project
 
@@ -108,8 +109,6 @@ def test_reject_and_accept_change_p_a_and_export(
     )
     label = comparison.labels.order_by("pk").first()
     Label.objects.filter(pk=label.pk).update(choice="b", p_a=0.0, strength=3)
-    from labelapp.aggregation import comparison_aggregate_refresh
-
     comparison_aggregate_refresh(comparison)
     comparison.refresh_from_db()
     assert comparison.p_a == pytest.approx(2 / 3)

@@ -20,6 +20,7 @@ from labelapp.models import (
     content_hash,
     text_hash,
 )
+from labelapp.services.content import project_create, prompt_create
 
 User = get_user_model()
 _seq = itertools.count()
@@ -78,6 +79,13 @@ def make_user(
 @pytest.fixture
 def project(db) -> Project:
     return make_project(overlap=3, lease_seconds=600)
+
+
+@pytest.fixture
+def prompt(db) -> Prompt:
+    """One prompt in a fresh project, made through the content services."""
+    project = project_create(name=f"project-{next(_seq)}")
+    return prompt_create(project=project, messages=[{"role": "user", "content": "hi"}])
 
 
 @pytest.fixture

@@ -10,17 +10,18 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 
-from labelapp.aggregation import comparison_aggregate_refresh
 from labelapp.models import (
     Choice,
     Comparison,
     Label,
+    Membership,
     Project,
     Prompt,
     Response,
     content_hash,
     text_hash,
 )
+from labelapp.services.aggregates import comparison_aggregate_refresh
 
 CHOICE_P_A = {Choice.A: 1.0, Choice.B: 0.0, Choice.TIE: 0.5, Choice.BOTH_BAD: None}
 
@@ -92,6 +93,25 @@ def review_label(
         strength=strength,
         **kwargs,
     )
+
+
+def review_gold_project(**project_fields: Any) -> tuple[Project, Any, Any, Any]:
+    """A project with a gold bar of 75 % over 4 items and three members: "good" (all
+    right, slow), "bad" (1 of 4 right, fast) and "few" (2 gold labels, under the
+    minimum count)."""
+    project = review_project(gold_min_count=4, gold_min_accuracy=0.75, **project_fields)
+    good, bad, few = review_user("good"), review_user("bad"), review_user("few")
+    for u in (good, bad, few):
+        Membership.objects.create(project=project, user=u)
+    for i in range(4):
+        c = review_comparison(
+            project, f"g{i}", f"ga{i}", f"gb{i}", is_gold=True, gold_choice="a"
+        )
+        review_label(c, good, "a", duration_ms=8000, shown_swapped=bool(i % 2))
+        review_label(c, bad, "a" if i == 0 else "b", duration_ms=1000)
+        if i < 2:
+            review_label(c, few, "b", duration_ms=5000)
+    return project, good, bad, few
 
 
 def review_refresh(comparison: Comparison) -> Comparison:

@@ -1,4 +1,5 @@
-"""Database constraints hold the invariants; services check what a CHECK cannot."""
+"""Database constraints hold the invariants (what services check beyond a CHECK:
+services/test_content.py)."""
 
 from __future__ import annotations
 
@@ -6,24 +7,10 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 
-from labelapp.errors import Conflict, ValidationFailed
 from labelapp.models import Comparison, Job, Label, ModelVersion, Prompt, Response
-from labelapp.services import (
-    comparison_create,
-    project_create,
-    prompt_get_or_create,
-    response_get_or_create,
-)
+from labelapp.services.content import comparison_create, response_create
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def prompt():
-    project = project_create(name="p")
-    return prompt_get_or_create(
-        project=project, messages=[{"role": "user", "content": "hi"}]
-    )
 
 
 def _violates(fn) -> None:
@@ -39,27 +26,16 @@ def test_prompt_and_response_are_unique_by_content(prompt):
             content_hash=prompt.content_hash,
         )
     )
-    r = response_get_or_create(prompt=prompt, text="x")
-    assert response_get_or_create(prompt=prompt, text="x") == r
+    r = response_create(prompt=prompt, text="x")
     _violates(
         lambda: Response.objects.create(prompt=prompt, text="x", text_hash=r.text_hash)
     )
 
 
 def test_comparison_constraints(prompt):
-    r1 = response_get_or_create(prompt=prompt, text="one")
-    r2 = response_get_or_create(prompt=prompt, text="two")
-    comparison, created = comparison_create(prompt=prompt, response_x=r2, response_y=r1)
-    assert created and (comparison.response_a, comparison.response_b) == (r1, r2)
-    assert comparison.labels_required == prompt.project.overlap
-    again, created = comparison_create(prompt=prompt, response_x=r1, response_y=r2)
-    assert again == comparison and not created
-    with pytest.raises(Conflict, match="already a comparison"):
-        comparison_create(
-            prompt=prompt, response_x=r1, response_y=r2, if_exists="conflict"
-        )
-    with pytest.raises(ValueError, match="if_exists must be"):
-        comparison_create(prompt=prompt, response_x=r1, response_y=r2, if_exists="x")
+    r1 = response_create(prompt=prompt, text="one")
+    r2 = response_create(prompt=prompt, text="two")
+    comparison, _ = comparison_create(prompt=prompt, response_x=r1, response_y=r2)
     fields = {"project": prompt.project, "prompt": prompt, "labels_required": 1}
     _violates(lambda: Comparison.objects.create(response_a=r2, response_b=r1, **fields))
     _violates(lambda: Comparison.objects.create(response_a=r1, response_b=r1, **fields))
@@ -67,22 +43,9 @@ def test_comparison_constraints(prompt):
     _violates(lambda: Comparison.objects.filter(pk=comparison.pk).update(is_gold=True))
 
 
-def test_comparison_responses_must_belong_to_its_prompt(prompt):
-    other = prompt_get_or_create(
-        project=prompt.project, messages=[{"role": "user", "content": "other"}]
-    )
-    mine = response_get_or_create(prompt=prompt, text="one")
-    theirs = response_get_or_create(prompt=other, text="two")
-    with pytest.raises(ValidationFailed, match="belongs to prompt"):
-        comparison_create(prompt=prompt, response_x=mine, response_y=theirs)
-    with pytest.raises(ValidationFailed, match="two different responses"):
-        comparison_create(prompt=prompt, response_x=mine, response_y=mine)
-    assert not Comparison.objects.exists()
-
-
 def test_label_constraints(prompt):
-    r1 = response_get_or_create(prompt=prompt, text="one")
-    r2 = response_get_or_create(prompt=prompt, text="two")
+    r1 = response_create(prompt=prompt, text="one")
+    r2 = response_create(prompt=prompt, text="two")
     comparison, _ = comparison_create(prompt=prompt, response_x=r1, response_y=r2)
     user = get_user_model().objects.create_user("ann")
     base = {"comparison": comparison, "annotator": user}

@@ -11,8 +11,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from labelapp.errors import DomainError
-from labelapp.gold import gold_import
 from labelapp.models import Project
+from labelapp.services.gold import gold_import
 
 
 class Command(BaseCommand):

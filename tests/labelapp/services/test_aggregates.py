@@ -1,4 +1,5 @@
-"""Aggregates over non-rejected labels, refreshed on every label and review."""
+"""services.aggregates: aggregates over non-rejected labels (refresh on review:
+test_reviews.py)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,9 @@ import importlib
 
 import pytest
 
-from labelapp.aggregation import aggregate_labels, label_review
-from labelapp.errors import PermissionDenied, ValidationFailed
 from labelapp.models import Comparison, Label
-from labelapp.queue import comparison_next_for, label_submit
-
-from .conftest import make_comparisons, make_user
+from labelapp.services.aggregates import aggregate_labels
+from tests.labelapp.conftest import make_comparisons, make_user
 
 
 @pytest.mark.parametrize(
@@ -47,57 +45,6 @@ def test_aggregate_labels_takes_any_iterable() -> None:
     )
     assert agg.p_a == 1.0 and agg.majority == "a"
     assert agg.agreement == pytest.approx(2 / 3) and agg.mean_strength == 3.5
-
-
-def _label_all(project, choices):
-    users = [make_user(project=project) for _ in choices]
-    labels = []
-    for user, choice in zip(users, choices, strict=True):
-        a = comparison_next_for(
-            annotator=user, project=project, rng=_NoSwap()
-        )  # display == canonical
-        labels.append(
-            label_submit(assignment_id=a.pk, annotator=user, choice=choice, strength=2)[
-                0
-            ]
-        )
-    return labels
-
-
-class _NoSwap:
-    def random(self) -> float:
-        return 0.99
-
-
-def test_refreshed_on_label_and_review(project):
-    (comparison,) = make_comparisons(project, 1)
-    labels = _label_all(project, ["a", "b", "a"])
-    comparison.refresh_from_db()
-    assert comparison.p_a == pytest.approx(2 / 3)
-    assert comparison.majority == "a" and comparison.agreement == pytest.approx(2 / 3)
-    reviewer = make_user(project=project, role="reviewer")
-    label_review(label=labels[0], reviewer=reviewer, state="rejected", note="spam")
-    comparison.refresh_from_db()
-    # One a and one b left: p_a 0.5, no unique majority. Count and status unchanged.
-    assert comparison.p_a == pytest.approx(0.5) and comparison.majority == ""
-    assert comparison.labels_count == 3
-    assert comparison.status == Comparison.Status.COMPLETE
-    label_review(label=labels[0], reviewer=reviewer, state="accepted")
-    comparison.refresh_from_db()
-    assert comparison.p_a == pytest.approx(2 / 3)
-    stored = Label.objects.get(pk=labels[0].pk)
-    assert stored.reviewed_by == reviewer and stored.review_state == "accepted"
-
-
-def test_review_rules(project):
-    make_comparisons(project, 1)
-    (label,) = _label_all(project, ["tie"])
-    annotator = make_user(project=project)
-    with pytest.raises(PermissionDenied):
-        label_review(label=label, reviewer=annotator, state="accepted")
-    reviewer = make_user(project=project, role="reviewer")
-    with pytest.raises(ValidationFailed):
-        label_review(label=label, reviewer=reviewer, state="pending")
 
 
 def test_migration_recomputes_stored_mean_strength(project, monkeypatch):
