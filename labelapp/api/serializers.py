@@ -45,7 +45,7 @@ def enum_field(values: list[str], **kwargs) -> serializers.ChoiceField:
     return field_cls(choices=values, **kwargs)
 
 
-GOLD_HELP = "For gold items: a, b, tie or both_bad (canonical terms); else empty."
+GOLD_HELP = "For gold items: a, b or tie (canonical terms); else empty."
 MAJORITY_HELP = "a, b, tie or both_bad; empty while there is no unique majority."
 
 

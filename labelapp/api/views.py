@@ -28,6 +28,7 @@ from labelapp.loop import round_start, training_start
 from labelapp.queue import assignment_skip, comparison_next_for, label_submit
 from labelapp.services.content import (
     comparison_create,
+    comparison_update,
     prompt_create,
     response_create,
 )
@@ -232,6 +233,11 @@ class ComparisonViewSet(_Scoped, viewsets.ModelViewSet):
             gold_choice=data.get("gold_choice", ""),
             round=data.get("round"),
             if_exists="conflict",
+        )
+
+    def perform_update(self, serializer: s.ComparisonUpdateSerializer) -> None:
+        serializer.instance = comparison_update(
+            comparison=serializer.instance, **serializer.validated_data
         )
 
     def partial_update(self, request: Request, *args, **kwargs) -> HttpResponse:

@@ -18,6 +18,7 @@ from labelapp.models import (
     content_hash,
     text_hash,
 )
+from labelapp.services.gold import gold_choice_check
 
 
 def project_create(*, name: str, **fields: object) -> Project:
@@ -140,8 +141,7 @@ def comparison_create(
             )
     if project is not None and prompt.project_id != project.pk:
         raise ValidationFailed("response_a: belongs to another project")
-    if is_gold and not gold_choice:
-        raise ValidationFailed("gold_choice: required for a gold comparison")
+    gold_choice_check(is_gold=is_gold, gold_choice=gold_choice)
     k = labels_required if labels_required is not None else prompt.project.overlap
     if k < 1:
         raise ValidationFailed(f"labels_required={k} must be at least 1")
@@ -169,3 +169,31 @@ def comparison_create(
             return Comparison.objects.create(response_a=a, response_b=b, **values), True
     except IntegrityError as exc:
         raise Conflict("This pair is already a comparison.") from exc
+
+
+# What may change after creation (the API's PATCH); the rest is fixed or derived.
+COMPARISON_UPDATABLE = frozenset(
+    {"priority", "labels_required", "status", "gold_choice"}
+)
+
+
+def comparison_update(*, comparison: Comparison, **changes: object) -> Comparison:
+    """Change the updatable fields of ``comparison`` under its row lock, writing only
+    those fields (a full save would write back aggregates read before a concurrent
+    label changed them). A new ``gold_choice`` obeys the gold rule
+    (``services.gold.gold_choice_check``)."""
+    unknown = set(changes) - COMPARISON_UPDATABLE
+    if unknown:
+        # A programming error (the serializer lists the fields), not bad input.
+        raise ValueError(f"not updatable: {', '.join(sorted(unknown))}")
+    with transaction.atomic():
+        locked = Comparison.objects.select_for_update().get(pk=comparison.pk)
+        if "gold_choice" in changes:
+            gold_choice_check(
+                is_gold=locked.is_gold, gold_choice=str(changes["gold_choice"])
+            )
+        for field, value in changes.items():
+            setattr(locked, field, value)
+        if changes:
+            locked.save(update_fields=sorted(changes))
+    return locked

@@ -1,7 +1,8 @@
 """Gold items: comparisons with a known answer, used to measure annotators.
 
-Services only (writes). Marking is an admin action; the import is all-or-nothing so a
-half-imported file cannot leave some items gold and others not.
+Services only (writes). ``gold_choice_check`` is the rule every write of a gold answer
+obeys. Marking is an admin action; the import is all-or-nothing so a half-imported
+file cannot leave some items gold and others not.
 """
 
 from __future__ import annotations
@@ -22,6 +23,30 @@ from labelapp.models import Choice, Comparison, Project
 GOLD_CHOICES: tuple[str, ...] = (Choice.A.value, Choice.B.value, Choice.TIE.value)
 
 
+def gold_choice_check(*, is_gold: bool, gold_choice: str) -> None:
+    """The one gold rule, for every write of ``gold_choice`` (API create and PATCH,
+    the review page, the import): a gold comparison has an answer, a / b / tie; a
+    comparison that is not gold has none (an answer there would have no effect).
+    Raises ``ValidationFailed`` naming the field."""
+    if is_gold:
+        if not gold_choice:
+            raise ValidationFailed(
+                "gold_choice: a gold comparison needs an answer "
+                f"({', '.join(GOLD_CHOICES)})"
+            )
+        if gold_choice not in GOLD_CHOICES:
+            raise ValidationFailed(
+                f"gold_choice: must be one of {', '.join(GOLD_CHOICES)}, not "
+                f'{gold_choice!r} ("both bad" judges quality, not preference, so it '
+                "cannot be a gold answer)"
+            )
+    elif gold_choice:
+        raise ValidationFailed(
+            "gold_choice: only a gold comparison has an answer, and this one is not "
+            "gold (create it with is_gold, or mark it gold on the review page)"
+        )
+
+
 def _check_admin(by: AbstractBaseUser | None, project_id: int) -> None:
     # ``by=None`` is the management command: whoever runs it has the database.
     if by is not None and not access.can_admin(user=by, project=project_id):
@@ -40,8 +65,7 @@ def comparison_mark_gold(
     Existing labels keep their values; gold accuracy is computed at read time, so it
     reflects the new answer at once."""
     _check_admin(by, comparison.project_id)
-    if choice and choice not in GOLD_CHOICES:
-        raise ValidationFailed(f"gold_choice must be one of {', '.join(GOLD_CHOICES)}")
+    gold_choice_check(is_gold=bool(choice), gold_choice=choice or "")
     with transaction.atomic():
         locked = Comparison.objects.select_for_update().get(pk=comparison.pk)
         locked.is_gold = bool(choice)
