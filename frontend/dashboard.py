@@ -67,7 +67,7 @@ def _tabs(project: Project, role: str, active: str) -> dict[str, Any]:
     return {
         "project": project,
         "active_tab": active,
-        "can_admin": role in access.ADMIN_ROLES,
+        "can_admin": access.role_allows(role=role, action="admin"),
     }
 
 

@@ -55,9 +55,9 @@ def project_list(request: HttpRequest) -> HttpResponse:
                 "project": project,
                 "role": membership.get_role_display() if membership else "Staff",
                 # Which pages to link (the pages check again).
-                "can_label": membership is not None,
-                "can_review": role in access.REVIEW_ROLES,
-                "can_admin": role in access.ADMIN_ROLES,
+                "can_label": access.can_annotate(user=user, project=project),
+                "can_review": access.role_allows(role=role, action="review"),
+                "can_admin": access.role_allows(role=role, action="admin"),
                 "paused": membership.paused if membership else False,
                 "progress": project_progress(user, project),
             }

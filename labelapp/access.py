@@ -17,6 +17,8 @@ The rules:
 
 from __future__ import annotations
 
+from typing import Literal
+
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import QuerySet
 
@@ -27,6 +29,20 @@ ProjectRef = Project | int
 
 REVIEW_ROLES: tuple[str, ...] = (Membership.Role.REVIEWER, Membership.Role.ADMIN)
 ADMIN_ROLES: tuple[str, ...] = (Membership.Role.ADMIN,)
+
+
+Action = Literal["view", "review", "admin"]
+_ROLES_FOR: dict[str, tuple[str, ...]] = {
+    "view": tuple(Membership.Role.values),
+    "review": REVIEW_ROLES,
+    "admin": ADMIN_ROLES,
+}
+
+
+def role_allows(*, role: str | None, action: Action) -> bool:
+    """Whether acting in ``role`` (``role_in``'s answer) allows ``action``; for a
+    page that has the role already and must not look it up again."""
+    return role is not None and role in _ROLES_FOR[action]
 
 
 def _project_id(project: ProjectRef) -> int:
@@ -57,7 +73,7 @@ def role_in(*, user: User, project: ProjectRef) -> str | None:
 
 
 def can_view(*, user: User, project: ProjectRef) -> bool:
-    return role_in(user=user, project=project) is not None
+    return role_allows(role=role_in(user=user, project=project), action="view")
 
 
 def can_annotate(*, user: User, project: ProjectRef) -> bool:
@@ -66,11 +82,11 @@ def can_annotate(*, user: User, project: ProjectRef) -> bool:
 
 
 def can_review(*, user: User, project: ProjectRef) -> bool:
-    return role_in(user=user, project=project) in REVIEW_ROLES
+    return role_allows(role=role_in(user=user, project=project), action="review")
 
 
 def can_admin(*, user: User, project: ProjectRef) -> bool:
-    return role_in(user=user, project=project) in ADMIN_ROLES
+    return role_allows(role=role_in(user=user, project=project), action="admin")
 
 
 def can_review_own_label(*, user: User) -> bool:

@@ -62,3 +62,29 @@ def test_review_rules(project):
     reviewer = make_user(project=project, role="reviewer")
     with pytest.raises(ValidationFailed):
         label_review(label=label, reviewer=reviewer, state="pending")
+
+
+def test_staff_review_any_project_and_their_own_labels(project):
+    # One rule with the review page (labelapp.access): Django staff review every
+    # project, member or not; the superuser-only rule refused is_staff alone.
+    make_comparisons(project, 1)
+    (label,) = _label_all(project, ["a"])
+    staff = make_user()
+    staff.is_staff = True
+    staff.save(update_fields=["is_staff"])
+    reviewed = label_review(label=label, reviewer=staff, state="rejected")
+    assert reviewed.review_state == "rejected" and reviewed.reviewed_by == staff
+    other = make_user()  # neither staff nor member
+    with pytest.raises(PermissionDenied, match="Only reviewers"):
+        label_review(label=label, reviewer=other, state="accepted")
+
+
+def test_reviewers_cannot_review_their_own_label(project):
+    make_comparisons(project, 1)
+    reviewer = make_user(project=project, role="reviewer")
+    lease = comparison_next_for(annotator=reviewer, project=project)
+    label, _ = label_submit(
+        assignment_id=lease.pk, annotator=reviewer, choice="b", strength=1
+    )
+    with pytest.raises(PermissionDenied, match="your own label"):
+        label_review(label=label, reviewer=reviewer, state="accepted")
