@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import AbstractBaseUser
+from django.test import Client
 
 from labelapp.models import (
     Comparison,
@@ -17,8 +18,17 @@ from labelapp.models import (
     content_hash,
     text_hash,
 )
+from tests.frontend.dashboard_data import DemoProject, build_demo_project
 
 PASSWORD = "correct-horse-battery-staple"
+
+
+def client_for(user: AbstractBaseUser | None) -> Client:
+    """A test client logged in as ``user`` (anonymous for None)."""
+    client = Client()
+    if user is not None:
+        client.force_login(user)
+    return client
 
 
 def make_comparison(
@@ -50,6 +60,12 @@ def make_comparison(
         labels_required=labels_required or project.overlap,
         random_key=random_key,
     )
+
+
+@pytest.fixture
+def demo() -> DemoProject:
+    """The reviewer/admin pages' realistic project (tests.frontend.dashboard_data)."""
+    return build_demo_project()
 
 
 @pytest.fixture(autouse=True)

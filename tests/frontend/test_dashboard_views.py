@@ -6,27 +6,15 @@ import xml.etree.ElementTree as ET
 from typing import Any
 
 import pytest
-from django.test import Client
 from django.urls import reverse
 
 from labelapp.models import Job, Membership, Project
 from labelapp.plots import PLOTS
-from tests.frontend.dashboard_data import DemoProject, build_demo_project
+from tests.frontend.conftest import client_for
+from tests.frontend.dashboard_data import DemoProject
 
 pytestmark = pytest.mark.django_db
 SVG_NS = "{http://www.w3.org/2000/svg}"
-
-
-@pytest.fixture
-def demo() -> DemoProject:
-    return build_demo_project()
-
-
-def client_for(user: Any | None) -> Client:
-    client = Client()
-    if user is not None:
-        client.force_login(user)
-    return client
 
 
 def _check(url: str, demo: DemoProject, expected: dict[str, int]) -> None:

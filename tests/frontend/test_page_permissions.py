@@ -8,11 +8,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from django.test import Client
 from django.urls import reverse
 
 from labelapp.models import Job
 from labelapp.queue import comparison_next_for, label_submit
+from tests.frontend.conftest import client_for
 from tests.labelapp.conftest import make_comparisons, make_project, make_user
 
 pytestmark = pytest.mark.django_db
@@ -32,10 +32,8 @@ def world() -> dict[str, Any]:
         "reviewer": make_user(project=project, role="reviewer"),
         "admin": make_user(project=project, role="admin"),
         # Django staff, not a superuser and not a member: the issue 13 case.
-        "staff": make_user(),
+        "staff": make_user(staff=True, superuser=False),
     }
-    users["staff"].is_staff = True
-    users["staff"].save(update_fields=["is_staff"])
     colleague = make_user(project=project)
     lease = comparison_next_for(annotator=colleague, project=project)
     label, _ = label_submit(
@@ -82,9 +80,7 @@ def test_page_matrix(world, page, kind, django_capture_on_commit_callbacks):
     method, name, extra, data, expected = PAGES[page]
     kwargs = {"project_id": world["ids"]["project_id"]}
     kwargs.update({k: world["ids"][k] if v is None else v for k, v in extra.items()})
-    client = Client()
-    if world["users"][kind] is not None:
-        client.force_login(world["users"][kind])
+    client = client_for(world["users"][kind])
     url = reverse(f"frontend:{name}", kwargs=kwargs)
     with django_capture_on_commit_callbacks():  # started jobs are not sent
         if method == "post" and name == "compare-next":
@@ -99,16 +95,14 @@ def test_page_matrix(world, page, kind, django_capture_on_commit_callbacks):
 def test_home_page_lists_every_project_for_staff(world):
     # Issue 15: a project made by import_data has no members; staff must see it.
     orphan = make_project(name="imported, no members")
-    staff = Client()
-    staff.force_login(world["users"]["staff"])
+    staff = client_for(world["users"]["staff"])
     page = staff.get(reverse("frontend:projects")).content.decode()
     assert "imported, no members" in page
     assert reverse("frontend:review", args=[orphan.pk]) in page
     assert reverse("frontend:exports", args=[orphan.pk]) in page
     # Staff are no member: no labelling link (the compare page would refuse them).
     assert reverse("frontend:compare", args=[orphan.pk]) not in page
-    member = Client()
-    member.force_login(world["users"]["annotator"])
+    member = client_for(world["users"]["annotator"])
     member_page = member.get(reverse("frontend:projects")).content.decode()
     assert "imported, no members" not in member_page
     assert reverse("frontend:compare", args=[world["ids"]["project_id"]]) in (

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.test import Client
 from django.urls import reverse
 
 from labelapp.errors import PermissionDenied
@@ -17,22 +16,10 @@ from labelapp.exports import export_run
 from labelapp.models import Comparison, Label, Project
 from labelapp.services.aggregates import comparison_aggregate_refresh
 from labelapp.services.gold import comparison_mark_gold
-from tests.frontend.conftest import make_comparison
-from tests.frontend.dashboard_data import DemoProject, build_demo_project
+from tests.frontend.conftest import client_for, make_comparison
+from tests.frontend.dashboard_data import DemoProject
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def demo() -> DemoProject:
-    return build_demo_project()
-
-
-def client_for(user: Any | None) -> Client:
-    client = Client()
-    if user is not None:
-        client.force_login(user)
-    return client
 
 
 def _matrix(demo: DemoProject) -> list[tuple[Any, int]]:

@@ -64,12 +64,16 @@ def make_user(
     role: str = "annotator",
     paused: bool = False,
     staff: bool = False,
+    superuser: bool | None = None,
 ):
+    """A user, a member of ``project`` in ``role`` when given. ``staff`` makes
+    create_user's "admin" (is_staff and superuser); ``superuser=False`` with it makes
+    Django staff alone."""
     user = User.objects.create_user(
         username=name or f"user-{next(_seq)}",
         password=None,  # unusable: hashing would dominate test time
         is_staff=staff,
-        is_superuser=staff,
+        is_superuser=staff if superuser is None else superuser,
     )
     if project is not None:
         Membership.objects.create(project=project, user=user, role=role, paused=paused)

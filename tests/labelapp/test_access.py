@@ -34,11 +34,9 @@ def people():
         "admin": make_user(project=project, role="admin"),
         # Django staff without superuser: the case the two old can_review functions
         # disagreed on (issue 13).
-        "staff_non_member": make_user(),
+        "staff_non_member": make_user(staff=True, superuser=False),
         "superuser_non_member": make_user(staff=True),
     }
-    users["staff_non_member"].is_staff = True
-    users["staff_non_member"].save(update_fields=["is_staff"])
     return project, other, users
 
 

@@ -46,10 +46,8 @@ def world() -> World:
         "reviewer": make_user(project=project, role="reviewer"),
         "project_admin": make_user(project=project, role="admin"),
         "staff": make_user(staff=True),
-        "staff_only": make_user(),
+        "staff_only": make_user(staff=True, superuser=False),
     }
-    users["staff_only"].is_staff = True
-    users["staff_only"].save(update_fields=["is_staff"])
     # Another annotator's label on c1, and the annotator's own lease.
     colleague = make_user(project=project)
     lease = comparison_next_for(annotator=colleague, project=project)

@@ -69,9 +69,7 @@ def test_staff_review_any_project_and_their_own_labels(project):
     # project, member or not; the superuser-only rule refused is_staff alone.
     make_comparisons(project, 1)
     (label,) = _label_all(project, ["a"])
-    staff = make_user()
-    staff.is_staff = True
-    staff.save(update_fields=["is_staff"])
+    staff = make_user(staff=True, superuser=False)
     reviewed = label_review(label=label, reviewer=staff, state="rejected")
     assert reviewed.review_state == "rejected" and reviewed.reviewed_by == staff
     other = make_user()  # neither staff nor member
