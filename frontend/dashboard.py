@@ -32,8 +32,9 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from frontend.forms import GOLD_LABELS, ExportForm, GoldForm, ReviewForm
 from frontend.rendering import render_markdown
-from labelapp import exports_jobs, quality, selectors
+from labelapp import quality, selectors
 from labelapp.aggregation import label_review
+from labelapp.datasets import export_jobs
 from labelapp.errors import DomainError
 from labelapp.gold import comparison_mark_gold
 from labelapp.models import (
@@ -306,7 +307,7 @@ def _job_row(job: Job) -> dict[str, Any]:
     files: list[tuple[str, int]] = []
     if job.status == Job.Status.SUCCEEDED:
         try:
-            files = list(exports_jobs.export_files(job))
+            files = list(export_jobs.export_files(job))
         except DomainError:
             files = []
     return {"job": job, "params": job.params, "files": files}
@@ -319,7 +320,7 @@ def exports(request: HttpRequest, project: Project, role: str) -> HttpResponse:
         form = ExportForm(request.POST)
         if form.is_valid():
             try:
-                job, created = exports_jobs.export_enqueue(
+                job, created = export_jobs.export_enqueue(
                     project=project, params=form.job_params(), by=request.user
                 )
             except DomainError as exc:
@@ -357,7 +358,7 @@ def export_download(
 ) -> FileResponse:
     job = get_object_or_404(Job, pk=job_id, project=project, kind=Job.Kind.EXPORT)
     try:
-        path = exports_jobs.export_file(job, filename)
+        path = export_jobs.export_file(job, filename)
     except DomainError:
         raise Http404("No such file in this export.") from None
     return FileResponse(path.open("rb"), as_attachment=True, filename=path.name)

@@ -7,7 +7,7 @@ from typing import Any
 from django import forms
 
 from labelapp.aggregation import REVIEW_NOTE_MAX_CHARS
-from labelapp.exports import FORMATS, KINDS
+from labelapp.datasets.exports import FORMATS, KINDS
 from labelapp.gold import GOLD_CHOICES
 from labelapp.models import Label
 
@@ -61,7 +61,7 @@ class ExportForm(forms.Form):
         return kind
 
     def job_params(self) -> dict[str, Any]:
-        """The Job params (see labelapp.exports_jobs.JOB_OPTION_FIELDS)."""
+        """The Job params (see labelapp.datasets.export_jobs.JOB_OPTION_FIELDS)."""
         data = self.cleaned_data
         params: dict[str, Any] = {
             "kind": data["kind"],

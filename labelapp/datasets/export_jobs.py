@@ -15,8 +15,8 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 
 from labelapp import jobs, selectors
+from labelapp.datasets.exports import KINDS, ExportOptions, export_run
 from labelapp.errors import NotFound, PermissionDenied, ValidationFailed
-from labelapp.exports import KINDS, ExportOptions, export_run
 from labelapp.models import Job, Project
 
 # Option fields a job may carry (plus "kind"); anything else is refused.

@@ -12,8 +12,8 @@ from django.core.management import CommandError, call_command
 from django.test import Client
 from django.urls import reverse
 
+from labelapp.datasets.exports import export_run
 from labelapp.errors import PermissionDenied
-from labelapp.exports import export_run
 from labelapp.gold import comparison_mark_gold
 from labelapp.models import Comparison, Label, Project
 from tests.frontend.conftest import make_comparison

@@ -5,15 +5,15 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
+from labelapp.datasets.importing import import_files
 from labelapp.errors import ImportFailed
-from labelapp.importing import import_files
 from labelapp.models import Project
 
 
 class Command(BaseCommand):
     help = (
         "Import prompts, responses and labelled pairs from JSON-lines files (.gz too) "
-        "into a project, atomically. See labelapp/importing.py for the formats."
+        "into a project, atomically. See labelapp/datasets/records.py for the formats."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:

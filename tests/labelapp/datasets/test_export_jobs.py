@@ -12,8 +12,8 @@ from django.test import Client
 from django.urls import reverse
 
 from labelapp import jobs, tasks
+from labelapp.datasets.export_jobs import export_enqueue, export_file, export_job
 from labelapp.errors import NotFound, ValidationFailed
-from labelapp.exports_jobs import export_enqueue, export_file, export_job
 from labelapp.models import Job
 from tests.frontend.dashboard_data import DemoProject, build_demo_project
 

@@ -1,4 +1,4 @@
-"""Dataset exports (labelapp.exports), read back by their real consumers:
+"""Dataset exports (labelapp.datasets), read back by their real consumers:
 Hugging Face ``datasets`` and TRL's RewardTrainer / DPOTrainer."""
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ import pyarrow.parquet as pq
 import pytest
 from django.core.management import call_command
 
-from labelapp import exports
+from labelapp.datasets import export_rows
+from labelapp.datasets.export_formats import annotator_pseudonym
+from labelapp.datasets.exports import ExportOptions, export_run
 from labelapp.errors import NotFound, ValidationFailed
-from labelapp.exports import ExportOptions, annotator_pseudonym, export_run
 from labelapp.models import Label, Round, SFTExample
 from tests.labelapp.conftest_review import (
     review_comparison,
@@ -327,7 +328,7 @@ def test_failed_export_leaves_nothing(
     def boom(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("database went away")
 
-    monkeypatch.setattr(exports, "_preference_texts", boom)
+    monkeypatch.setattr(export_rows, "_preference_texts", boom)
     with pytest.raises(RuntimeError):
         export_run(project=demo["project"], kind="preferences")
     assert list((artifacts / "exports").iterdir()) == []
