@@ -21,6 +21,12 @@ def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+# Size limits of one prompt and one text, the same for the API's serializers and for
+# import_data: one answer to "how long may a response be".
+MAX_MESSAGES = 200
+MAX_TEXT_CHARS = 200_000
+
+
 DEFAULT_PAIR_MIX = {
     "best_vs_runner_up": 0.4,
     "best_vs_random": 0.2,

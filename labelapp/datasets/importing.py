@@ -20,11 +20,20 @@ from django.db import transaction
 from django.utils import timezone
 
 from labelapp.aggregation import aggregate_labels
-from labelapp.datasets.records import PairRec, Record, ResponseRec, read_records
-from labelapp.errors import ImportFailed
+from labelapp.datasets.records import (
+    Limits,
+    PairRec,
+    Record,
+    ResponseRec,
+    read_records,
+)
+from labelapp.errors import ImportFailed, ValidationFailed
 from labelapp.models import (
+    MAX_MESSAGES,
+    MAX_TEXT_CHARS,
     Comparison,
     Label,
+    Membership,
     Project,
     Prompt,
     Response,
@@ -33,6 +42,14 @@ from labelapp.models import (
 )
 
 IMPORTED_USERNAME = "imported"
+# The API's limits and the columns' sizes: an import stores nothing the API would
+# refuse or the database cannot hold.
+LIMITS = Limits(
+    text_chars=MAX_TEXT_CHARS,
+    messages=MAX_MESSAGES,
+    external_id_chars=Prompt._meta.get_field("external_id").max_length,
+    model_ref_chars=Response._meta.get_field("model_ref").max_length,
+)
 BATCH = 5000
 Progress = Callable[[float, str], None]
 
@@ -82,10 +99,12 @@ def import_files(
     result = ImportResult()
     records: list[tuple[str, Record]] = []
     for path in paths:
+        path = Path(path)
+        where = "row" if path.suffix == ".parquet" else "line"
         for lineno, record in read_records(
-            Path(path), skip_invalid=skip_invalid, skipped=result.skipped
+            path, skip_invalid=skip_invalid, skipped=result.skipped, limits=LIMITS
         ):
-            records.append((f"{path}, line {lineno}", record))
+            records.append((f"{path}, {where} {lineno}", record))
             if progress and len(records) % 20000 == 0:
                 progress(0.0, f"read {len(records):,} lines")
     result.lines = len(records)
@@ -326,3 +345,53 @@ def _make_pairs(
             )
     for chunk in _chunks(rows):
         Comparison.objects.bulk_create(chunk, ignore_conflicts=True)
+
+
+# Strongest first: adding a user with a weaker role never demotes them.
+_ROLE_RANK = {
+    Membership.Role.ANNOTATOR: 0,
+    Membership.Role.REVIEWER: 1,
+    Membership.Role.ADMIN: 2,
+}
+
+
+def project_members_add(
+    *, project: Project, usernames_by_role: dict[str, list[str]]
+) -> dict[str, list[str]]:
+    """Make existing users members of ``project`` (role → usernames); return the
+    usernames whose membership was created or raised, by role.
+
+    Every username is looked up before anything is written, so one unknown name
+    refuses the whole call (``ValidationFailed`` naming each unknown one). A user
+    named under several roles gets the strongest; an existing member keeps a
+    stronger role than the one asked for."""
+    wanted: dict[str, str] = {}
+    for role, names in usernames_by_role.items():
+        if role not in _ROLE_RANK:
+            raise ValidationFailed(f"unknown role {role!r}")
+        for name in names:
+            if name not in wanted or _ROLE_RANK[role] > _ROLE_RANK[wanted[name]]:
+                wanted[name] = role
+    users = {
+        u.get_username(): u
+        for u in get_user_model().objects.filter(username__in=list(wanted))
+    }
+    unknown = sorted(set(wanted) - set(users))
+    if unknown:
+        raise ValidationFailed(
+            f"no such user: {', '.join(unknown)} (create the account first, e.g. "
+            "with manage.py create_user)"
+        )
+    changed: dict[str, list[str]] = {}
+    with transaction.atomic():
+        for name, role in sorted(wanted.items()):
+            membership, created = Membership.objects.select_for_update().get_or_create(
+                project=project, user=users[name], defaults={"role": role}
+            )
+            if not created and _ROLE_RANK[role] > _ROLE_RANK[membership.role]:
+                membership.role = role
+                membership.save(update_fields=["role"])
+                created = True
+            if created:
+                changed.setdefault(role, []).append(name)
+    return changed

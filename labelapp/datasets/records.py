@@ -23,9 +23,14 @@ from __future__ import annotations
 
 import gzip
 import json
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from labelapp.errors import ImportFailed
 
@@ -62,6 +67,56 @@ class PairRec:
 
 
 Record = PromptRec | ResponseRec | PairRec
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Sizes a record may have; the importer passes the database's and the API's
+    (``None``: no limit)."""
+
+    text_chars: int | None = None
+    messages: int | None = None
+    external_id_chars: int | None = None
+    model_ref_chars: int | None = None
+
+
+def check_record(rec: Record, limits: Limits) -> None:
+    """Refuse what the database cannot store or the API would refuse: NUL
+    characters (PostgreSQL text and jsonb cannot hold U+0000) and sizes over the
+    limits. One check after parsing, so every format gets the same rules."""
+    texts: list[tuple[str, str]] = []
+    messages = getattr(rec, "messages", None) or []
+    if limits.messages is not None and len(messages) > limits.messages:
+        raise LineError(
+            f"the prompt has {len(messages):,} messages, over the limit of "
+            f"{limits.messages:,}"
+        )
+    texts += [(f"prompt message {i + 1}", m["content"]) for i, m in enumerate(messages)]
+    if isinstance(rec, ResponseRec):
+        texts.append(("the response", rec.text))
+    elif isinstance(rec, PairRec):
+        texts += [("the first response", rec.text_a), ("the second", rec.text_b)]
+    for what, text in texts:
+        if "\x00" in text:
+            raise LineError(
+                f"{what} contains a NUL character (\\u0000), which cannot be stored"
+            )
+        if limits.text_chars is not None and len(text) > limits.text_chars:
+            raise LineError(
+                f"{what} has {len(text):,} characters, over the limit of "
+                f"{limits.text_chars:,} (the same as the API's)"
+            )
+    short = [
+        ("question_id/uid", getattr(rec, "external_id", ""), limits.external_id_chars),
+        ("model_id", getattr(rec, "model_ref", ""), limits.model_ref_chars),
+    ]
+    for what, value, limit in short:
+        if "\x00" in value:
+            raise LineError(f"{what} contains a NUL character (\\u0000)")
+        if limit is not None and len(value) > limit:
+            raise LineError(
+                f"{what} has {len(value):,} characters, over the limit of {limit:,}"
+            )
 
 
 def _text(obj: dict, key: str, *, allow_empty: bool = False) -> str:
@@ -164,40 +219,71 @@ def hh_pair(chosen: str, rejected: str) -> tuple[Messages, str, str]:
 
 
 def _strength(obj: dict) -> int | None:
+    """A label's strength, 1..4. A mean strength (Pairloop's preference export
+    writes the mean over a pair's labels, e.g. 2.6667) becomes the nearest level,
+    since an imported pair is stored as one label."""
     value = obj.get("strength")
     if value is None:
         return None
-    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 4:
-        raise LineError(f"field 'strength'={value!r} must be an integer in 1..4")
-    return value
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or not 1 <= value <= 4:
+        raise LineError(f"field 'strength'={value!r} must be a number in 1..4")
+    return int(value + 0.5)
+
+
+def _reply(obj: dict, key: str) -> str:
+    """``chosen`` / ``rejected`` beside a prompt: a string, or TRL's conversational
+    form, a list holding one assistant message."""
+    value = obj.get(key)
+    if isinstance(value, list):
+        if (
+            len(value) != 1
+            or not isinstance(value[0], dict)
+            or value[0].get("role") != "assistant"
+            or not isinstance(value[0].get("content"), str)
+        ):
+            raise LineError(
+                f"field {key!r} as a message list must hold one assistant message "
+                "{role: assistant, content}"
+            )
+        return value[0]["content"].strip()
+    return _text(obj, key).strip()
+
+
+def _probability(obj: dict, key: str) -> float:
+    value = obj.get(key)
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise LineError(f"field {key!r}={value!r} must be a number in [0, 1]")
+    if not 0.0 <= float(value) <= 1.0:
+        raise LineError(f"field {key!r}={value!r} is outside [0, 1]")
+    return float(value)
 
 
 def parse_record(obj: object) -> Record:
     if not isinstance(obj, dict):
         raise LineError(f"expected a JSON object, got {type(obj).__name__}")
     if "chosen" in obj or "rejected" in obj:
-        chosen, rejected = _text(obj, "chosen"), _text(obj, "rejected")
         if "prompt" in obj or "messages" in obj:
             messages = _prompt_messages(obj)
-            a, b = chosen.strip(), rejected.strip()
+            a, b = _reply(obj, "chosen"), _reply(obj, "rejected")
         else:
+            chosen, rejected = _text(obj, "chosen"), _text(obj, "rejected")
             messages, a, b = hh_pair(chosen, rejected)
         for key, value in (("chosen", a), ("rejected", b)):
             if not value:
                 raise LineError(f"the {key} response is empty")
         if a == b:
             raise LineError("chosen and rejected responses are identical")
-        return PairRec(messages, a, b, 1.0, _strength(obj))
+        # p_chosen: the soft label of Pairloop's own export (share of labels for
+        # the chosen side), so an export imports back with the same p_a.
+        p_chosen = _probability(obj, "p_chosen") if "p_chosen" in obj else 1.0
+        return PairRec(messages, a, b, p_chosen, _strength(obj))
     if "response_a" in obj or "response_b" in obj:
         a, b = _text(obj, "response_a"), _text(obj, "response_b")
         if a == b:
             raise LineError("response_a and response_b are identical")
-        p_a = obj.get("p_a")
-        if not isinstance(p_a, (int, float)) or isinstance(p_a, bool):
-            raise LineError(f"field 'p_a'={p_a!r} must be a number in [0, 1]")
-        if not 0.0 <= float(p_a) <= 1.0:
-            raise LineError(f"field 'p_a'={p_a!r} is outside [0, 1]")
-        return PairRec(_prompt_messages(obj), a, b, float(p_a), _strength(obj))
+        p_a = _probability(obj, "p_a")
+        return PairRec(_prompt_messages(obj), a, b, p_a, _strength(obj))
     if "response" in obj:
         return ResponseRec(_text(obj, "response"), messages=_prompt_messages(obj))
     if "choices" in obj:
@@ -222,10 +308,24 @@ def _open(path: Path) -> Iterable[str]:
     return path.open(encoding="utf-8")
 
 
-def read_records(
-    path: Path, *, skip_invalid: bool = False, skipped: list[str] | None = None
-) -> Iterator[tuple[int, Record]]:
-    """Yield (line number, record); raise ImportFailed naming the file and line."""
+def _json(line: str) -> Any:
+    """One JSON line; every way the parser can refuse it is a LineError."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise LineError(f"invalid JSON: {exc.msg} at column {exc.colno}") from None
+    except RecursionError:
+        raise LineError("invalid JSON: nested too deeply") from None
+    except ValueError:
+        # int() refuses literals over sys.get_int_max_str_digits() (CVE-2020-10735).
+        raise LineError(
+            "invalid JSON: an integer literal over "
+            f"{sys.get_int_max_str_digits():,} digits"
+        ) from None
+
+
+def _jsonl_objects(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed value or the LineError) for each non-blank line."""
     try:
         handle = _open(path)
     except OSError as exc:
@@ -236,21 +336,60 @@ def read_records(
                 if not line.strip():
                     continue
                 try:
-                    try:
-                        obj = json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        raise LineError(
-                            f"invalid JSON: {exc.msg} at column {exc.colno}"
-                        ) from None
-                    yield lineno, parse_record(obj)
+                    yield lineno, _json(line)
                 except LineError as exc:
-                    message = f"{path}, line {lineno}: {exc}"
-                    if not skip_invalid:
-                        raise ImportFailed(message) from None
-                    if skipped is not None:
-                        skipped.append(message)
+                    yield lineno, exc
         except (UnicodeDecodeError, EOFError, gzip.BadGzipFile) as exc:
             raise ImportFailed(f"{path}: unreadable: {exc}") from None
 
 
-# ---------------------------------------------------------------- writing
+def _parquet_objects(path: Path) -> Iterator[tuple[int, Any]]:
+    """(row number, row as a dict) of a Parquet file, read one row group batch at a
+    time so memory stays bounded."""
+    try:
+        table = pq.ParquetFile(path)
+    except OSError as exc:
+        raise ImportFailed(f"{path}: cannot open: {exc.strerror or exc}") from None
+    except pa.ArrowException as exc:
+        raise ImportFailed(f"{path}: not a readable Parquet file: {exc}") from None
+    row = 0
+    try:
+        for batch in table.iter_batches(batch_size=2000):
+            for obj in batch.to_pylist():
+                row += 1
+                yield row, obj
+    except pa.ArrowException as exc:
+        raise ImportFailed(f"{path}: unreadable: {exc}") from None
+
+
+def read_records(
+    path: Path,
+    *,
+    skip_invalid: bool = False,
+    skipped: list[str] | None = None,
+    limits: Limits = Limits(),
+) -> Iterator[tuple[int, Record]]:
+    """Yield (line number, record) of a JSON-lines (``.gz`` too) or Parquet file;
+    raise ImportFailed naming the file and line. A file without any record (empty
+    or blank) is refused: it is almost always the wrong file."""
+    parquet = path.suffix == ".parquet"
+    where = "row" if parquet else "line"
+    objects = _parquet_objects(path) if parquet else _jsonl_objects(path)
+    seen = 0
+    for lineno, obj in objects:
+        seen += 1
+        try:
+            if isinstance(obj, LineError):
+                raise obj
+            record = parse_record(obj)
+            check_record(record, limits)
+        except LineError as exc:
+            message = f"{path}, {where} {lineno}: {exc}"
+            if not skip_invalid:
+                raise ImportFailed(message) from None
+            if skipped is not None:
+                skipped.append(message)
+            continue
+        yield lineno, record
+    if not seen:
+        raise ImportFailed(f"{path}: the file is empty (no records)")
