@@ -305,12 +305,15 @@ def plot(request: HttpRequest, project: Project, role: str, name: str) -> HttpRe
 
 def _job_row(job: Job) -> dict[str, Any]:
     files: list[tuple[str, int]] = []
+    archive = None
     if job.status == Job.Status.SUCCEEDED:
         try:
             files = list(export_jobs.export_files(job))
         except DomainError:
             files = []
-    return {"job": job, "params": job.params, "files": files}
+        archive = export_jobs.export_archive(job)
+        files = [f for f in files if archive is None or f[0] != archive[0]]
+    return {"job": job, "params": job.params, "files": files, "archive": archive}
 
 
 @require_http_methods(["GET", "POST"])
@@ -320,20 +323,22 @@ def exports(request: HttpRequest, project: Project, role: str) -> HttpResponse:
         form = ExportForm(request.POST)
         if form.is_valid():
             try:
-                job, created = export_jobs.export_enqueue(
+                job, _created = export_jobs.export_enqueue(
                     project=project, params=form.job_params(), by=request.user
                 )
             except DomainError as exc:
                 messages.error(request, str(exc))
             else:
-                if created:
-                    messages.success(request, f"Export job #{job.pk} started.")
-                else:
-                    messages.info(
-                        request,
-                        f"Export job #{job.pk} is still {job.status}; wait for it "
-                        "to finish before starting another.",
-                    )
+                ahead = export_jobs.exports_ahead(job)
+                messages.success(
+                    request,
+                    f"Export job #{job.pk} queued"
+                    + (
+                        f" behind {ahead} unfinished export{'s' * (ahead > 1)}."
+                        if ahead
+                        else "."
+                    ),
+                )
                 return HttpResponseRedirect(
                     reverse("frontend:exports", args=[project.pk])
                 )

@@ -611,9 +611,11 @@ class Job(models.Model):
                 condition=Q(progress__gte=0) & Q(progress__lte=1),
                 name="job_progress_0_1",
             ),
+            # Exports are exempt: each is a separate request for a separate
+            # folder, so they queue (issue 15) instead of being refused.
             models.UniqueConstraint(
                 fields=["project", "kind"],
-                condition=Q(status__in=["pending", "running"]),
+                condition=Q(status__in=["pending", "running"]) & ~Q(kind="export"),
                 name="job_one_active_per_project_kind",
             ),
         ]
