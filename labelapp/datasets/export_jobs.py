@@ -69,14 +69,12 @@ def export_enqueue(
 def exports_ahead(job: Job) -> int:
     """How many of the project's exports were queued before ``job`` and have not
     finished (the page says how long a new one will wait)."""
-    return (
-        Job.objects.filter(
-            project_id=job.project_id,
-            kind=Job.Kind.EXPORT,
-            status__in=Job.ACTIVE,
-            pk__lt=job.pk,
-        ).count()
-    )
+    return Job.objects.filter(
+        project_id=job.project_id,
+        kind=Job.Kind.EXPORT,
+        status__in=Job.ACTIVE,
+        pk__lt=job.pk,
+    ).count()
 
 
 def archive_name(folder: Path) -> str:
