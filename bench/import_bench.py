@@ -4,8 +4,8 @@
     python bench/import_bench.py [--rows 100000] [--naive-rows 5000]
 
 Generates prompts in a temporary .jsonl file, imports them with
-labelapp.datasets.importing.import_files (one transaction, batched INSERT ... ON CONFLICT
-DO NOTHING) and, in the same run on the same database, inserts --naive-rows of
+labelapp.datasets.importing.import_files (one transaction, batched INSERT ... ON
+CONFLICT DO NOTHING) and, in the same run on the same database, inserts --naive-rows of
 them the naive way (Prompt.objects.create per row, autocommit). Prints rows/s for
 both and the ratio. Uses a scratch database <db>_bench_import, dropped at the end.
 """

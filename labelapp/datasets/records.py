@@ -13,10 +13,17 @@ Line formats (detected per line):
   [{"content": ...}]}]}``, which joins to the prompt whose ``external_id`` equals
   its ``question_id`` / ``uid`` (import the questions file first, or earlier in the
   same command).
-* labelled pair: TRL ``{"prompt", "chosen", "rejected"}``; Anthropic HH
-  ``{"chosen", "rejected"}`` transcripts with ``\\n\\nHuman:`` / ``\\n\\nAssistant:``
-  turns; ``{"prompt"|"messages", "response_a", "response_b", "p_a", "strength"?}``.
-  Labels are stored as labels of the ``imported`` pseudo-annotator.
+* labelled pair: TRL ``{"prompt", "chosen", "rejected"}`` (``chosen``/``rejected``
+  as strings or as TRL's conversational one-assistant-message lists, with an
+  optional soft label ``p_chosen``: Pairloop's own preference export reads back);
+  Anthropic HH ``{"chosen", "rejected"}`` transcripts with ``\\n\\nHuman:`` /
+  ``\\n\\nAssistant:`` turns; ``{"prompt"|"messages", "response_a", "response_b",
+  "p_a", "strength"?}``. Labels are stored as labels of the ``imported``
+  pseudo-annotator.
+
+Files are JSON lines (``.gz`` too) or Parquet (``.parquet``, one record per row).
+Every record is then checked against :class:`Limits` (the importer passes the
+API's) and for NUL characters, which PostgreSQL cannot store.
 """
 
 from __future__ import annotations

@@ -14,6 +14,8 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 from django.db import connection
+from django.test import Client
+from django.urls import reverse
 
 from labelapp.models import MAX_TEXT_CHARS, Membership, Project, Prompt
 from tests.conftest import ROOT
@@ -82,9 +84,6 @@ def test_unknown_member_names_the_user_and_writes_nothing(tmp_path: Path) -> Non
 def test_added_members_see_the_project(tmp_path: Path) -> None:
     """The point of --members: the imported project is on the annotator's home page
     and its compare page opens (without it, both are hidden)."""
-    from django.test import Client
-    from django.urls import reverse
-
     alice = get_user_model().objects.create_user("alice", password="pw-alice-123")
     path = tmp_path / "prompts.jsonl"
     path.write_text(
