@@ -4,8 +4,8 @@
     python bench/import_bench.py [--rows 100000] [--naive-rows 5000]
 
 Generates prompts in a temporary .jsonl file, imports them with
-labelapp.importing.import_files (one transaction, batched INSERT ... ON CONFLICT
-DO NOTHING) and, in the same run on the same database, inserts --naive-rows of
+labelapp.datasets.importing.import_files (one transaction, batched INSERT ... ON
+CONFLICT DO NOTHING) and, in the same run on the same database, inserts --naive-rows of
 them the naive way (Prompt.objects.create per row, autocommit). Prints rows/s for
 both and the ratio. Uses a scratch database <db>_bench_import, dropped at the end.
 """
@@ -31,7 +31,7 @@ def main() -> int:
     args = parser.parse_args()
 
     with scratch_database("bench_import"), tempfile.TemporaryDirectory() as tmp:
-        from labelapp.importing import import_files
+        from labelapp.datasets.importing import import_files
         from labelapp.models import Project, Prompt, content_hash
 
         path = Path(tmp) / "prompts.jsonl"

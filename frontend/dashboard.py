@@ -29,7 +29,8 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from frontend.forms import GOLD_LABELS, ExportForm, GoldForm, ReviewForm
 from frontend.guards import project_page
 from frontend.rendering import render_markdown
-from labelapp import access, exports_jobs
+from labelapp import access
+from labelapp.datasets import export_jobs
 from labelapp.errors import DomainError
 from labelapp.models import (
     STRENGTH_LABELS,
@@ -274,12 +275,15 @@ def plot(request: HttpRequest, project: Project, role: str, name: str) -> HttpRe
 
 def _job_row(job: Job) -> dict[str, Any]:
     files: list[tuple[str, int]] = []
+    archive = None
     if job.status == Job.Status.SUCCEEDED:
         try:
-            files = list(exports_jobs.export_files(job))
+            files = list(export_jobs.export_files(job))
         except DomainError:
             files = []
-    return {"job": job, "params": job.params, "files": files}
+        archive = export_jobs.export_archive(job)
+        files = [f for f in files if archive is None or f[0] != archive[0]]
+    return {"job": job, "params": job.params, "files": files, "archive": archive}
 
 
 @require_http_methods(["GET", "POST"])
@@ -289,20 +293,22 @@ def exports(request: HttpRequest, project: Project, role: str) -> HttpResponse:
         form = ExportForm(request.POST)
         if form.is_valid():
             try:
-                job, created = exports_jobs.export_enqueue(
+                job, _created = export_jobs.export_enqueue(
                     project=project, params=form.job_params(), by=request.user
                 )
             except DomainError as exc:
                 messages.error(request, str(exc))
             else:
-                if created:
-                    messages.success(request, f"Export job #{job.pk} started.")
-                else:
-                    messages.info(
-                        request,
-                        f"Export job #{job.pk} is still {job.status}; wait for it "
-                        "to finish before starting another.",
-                    )
+                ahead = export_jobs.exports_ahead(job)
+                messages.success(
+                    request,
+                    f"Export job #{job.pk} queued"
+                    + (
+                        f" behind {ahead} unfinished export{'s' * (ahead > 1)}."
+                        if ahead
+                        else "."
+                    ),
+                )
                 return HttpResponseRedirect(
                     reverse("frontend:exports", args=[project.pk])
                 )
@@ -327,7 +333,7 @@ def export_download(
 ) -> FileResponse:
     job = get_object_or_404(Job, pk=job_id, project=project, kind=Job.Kind.EXPORT)
     try:
-        path = exports_jobs.export_file(job, filename)
+        path = export_jobs.export_file(job, filename)
     except DomainError:
         raise Http404("No such file in this export.") from None
     return FileResponse(path.open("rb"), as_attachment=True, filename=path.name)

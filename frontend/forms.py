@@ -6,7 +6,7 @@ from typing import Any
 
 from django import forms
 
-from labelapp.exports import FORMATS, KINDS
+from labelapp.datasets.exports import FORMATS, KINDS
 from labelapp.models import Label
 from labelapp.services.gold import GOLD_CHOICES
 from labelapp.services.reviews import REVIEW_NOTE_MAX_CHARS
@@ -61,7 +61,7 @@ class ExportForm(forms.Form):
         return kind
 
     def job_params(self) -> dict[str, Any]:
-        """The Job params (see labelapp.exports_jobs.JOB_OPTION_FIELDS)."""
+        """The Job params (see labelapp.datasets.export_jobs.JOB_OPTION_FIELDS)."""
         data = self.cleaned_data
         params: dict[str, Any] = {
             "kind": data["kind"],

@@ -21,6 +21,12 @@ def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+# Size limits of one prompt and one text, the same for the API's serializers and for
+# import_data: one answer to "how long may a response be".
+MAX_MESSAGES = 200
+MAX_TEXT_CHARS = 200_000
+
+
 DEFAULT_PAIR_MIX = {
     "best_vs_runner_up": 0.4,
     "best_vs_random": 0.2,
@@ -605,9 +611,11 @@ class Job(models.Model):
                 condition=Q(progress__gte=0) & Q(progress__lte=1),
                 name="job_progress_0_1",
             ),
+            # Exports are exempt: each is a separate request for a separate
+            # folder, so they queue (issue 15) instead of being refused.
             models.UniqueConstraint(
                 fields=["project", "kind"],
-                condition=Q(status__in=["pending", "running"]),
+                condition=Q(status__in=["pending", "running"]) & ~Q(kind="export"),
                 name="job_one_active_per_project_kind",
             ),
         ]

@@ -52,7 +52,7 @@ def run_round(job_id: int) -> None:
 
 @shared_task(name="pairloop.export", **COMMON, **DEFAULT_LIMITS)
 def export(job_id: int) -> None:
-    from labelapp.exports_jobs import export_job
+    from labelapp.datasets.export_jobs import export_job
 
     jobs.job_run(job_id=job_id, worker=_worker_id(), service=export_job)
 

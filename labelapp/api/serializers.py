@@ -8,6 +8,8 @@ from rest_framework import serializers
 
 from labelapp import access
 from labelapp.models import (
+    MAX_MESSAGES,
+    MAX_TEXT_CHARS,
     Assignment,
     Choice,
     Comparison,
@@ -23,8 +25,6 @@ from labelapp.models import (
 from labelapp.queue import RATIONALE_MAX_CHARS, display_choice
 from labelapp.services.reviews import REVIEW_NOTE_MAX_CHARS
 
-MAX_MESSAGES = 200
-MAX_TEXT_CHARS = 200_000
 MAX_DURATION_MS = 7 * 24 * 3600 * 1000
 MAX_IDEMPOTENCY_KEY = 100
 

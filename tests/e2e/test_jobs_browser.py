@@ -9,7 +9,7 @@ import time
 import pytest
 from django.contrib.auth import get_user_model
 
-from labelapp.importing import import_files
+from labelapp.datasets.importing import import_files
 from labelapp.models import Job, Membership, Project
 from tests.e2e.processes import wait_until
 from tests.training.conftest import save_tiny_base

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from django.core.management import call_command
 
-from labelapp.importing import import_files
+from labelapp.datasets.importing import import_files
 from labelapp.loop import round_start, training_start
 from labelapp.models import (
     Comparison,

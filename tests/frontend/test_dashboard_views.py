@@ -159,9 +159,9 @@ def test_exports_page_starts_a_job(demo: DemoProject) -> None:
         "reveal_annotators": False,
         "min_agreement": 0.6,
     }
-    # A second request while the first is active returns it instead of a new job.
+    # A second request while the first is active queues behind it (issue 15).
     client.post(url, {"kind": "labels", "format": "jsonl", "shape": "messages"})
-    assert Job.objects.filter(project=demo.project).count() == 1
+    assert Job.objects.filter(project=demo.project).count() == 2
     page = client.get(url).content.decode()
     assert f"#{job.pk}" in page and "pending" in page
     bad = client.post(url, {"kind": "everything", "format": "csv", "shape": "x"})

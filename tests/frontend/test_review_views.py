@@ -11,8 +11,8 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
+from labelapp.datasets.exports import export_run
 from labelapp.errors import PermissionDenied
-from labelapp.exports import export_run
 from labelapp.models import Comparison, Label, Project
 from labelapp.services.aggregates import comparison_aggregate_refresh
 from labelapp.services.gold import comparison_mark_gold

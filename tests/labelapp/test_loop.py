@@ -8,7 +8,7 @@ import pytest
 from django.utils import timezone
 
 from labelapp import loop
-from labelapp.importing import import_files
+from labelapp.datasets.importing import import_files
 from labelapp.jobs import Reporter
 from labelapp.models import Comparison, Job, ModelVersion, Project, Round, SFTExample
 from tests.training.conftest import save_tiny_base

@@ -9,7 +9,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from labelapp.importing import import_files
+from labelapp.datasets.importing import import_files
 from labelapp.loop import round_start
 from labelapp.models import Membership, Project
 

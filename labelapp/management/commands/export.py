@@ -1,4 +1,4 @@
-"""``python manage.py export``: write a dataset export (see labelapp.exports)."""
+"""``python manage.py export``: write a dataset export (see labelapp.datasets.exports)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from labelapp.datasets.exports import FORMATS, KINDS, ExportOptions, export_run
 from labelapp.errors import DomainError
-from labelapp.exports import FORMATS, KINDS, ExportOptions, export_run
 
 
 class Command(BaseCommand):

@@ -1,19 +1,35 @@
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
-from labelapp.errors import ImportFailed
-from labelapp.importing import import_files
-from labelapp.models import Project
+from labelapp.datasets.importing import import_files, project_members_add
+from labelapp.errors import DomainError
+from labelapp.models import Membership, Project
+
+ROLE_FLAGS = (
+    ("--members", Membership.Role.ANNOTATOR),
+    ("--reviewers", Membership.Role.REVIEWER),
+    ("--admins", Membership.Role.ADMIN),
+)
+
+
+def _usernames(value: str) -> list[str]:
+    names = [name.strip() for name in value.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"empty username in {value!r}")
+    return names
 
 
 class Command(BaseCommand):
     help = (
         "Import prompts, responses and labelled pairs from JSON-lines files (.gz too) "
-        "into a project, atomically. See labelapp/importing.py for the formats."
+        "(or Parquet files such as Pairloop's own preference export) into a project, "
+        "atomically, and optionally add existing users as its members. See "
+        "labelapp/datasets/records.py for the formats."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -31,6 +47,14 @@ class Command(BaseCommand):
             action="store_true",
             help="open comparisons among each imported prompt's responses",
         )
+        for flag, role in ROLE_FLAGS:
+            parser.add_argument(
+                flag,
+                type=_usernames,
+                default=[],
+                metavar="USER,USER",
+                help=f"existing users to make {role}s of the project (comma-separated)",
+            )
 
     def handle(self, *args: object, **options: object) -> None:
         last = [-1.0]
@@ -47,6 +71,13 @@ class Command(BaseCommand):
                 project, created = Project.objects.get_or_create(
                     name=options["project"]
                 )
+                # Members first: an unknown username fails before the files are read.
+                added = project_members_add(
+                    project=project,
+                    usernames_by_role={
+                        role: options[flag.lstrip("-")] for flag, role in ROLE_FLAGS
+                    },
+                )
                 result = import_files(
                     project=project,
                     paths=options["files"],
@@ -54,10 +85,12 @@ class Command(BaseCommand):
                     make_pairs=options["make_pairs"],
                     progress=progress,
                 )
-        except ImportFailed as exc:
+        except DomainError as exc:
             raise CommandError(f"{exc}\nnothing was imported") from None
         if created:
             self.stderr.write(f"created project {project.name!r} (id {project.pk})")
+        for role, names in added.items():
+            self.stderr.write(f"added as {role}: {', '.join(names)}")
         for message in result.skipped:
             self.stderr.write(f"skipped: {message}")
         self.stdout.write(f"project {project.pk} {project.name!r}: {result.summary()}")

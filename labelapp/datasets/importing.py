@@ -1,22 +1,7 @@
-"""Import prompts, responses and labelled pairs from JSON-lines files (``.gz`` too).
+"""Import prompts, responses and labelled pairs into a project (the writes).
 
-Line formats (detected per line):
-
-* prompt: ``{"prompt": "..."}``, ``{"messages": [{"role", "content"}, ...]}``, or
-  MT-bench / arena-hard style ``{"question_id": ..., "turns": [...]}`` (first turn;
-  turns may be strings or ``{"content": ...}`` objects). ``question_id`` / ``uid``
-  become the prompt's ``external_id``.
-* response: ``{"prompt"|"messages": ..., "response": "..."}``, or an arena-hard
-  model answer ``{"question_id"|"uid": ..., "model_id": ..., "choices": [{"turns":
-  [{"content": ...}]}]}``, which joins to the prompt whose ``external_id`` equals
-  its ``question_id`` / ``uid`` (import the questions file first, or earlier in the
-  same command).
-* labelled pair: TRL ``{"prompt", "chosen", "rejected"}``; Anthropic HH
-  ``{"chosen", "rejected"}`` transcripts with ``\\n\\nHuman:`` / ``\\n\\nAssistant:``
-  turns; ``{"prompt"|"messages", "response_a", "response_b", "p_a", "strength"?}``.
-  Labels are stored as labels of the ``imported`` pseudo-annotator.
-
-All files of one call import in one transaction: a bad line aborts everything with an
+The line formats are parsed by :mod:`labelapp.datasets.records`. All files of one
+call import in one transaction: a bad line aborts everything with an
 :class:`ImportFailed` naming the file, the line and the problem, and nothing is
 written. ``skip_invalid=True`` instead skips bad lines and reports each of them.
 Re-importing the same data adds nothing (natural keys + ON CONFLICT DO NOTHING).
@@ -24,10 +9,8 @@ Re-importing the same data adds nothing (natural keys + ON CONFLICT DO NOTHING).
 
 from __future__ import annotations
 
-import gzip
-import json
 import random
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
@@ -37,10 +20,20 @@ from django.db import transaction
 from django.utils import timezone
 
 from labelapp.aggregation import aggregate_labels
-from labelapp.errors import ImportFailed
+from labelapp.datasets.records import (
+    Limits,
+    PairRec,
+    Record,
+    ResponseRec,
+    read_records,
+)
+from labelapp.errors import ImportFailed, ValidationFailed
 from labelapp.models import (
+    MAX_MESSAGES,
+    MAX_TEXT_CHARS,
     Comparison,
     Label,
+    Membership,
     Project,
     Prompt,
     Response,
@@ -49,38 +42,16 @@ from labelapp.models import (
 )
 
 IMPORTED_USERNAME = "imported"
-ROLES = {"system", "user", "assistant"}
+# The API's limits and the columns' sizes: an import stores nothing the API would
+# refuse or the database cannot hold.
+LIMITS = Limits(
+    text_chars=MAX_TEXT_CHARS,
+    messages=MAX_MESSAGES,
+    external_id_chars=Prompt._meta.get_field("external_id").max_length,
+    model_ref_chars=Response._meta.get_field("model_ref").max_length,
+)
 BATCH = 5000
 Progress = Callable[[float, str], None]
-
-Messages = list[dict[str, str]]
-
-
-class LineError(ValueError):
-    """A problem with one line; the caller adds the file and line number."""
-
-
-@dataclass
-class PromptRec:
-    messages: Messages
-    external_id: str = ""
-
-
-@dataclass
-class ResponseRec:
-    text: str
-    messages: Messages | None = None
-    external_id: str = ""
-    model_ref: str = ""
-
-
-@dataclass
-class PairRec:
-    messages: Messages
-    text_a: str
-    text_b: str
-    p_a: float
-    strength: int | None = None
 
 
 @dataclass
@@ -95,199 +66,6 @@ class ImportResult:
         if self.skipped:
             parts.append(f"{len(self.skipped)} invalid lines skipped")
         return ", ".join(parts)
-
-
-# ---------------------------------------------------------------- parsing
-
-
-def _text(obj: dict, key: str, *, allow_empty: bool = False) -> str:
-    value = obj.get(key)
-    if not isinstance(value, str):
-        raise LineError(f"field {key!r} must be a string, got {type(value).__name__}")
-    if not allow_empty and not value.strip():
-        raise LineError(f"field {key!r} is empty")
-    return value
-
-
-def _messages(value: object, key: str) -> Messages:
-    if isinstance(value, str):
-        if not value.strip():
-            raise LineError(f"field {key!r} is empty")
-        return [{"role": "user", "content": value}]
-    if not isinstance(value, list) or not value:
-        raise LineError(f"field {key!r} must be a non-empty string or message list")
-    messages = []
-    for i, msg in enumerate(value):
-        if not isinstance(msg, dict):
-            raise LineError(f"{key}[{i}] must be an object with role and content")
-        role, content = msg.get("role"), msg.get("content")
-        if role not in ROLES:
-            raise LineError(f"{key}[{i}].role={role!r} is not one of {sorted(ROLES)}")
-        if not isinstance(content, str) or not content.strip():
-            raise LineError(f"{key}[{i}].content must be a non-empty string")
-        messages.append({"role": role, "content": content})
-    return messages
-
-
-def _prompt_messages(obj: dict) -> Messages:
-    if "messages" in obj:
-        return _messages(obj["messages"], "messages")
-    if "prompt" in obj:
-        return _messages(obj["prompt"], "prompt")
-    if "turns" in obj:
-        turns = obj["turns"]
-        if not isinstance(turns, list) or not turns:
-            raise LineError("field 'turns' must be a non-empty list")
-        first = turns[0]
-        if isinstance(first, dict):
-            first = first.get("content")
-        if not isinstance(first, str) or not first.strip():
-            raise LineError("turns[0] must be a non-empty string or {content}")
-        return [{"role": "user", "content": first}]
-    raise LineError("no prompt: expected 'prompt', 'messages' or 'turns'")
-
-
-def _external_id(obj: dict) -> str:
-    for key in ("question_id", "uid"):
-        if key in obj:
-            value = obj[key]
-            if not isinstance(value, (str, int)) or isinstance(value, bool):
-                raise LineError(f"field {key!r} must be a string or integer")
-            return str(value)
-    return ""
-
-
-_HUMAN, _ASSISTANT = "\n\nHuman:", "\n\nAssistant:"
-
-
-def _split_hh(transcript: str, key: str) -> tuple[str, str]:
-    """Split an HH transcript into (conversation prefix, final assistant reply)."""
-    cut = transcript.rfind(_ASSISTANT)
-    if cut < 0 or not transcript.lstrip("\n").startswith("Human:"):
-        raise LineError(f"field {key!r} is not a Human:/Assistant: transcript")
-    return transcript[:cut], transcript[cut + len(_ASSISTANT) :].strip()
-
-
-def _hh_messages(prefix: str) -> Messages:
-    messages: Messages = []
-    rest = prefix
-    while rest:
-        if rest.startswith(_HUMAN):
-            role, rest = "user", rest[len(_HUMAN) :]
-        elif rest.startswith(_ASSISTANT):
-            role, rest = "assistant", rest[len(_ASSISTANT) :]
-        else:
-            raise LineError("transcript turn does not start with Human: or Assistant:")
-        nxt = [i for i in (rest.find(_HUMAN), rest.find(_ASSISTANT)) if i >= 0]
-        end = min(nxt) if nxt else len(rest)
-        content = rest[:end].strip()
-        if not content:
-            raise LineError(f"an empty {role} turn in the transcript")
-        messages.append({"role": role, "content": content})
-        rest = rest[end:]
-    if not messages or messages[-1]["role"] != "user":
-        raise LineError("the transcript must end with a Human turn before the reply")
-    return messages
-
-
-def _strength(obj: dict) -> int | None:
-    value = obj.get("strength")
-    if value is None:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 4:
-        raise LineError(f"field 'strength'={value!r} must be an integer in 1..4")
-    return value
-
-
-def parse_record(obj: object) -> PromptRec | ResponseRec | PairRec:
-    if not isinstance(obj, dict):
-        raise LineError(f"expected a JSON object, got {type(obj).__name__}")
-    if "chosen" in obj or "rejected" in obj:
-        chosen, rejected = _text(obj, "chosen"), _text(obj, "rejected")
-        if "prompt" in obj or "messages" in obj:
-            messages = _prompt_messages(obj)
-            a, b = chosen.strip(), rejected.strip()
-        else:
-            prefix_a, a = _split_hh(chosen, "chosen")
-            prefix_b, b = _split_hh(rejected, "rejected")
-            if prefix_a != prefix_b:
-                raise LineError(
-                    "chosen and rejected transcripts differ before their final "
-                    "Assistant reply, so they are not a pair over one conversation"
-                )
-            messages = _hh_messages(prefix_a)
-        for key, value in (("chosen", a), ("rejected", b)):
-            if not value:
-                raise LineError(f"the {key} response is empty")
-        if a == b:
-            raise LineError("chosen and rejected responses are identical")
-        return PairRec(messages, a, b, 1.0, _strength(obj))
-    if "response_a" in obj or "response_b" in obj:
-        a, b = _text(obj, "response_a"), _text(obj, "response_b")
-        if a == b:
-            raise LineError("response_a and response_b are identical")
-        p_a = obj.get("p_a")
-        if not isinstance(p_a, (int, float)) or isinstance(p_a, bool):
-            raise LineError(f"field 'p_a'={p_a!r} must be a number in [0, 1]")
-        if not 0.0 <= float(p_a) <= 1.0:
-            raise LineError(f"field 'p_a'={p_a!r} is outside [0, 1]")
-        return PairRec(_prompt_messages(obj), a, b, float(p_a), _strength(obj))
-    if "response" in obj:
-        return ResponseRec(_text(obj, "response"), messages=_prompt_messages(obj))
-    if "choices" in obj:
-        ext = _external_id(obj)
-        if not ext:
-            raise LineError("a model answer needs 'question_id' or 'uid' to join on")
-        choices = obj["choices"]
-        try:
-            text = choices[0]["turns"][0]["content"]
-        except (TypeError, KeyError, IndexError):
-            raise LineError("expected choices[0].turns[0].content") from None
-        if not isinstance(text, str) or not text.strip():
-            raise LineError("choices[0].turns[0].content is empty")
-        model = obj.get("model_id") or obj.get("model") or ""
-        return ResponseRec(text, external_id=ext, model_ref=str(model))
-    return PromptRec(_prompt_messages(obj), _external_id(obj))
-
-
-def _open(path: Path) -> Iterable[str]:
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
-    return path.open(encoding="utf-8")
-
-
-def read_records(
-    path: Path, *, skip_invalid: bool = False, skipped: list[str] | None = None
-) -> Iterator[tuple[int, PromptRec | ResponseRec | PairRec]]:
-    """Yield (line number, record); raise ImportFailed naming the file and line."""
-    try:
-        handle = _open(path)
-    except OSError as exc:
-        raise ImportFailed(f"{path}: cannot open: {exc.strerror or exc}") from None
-    with handle as lines:
-        try:
-            for lineno, line in enumerate(lines, 1):
-                if not line.strip():
-                    continue
-                try:
-                    try:
-                        obj = json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        raise LineError(
-                            f"invalid JSON: {exc.msg} at column {exc.colno}"
-                        ) from None
-                    yield lineno, parse_record(obj)
-                except LineError as exc:
-                    message = f"{path}, line {lineno}: {exc}"
-                    if not skip_invalid:
-                        raise ImportFailed(message) from None
-                    if skipped is not None:
-                        skipped.append(message)
-        except (UnicodeDecodeError, EOFError, gzip.BadGzipFile) as exc:
-            raise ImportFailed(f"{path}: unreadable: {exc}") from None
-
-
-# ---------------------------------------------------------------- writing
 
 
 def imported_annotator():
@@ -319,12 +97,14 @@ def import_files(
     """Import every file into ``project`` atomically; see the module docstring."""
     rng = rng or random.Random()
     result = ImportResult()
-    records: list[tuple[str, PromptRec | ResponseRec | PairRec]] = []
+    records: list[tuple[str, Record]] = []
     for path in paths:
+        path = Path(path)
+        where = "row" if path.suffix == ".parquet" else "line"
         for lineno, record in read_records(
-            Path(path), skip_invalid=skip_invalid, skipped=result.skipped
+            path, skip_invalid=skip_invalid, skipped=result.skipped, limits=LIMITS
         ):
-            records.append((f"{path}, line {lineno}", record))
+            records.append((f"{path}, {where} {lineno}", record))
             if progress and len(records) % 20000 == 0:
                 progress(0.0, f"read {len(records):,} lines")
     result.lines = len(records)
@@ -565,3 +345,53 @@ def _make_pairs(
             )
     for chunk in _chunks(rows):
         Comparison.objects.bulk_create(chunk, ignore_conflicts=True)
+
+
+# Strongest first: adding a user with a weaker role never demotes them.
+_ROLE_RANK = {
+    Membership.Role.ANNOTATOR: 0,
+    Membership.Role.REVIEWER: 1,
+    Membership.Role.ADMIN: 2,
+}
+
+
+def project_members_add(
+    *, project: Project, usernames_by_role: dict[str, list[str]]
+) -> dict[str, list[str]]:
+    """Make existing users members of ``project`` (role → usernames); return the
+    usernames whose membership was created or raised, by role.
+
+    Every username is looked up before anything is written, so one unknown name
+    refuses the whole call (``ValidationFailed`` naming each unknown one). A user
+    named under several roles gets the strongest; an existing member keeps a
+    stronger role than the one asked for."""
+    wanted: dict[str, str] = {}
+    for role, names in usernames_by_role.items():
+        if role not in _ROLE_RANK:
+            raise ValidationFailed(f"unknown role {role!r}")
+        for name in names:
+            if name not in wanted or _ROLE_RANK[role] > _ROLE_RANK[wanted[name]]:
+                wanted[name] = role
+    users = {
+        u.get_username(): u
+        for u in get_user_model().objects.filter(username__in=list(wanted))
+    }
+    unknown = sorted(set(wanted) - set(users))
+    if unknown:
+        raise ValidationFailed(
+            f"no such user: {', '.join(unknown)} (create the account first, e.g. "
+            "with manage.py create_user)"
+        )
+    changed: dict[str, list[str]] = {}
+    with transaction.atomic():
+        for name, role in sorted(wanted.items()):
+            membership, created = Membership.objects.select_for_update().get_or_create(
+                project=project, user=users[name], defaults={"role": role}
+            )
+            if not created and _ROLE_RANK[role] > _ROLE_RANK[membership.role]:
+                membership.role = role
+                membership.save(update_fields=["role"])
+                created = True
+            if created:
+                changed.setdefault(role, []).append(name)
+    return changed

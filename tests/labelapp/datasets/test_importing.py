@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
+from labelapp.datasets.importing import import_files
 from labelapp.errors import ImportFailed
-from labelapp.importing import import_files
 from labelapp.models import Comparison, Label, Project, Prompt, Response
 from tests.conftest import shared_data_file
 

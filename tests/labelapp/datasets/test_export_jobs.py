@@ -3,17 +3,21 @@ download view, and path traversal refused."""
 
 from __future__ import annotations
 
+import io
 import json
+import zipfile
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
+from django.conf import settings
 from django.test import Client
 from django.urls import reverse
 
 from labelapp import jobs, tasks
-from labelapp.errors import NotFound, ValidationFailed
-from labelapp.exports_jobs import export_enqueue, export_file, export_job
+from labelapp.datasets.export_jobs import export_enqueue, export_file, export_job
+from labelapp.errors import Conflict, NotFound, ValidationFailed
 from labelapp.models import Job
 from tests.frontend.dashboard_data import DemoProject, build_demo_project
 
@@ -44,8 +48,15 @@ def test_export_job_writes_files_and_reports(demo: DemoProject, tmp_path: Path) 
         {"kind": "preferences", "format": "jsonl", "messages": True},
     )
     assert job.status == Job.Status.SUCCEEDED and job.progress == 1.0
-    assert job.result["files"] == ["README.md", "manifest.json", "preferences.jsonl"]
     folder = tmp_path / "artifacts" / "exports" / job.result["folder"]
+    archive = f"{folder.name}.zip"
+    assert job.result["files"] == [
+        "README.md",
+        archive,
+        "manifest.json",
+        "preferences.jsonl",
+    ]
+    assert job.result["archive"] == archive
     rows = (folder / "preferences.jsonl").read_text().splitlines()
     assert rows and {"prompt", "chosen", "rejected"} <= set(json.loads(rows[0]))
     manifest = json.loads((folder / "manifest.json").read_text())
@@ -134,3 +145,71 @@ def test_export_file_checks(demo: DemoProject, tmp_path: Path) -> None:
         "frontend:export-download", args=[demo.project.pk + 1000, job.pk, "README.md"]
     )
     assert other.get(wrong_project).status_code == 404
+
+
+def test_archive_downloads_the_whole_export_as_one_zip(demo: DemoProject) -> None:
+    job = _run(demo, {"kind": "preferences", "format": "parquet"})
+    name = job.result["folder"]
+    client = Client()
+    client.force_login(demo.admin)
+    page = client.get(reverse("frontend:exports", args=[demo.project.pk])).content
+    url = reverse(
+        "frontend:export-download", args=[demo.project.pk, job.pk, f"{name}.zip"]
+    )
+    assert url in page.decode() and f"Download {name}.zip" in page.decode()
+    response = client.get(url)
+    assert response.status_code == 200
+    assert f'filename="{name}.zip"' in response["Content-Disposition"]
+    body = b"".join(response.streaming_content)
+    with zipfile.ZipFile(io.BytesIO(body)) as archive:
+        assert archive.testzip() is None
+        assert sorted(archive.namelist()) == [
+            f"{name}/README.md",
+            f"{name}/manifest.json",
+            f"{name}/preferences.parquet",
+        ]
+        folder = Path(settings.ARTIFACTS_DIR) / "exports" / name
+        for member in archive.namelist():
+            original = (folder / member.split("/", 1)[1]).read_bytes()
+            assert archive.read(member) == original, member
+        table = pq.read_table(io.BytesIO(archive.read(f"{name}/preferences.parquet")))
+        assert table.num_rows > 0 and "chosen" in table.column_names
+    for user in (demo.reviewer, demo.annotators[0]):
+        other = Client()
+        other.force_login(user)
+        assert other.get(url).status_code == 403
+
+
+def test_exports_queue_instead_of_being_refused(demo: DemoProject) -> None:
+    """Three exports asked for at once are three jobs: none is refused or folded into
+    another, and the page says the later ones wait."""
+    client = Client()
+    client.force_login(demo.admin)
+    url = reverse("frontend:exports", args=[demo.project.pk])
+    notes = []
+    for kind in ("preferences", "labels", "preferences"):
+        response = client.post(
+            url, {"kind": kind, "format": "jsonl", "shape": "messages"}, follow=True
+        )
+        assert response.status_code == 200
+        notes.append([str(m) for m in response.context["messages"]])
+    queued = list(
+        Job.objects.filter(project=demo.project, kind=Job.Kind.EXPORT).order_by("pk")
+    )
+    assert [j.status for j in queued] == ["pending"] * 3
+    assert [j.params["kind"] for j in queued] == [
+        "preferences",
+        "labels",
+        "preferences",
+    ]
+    assert notes == [
+        [f"Export job #{queued[0].pk} queued."],
+        [f"Export job #{queued[1].pk} queued behind 1 unfinished export."],
+        [f"Export job #{queued[2].pk} queued behind 2 unfinished exports."],
+    ]
+    # Other kinds keep their one-active-job rule.
+    jobs.job_enqueue(project=demo.project, kind=Job.Kind.TRAIN_RM)
+    with pytest.raises(Conflict):
+        jobs.job_enqueue(
+            project=demo.project, kind=Job.Kind.TRAIN_RM, if_active="raise"
+        )

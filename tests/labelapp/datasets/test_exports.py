@@ -1,4 +1,4 @@
-"""Dataset exports (labelapp.exports), read back by their real consumers:
+"""Dataset exports (labelapp.datasets), read back by their real consumers:
 Hugging Face ``datasets`` and TRL's RewardTrainer / DPOTrainer."""
 
 from __future__ import annotations
@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-from datetime import UTC, datetime
 from io import StringIO
 from pathlib import Path
 from typing import Any
@@ -15,9 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 from django.core.management import call_command
 
-from labelapp import exports
+from labelapp.datasets import export_rows
+from labelapp.datasets.export_formats import annotator_pseudonym
+from labelapp.datasets.exports import ExportOptions, export_run
 from labelapp.errors import NotFound, ValidationFailed
-from labelapp.exports import ExportOptions, annotator_pseudonym, export_run
 from labelapp.models import Label, Round, SFTExample
 from tests.labelapp.conftest_review import (
     review_comparison,
@@ -28,57 +28,11 @@ from tests.labelapp.conftest_review import (
     review_response,
     review_user,
 )
+from tests.labelapp.datasets.conftest import MULTI_TURN, NOW
 
 # No network: every model and tokenizer in these tests is built locally.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-
-NOW = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
-MULTI_TURN = [
-    {"role": "system", "content": "Be brief."},
-    {"role": "user", "content": "Name a colour."},
-    {"role": "assistant", "content": "Red."},
-    {"role": "user", "content": "Another one?", "name": "extra-key-dropped"},
-]
-
-
-@pytest.fixture
-def artifacts(settings: Any, tmp_path: Path) -> Path:
-    settings.ARTIFACTS_DIR = tmp_path / "artifacts"
-    return settings.ARTIFACTS_DIR
-
-
-@pytest.fixture
-def demo(db: None) -> dict[str, Any]:
-    """A project with one comparison of every kind the preference export must sort
-    out: clear, majority, tie, all both-bad, unlabelled, multi-turn, mixed."""
-    project = review_project("Export Demo")
-    u1, u2, u3 = (review_user(n) for n in ("alice", "bob", "carol"))
-    c = {}
-    c["clear"] = review_comparison(project, "Say hi.", "Hi!", "No.")
-    for u, s in ((u1, 3), (u2, 4), (u3, 2)):
-        review_label(c["clear"], u, "a", strength=s, duration_ms=5000)
-    c["major"] = review_comparison(project, "2+2?", "5", "4")
-    review_label(c["major"], u1, "b", strength=2)
-    review_label(c["major"], u2, "b", strength=2, shown_swapped=True)
-    review_label(c["major"], u3, "a", strength=1)
-    c["tie"] = review_comparison(project, "Pick one.", "This.", "That.")
-    review_label(c["tie"], u1, "a", strength=2)
-    review_label(c["tie"], u2, "b", strength=2)
-    c["bad"] = review_comparison(project, "Insult me.", "Idiot.", "Fool.")
-    review_label(c["bad"], u1, "both_bad")
-    review_label(c["bad"], u2, "both_bad")
-    c["none"] = review_comparison(project, "Unlabelled?", "yes", "no")
-    c["multi"] = review_comparison(project, MULTI_TURN, "Blue.", "Colours are nice.")
-    review_label(c["multi"], u1, "a", strength=4)
-    c["mixed"] = review_comparison(project, "Poem?", "Roses are red.", "No poems.")
-    review_label(c["mixed"], u1, "a", strength=3)
-    review_label(c["mixed"], u2, "both_bad", strength=1)  # as the UI sends it
-    # A rejected label must not count: without it "clear" stays unanimous.
-    review_label(
-        c["clear"], review_user("dave"), "b", strength=4, review_state="rejected"
-    )
-    return {"project": project, "c": c, "users": (u1, u2, u3)}
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -327,7 +281,7 @@ def test_failed_export_leaves_nothing(
     def boom(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("database went away")
 
-    monkeypatch.setattr(exports, "_preference_texts", boom)
+    monkeypatch.setattr(export_rows, "_preference_texts", boom)
     with pytest.raises(RuntimeError):
         export_run(project=demo["project"], kind="preferences")
     assert list((artifacts / "exports").iterdir()) == []
