@@ -28,6 +28,7 @@ import torch
 from training.config import RewardConfig
 from training.data import Formatter, Pair, TruncationStats
 from training.losses import preference_loss
+from training.metrics import expected_calibration_error
 from training.models import resolve_model_ref
 from training.reward_model import (
     META_FILE,
@@ -218,14 +219,7 @@ def preference_metrics(
     log_loss = -(p_a * torch.nn.functional.logsigmoid(diff)) - (
         1 - p_a
     ) * torch.nn.functional.logsigmoid(-diff)
-    ece = 0.0
-    bins = torch.clamp((q * n_bins).long(), max=n_bins - 1)
-    for b in range(n_bins):
-        sel = bins == b
-        if sel.any():
-            ece += sel.double().mean().item() * abs(
-                q[sel].mean().item() - p_a[sel].mean().item()
-            )
+    ece = expected_calibration_error(q.tolist(), p_a.tolist(), bins=n_bins)
     rewards = torch.cat([r_a, r_b])
     by_strength = {}
     for level in range(1, 5):
@@ -242,7 +236,7 @@ def preference_metrics(
         "accuracy": correct[decided].mean().item() if decided.any() else None,
         "accuracy_by_strength": by_strength,
         "log_loss": log_loss.mean().item() if n else None,
-        "ece": ece if n else None,
+        "ece": ece,
         "reward_mean": rewards.mean().item() if n else None,
         "reward_std": rewards.std().item() if n > 1 else None,
     }
