@@ -212,19 +212,30 @@ def _probability(raw: Any, where: tuple[Path, int], name: str) -> float:
     return float(raw)
 
 
-def _strength(raw: Any, where: tuple[Path, int]) -> int | None:
-    """A strength level 1..4; a mean strength (a float in [1, 4], as Pairloop's
-    preference export writes it) rounds to the nearest level with Python's
-    ``round``, exactly as the in-app loop turns a comparison's mean strength into
-    the level it trains with."""
+def strength_level(raw: Any) -> int | None:
+    """A strength level 1..4 from an integer level or a mean strength (a float
+    in [1, 4], as Pairloop's preference export writes it); ``None`` stays None.
+    A mean rounds to the nearest level with Python's ``round``, exactly as the
+    in-app loop turns a comparison's mean strength into the level it trains with.
+    Anything else raises :class:`RecordError`."""
     if raw is None:
         return None
-    why = "expected a strength 1..4 (an integer level or a mean) or null"
-    if isinstance(raw, bool) or not isinstance(raw, int | float):
-        raise PairFormatError(*where, "strength", raw, why)
-    if not (math.isfinite(raw) and 1 <= raw <= 4):
-        raise PairFormatError(*where, "strength", raw, why)
+    if (
+        isinstance(raw, bool)
+        or not isinstance(raw, int | float)
+        or not (math.isfinite(raw) and 1 <= raw <= 4)
+    ):
+        raise RecordError(
+            "expected a strength 1..4 (an integer level or a mean) or null"
+        )
     return round(raw)
+
+
+def _strength(raw: Any, where: tuple[Path, int]) -> int | None:
+    try:
+        return strength_level(raw)
+    except RecordError as exc:
+        raise PairFormatError(*where, "strength", raw, str(exc)) from None
 
 
 # ------------------------------------------------------------------------ records

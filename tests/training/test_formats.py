@@ -307,3 +307,19 @@ def test_split_hh_reply_refuses_non_transcripts(transcript: str, message: str) -
 def test_hh_prompt_messages_refuses_bad_prefixes(prefix: str, message: str) -> None:
     with pytest.raises(RecordError, match=message):
         hh_prompt_messages(prefix)
+
+
+def test_strength_level_rounds_like_the_in_app_loop() -> None:
+    from training.formats import strength_level
+
+    # labelapp/loop.py training_pairs: round(mean_strength) with Python's round.
+    assert [strength_level(v) for v in (1, 4, 2.6667, 2.5, 3.5, None)] == [
+        1,
+        4,
+        3,
+        2,
+        4,
+        None,
+    ]
+    with pytest.raises(RecordError, match=r"strength 1\.\.4"):
+        strength_level(0)
