@@ -104,8 +104,22 @@ class Formatter:
         if self.max_length <= self.reserved + 2:
             raise ValueError(f"max_length {self.max_length} is too small")
 
-    def _ids(self, text: str) -> list[int]:
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+    def _ids(self, text: str, *, keep: str = "start") -> list[int]:
+        """Token ids of ``text``, cut at tokenization: a response keeps its start
+        (at most ``max_length`` tokens, which :meth:`fit` cuts further). A prompt
+        keeps its end, which the tokenizer's right-hand truncation cannot do, so
+        it is tokenized whole with the tokenizer's "longer than the maximum"
+        warning off: :meth:`fit` truncates it before any model sees it."""
+        if keep == "start":
+            out = self.tokenizer(
+                text,
+                add_special_tokens=False,
+                truncation=True,
+                max_length=self.max_length,
+            )
+        else:
+            out = self.tokenizer(text, add_special_tokens=False, verbose=False)
+        return list(out["input_ids"])
 
     def split_texts(
         self, conversation: Sequence[Message], response: str
@@ -129,7 +143,7 @@ class Formatter:
 
     def prompt_ids(self, conversation: Sequence[Message]) -> list[int]:
         prompt, _ = self.split_texts(conversation, "x")
-        return self._ids(prompt)
+        return self._ids(prompt, keep="end")
 
     def response_ids(self, conversation: Sequence[Message], response: str) -> list[int]:
         _, text = self.split_texts(conversation, response)

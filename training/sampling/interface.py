@@ -136,7 +136,10 @@ class _LocalTokenizer:
     def encode(self, conversation: Conversation) -> list[int]:
         text = _chat_text(self.tokenizer, conversation)
         # The chat template already spells out BOS where the model wants one.
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        # verbose=False: a prompt over the context is refused by validate() with
+        # its index; the tokenizer's own warning would only add noise.
+        out = self.tokenizer(text, add_special_tokens=False, verbose=False)
+        return list(out["input_ids"])
 
     def validate(
         self, conversations: Sequence[Conversation], max_new_tokens: int
