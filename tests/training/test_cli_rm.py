@@ -119,3 +119,52 @@ def test_pair_bars_count_pairs_not_permille() -> None:
     assert [m["total"] for m in made] == [20, 4]
     assert {m["unit"] for m in made} == {"pair"}
     assert made[1]["desc"] == "train-rm eval"
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
+def test_train_and_eval_on_a_preference_export(
+    tmp_path: Path, fmt: str, capsys
+) -> None:
+    """train-rm and eval-rm read the preference export as labelapp writes it
+    (mean strengths, p_chosen, messages columns)."""
+    from .test_formats import preference_schema, write_export
+
+    rows = []
+    for i, p in enumerate(synthetic_pairs(48, seed=5)):
+        rows.append(
+            {
+                "prompt": list(p.conversation),
+                "chosen": [{"role": "assistant", "content": p.response_a}],
+                "rejected": [{"role": "assistant", "content": p.response_b}],
+                "p_a": 2 / 3,
+                "p_chosen": 2 / 3,
+                "agreement": 1 / 3,
+                "n_labels": 3,
+                "strength": 2.6667,
+                "margin": 0.1852,
+                "comparison_id": i,
+                "prompt_id": i,
+                "chosen_id": 2 * i,
+                "rejected_id": 2 * i + 1,
+                "chosen_is_a": True,
+                "round": None,
+                "strategy": "",
+                "origin": "import",
+            }
+        )
+    export = write_export(
+        tmp_path, "demo-preferences", fmt, rows, preference_schema(True)
+    )
+    base = save_tiny_base(tmp_path / "base", "encoder")
+    out = tmp_path / "v1"
+    code = main(
+        ["train-rm", "--pairs", str(export), "--base", str(base), "--out", str(out),
+         "--batch-size", "16", "--max-length", "48"]
+    )  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "‰" not in captured.err and "pair" in captured.err
+    assert main(["eval-rm", "--model", str(out), "--pairs", str(export)]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["n"] == 48 and metrics["skipped_invalid"] == 0
+    assert set(metrics["accuracy_by_strength"]) <= {"3"}
