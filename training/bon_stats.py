@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from itertools import combinations, pairwise
 from typing import Any
 
+from training.metrics import pearson, spearman
+
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 
 
@@ -90,39 +92,6 @@ def diversity_stats(texts_per_prompt: Sequence[Sequence[str]]) -> dict[str, Any]
         "distinct_2": _mean([v for v in d2 if v is not None]),
         "pairwise_jaccard_2": _mean([v for v in sim if v is not None]),
     }
-
-
-def _ranks(values: Sequence[float]) -> list[float]:
-    """Ranks starting at 1, ties sharing their average rank."""
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    ranks = [0.0] * len(values)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            ranks[order[k]] = (i + j) / 2 + 1
-        i = j + 1
-    return ranks
-
-
-def pearson(x: Sequence[float], y: Sequence[float]) -> float | None:
-    if len(x) != len(y):
-        raise ValueError("pearson needs sequences of equal length")
-    if len(x) < 2:
-        return None
-    mx, my = sum(x) / len(x), sum(y) / len(y)
-    sxy = sum((a - mx) * (b - my) for a, b in zip(x, y, strict=True))
-    sxx = sum((a - mx) ** 2 for a in x)
-    syy = sum((b - my) ** 2 for b in y)
-    if sxx == 0 or syy == 0:
-        return None  # undefined for a constant series
-    return sxy / math.sqrt(sxx * syy)
-
-
-def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
-    return pearson(_ranks(x), _ranks(y))
 
 
 def length_correlation(

@@ -13,6 +13,7 @@ import argparse
 import gzip
 import json
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -200,6 +201,13 @@ def write_outputs(result: RoundResult, out: Path) -> None:
     (out / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
 
 
+def throughput_line(result: RoundResult, sampling_s: float) -> str:
+    """Generated tokens and their rate over the sampling phase (scoring excluded)."""
+    tokens = sum(s.token_count for p in result.prompts for s in p.samples)
+    rate = f"{tokens / sampling_s:.1f}" if sampling_s > 0 else "-"
+    return f"sampling: {tokens} tokens in {sampling_s:.1f} s, {rate} tokens/s"
+
+
 def main(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -249,13 +257,26 @@ def main(args: argparse.Namespace) -> int:
             ) from exc
 
         total = len(prompts) * config.n
+        started = time.perf_counter()
+        sampled = [started]  # when the latest batch of samples came back
         with tqdm(total=total, unit="sample", desc="best-of-n") as bar:
 
-            def progress(fraction: float, message: str) -> None:
-                bar.set_postfix_str(message, refresh=False)
-                bar.update(max(0, round(fraction * total) - bar.n))
+            def on_samples(done: int, planned: int) -> None:
+                # The sampler reports after every batch; adaptive N may stop early.
+                sampled[0] = time.perf_counter()
+                bar.update(max(0, done - bar.n))
 
-            result = run_round(prompts, sampler, scorer, config, progress=progress)
+            def progress(fraction: float, message: str) -> None:
+                bar.set_postfix_str(message, refresh=True)
+
+            result = run_round(
+                prompts,
+                sampler,
+                scorer,
+                config,
+                progress=progress,
+                on_samples=on_samples,
+            )
     except ValueError as exc:  # BadSamplingInput, UnknownModelError, ...
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -266,4 +287,5 @@ def main(args: argparse.Namespace) -> int:
         f"{len(result.sft_examples())} SFT examples, {len(result.pairs)} pairs "
         f"-> {out}"
     )
+    print(throughput_line(result, sampled[0] - started))
     return 0

@@ -7,13 +7,64 @@ import json
 import sys
 from typing import Any
 
-from training.config import RewardConfig, config_help
+from training.config import RewardConfig, config_field
 
 EXIT_USAGE = 2
 
+# CLI flag (argparse dest) -> RewardConfig field: the one list the parser and
+# cmd_train both read, so a flag's default and help are the config's own.
+CONFIG_FLAGS = {
+    "base": "base",
+    "init_from": "init_from",
+    "epochs": "num_epochs",
+    "lr": "learning_rate",
+    "batch_size": "batch_size",
+    "grad_accum": "gradient_accumulation_steps",
+    "max_length": "max_length",
+    "warmup_ratio": "warmup_ratio",
+    "weight_decay": "weight_decay",
+    "eval_fraction": "eval_fraction",
+    "seed": "seed",
+    "center_coef": "center_rewards_coefficient",
+    "pooling": "pooling",
+}
+SKIP_HINT = (
+    "(--skip-invalid leaves out bad lines instead, and reports how many were left out)"
+)
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Help with each option's default, where it has a meaningful one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (
+            "%(default)" in text
+            or action.required
+            # By identity: 0 and 0.0 equal False but are real defaults.
+            or any(action.default is v for v in (None, False, argparse.SUPPRESS))
+            or action.default == []
+        ):
+            return text
+        return text + " (default: %(default)s)"
+
 
 def _help(name: str) -> str:
-    return config_help()[name]
+    return config_field(name)[1]
+
+
+def _add_config_flag(parser: argparse.ArgumentParser, dest: str, **kw: Any) -> None:
+    """``--flag`` for a RewardConfig field: its type, default and help text."""
+    default, help_text = config_field(CONFIG_FLAGS[dest])
+    if default is not None and "type" not in kw:
+        kw["type"] = type(default)
+    parser.add_argument(
+        "--" + dest.replace("_", "-"),
+        dest=dest,
+        default=default,
+        help=help_text.replace("%", "%%"),
+        **kw,
+    )
 
 
 def register(subparsers: Any) -> None:
@@ -21,39 +72,50 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "train-rm",
         help="train a reward model on preference pairs",
-        description="Train a reward model; writes a version directory to --out.",
+        description="Train a reward model; writes a version directory to --out. "
+        "Pair files: .jsonl, .jsonl.gz or .parquet (Pairloop's preference export, "
+        "TRL, Anthropic HH or Pairloop pairs; see training/formats.py).",
+        formatter_class=_HelpFormatter,
     )
-    p.add_argument("--pairs", nargs="+", required=True, metavar="FILE")
-    p.add_argument("--eval-pairs", nargs="*", default=[], metavar="FILE")
-    p.add_argument("--base", default=defaults.base, help=_help("base"))
-    p.add_argument("--init-from", default=None, metavar="DIR", help=_help("init_from"))
-    p.add_argument("--out", required=True, metavar="DIR")
-    p.add_argument("--epochs", type=float, default=defaults.num_epochs)
-    p.add_argument("--lr", type=float, default=defaults.learning_rate)
-    p.add_argument("--batch-size", type=int, default=defaults.batch_size)
     p.add_argument(
-        "--grad-accum", type=int, default=defaults.gradient_accumulation_steps
+        "--pairs", nargs="+", required=True, metavar="FILE", help="training pairs"
     )
-    p.add_argument("--max-length", type=int, default=defaults.max_length)
-    p.add_argument("--warmup-ratio", type=float, default=defaults.warmup_ratio)
-    p.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
-    p.add_argument("--eval-fraction", type=float, default=defaults.eval_fraction)
-    p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument(
+        "--eval-pairs",
+        nargs="*",
+        default=[],
+        metavar="FILE",
+        help="extra evaluation pairs, reported as extra_eval",
+    )
+    _add_config_flag(p, "base")
+    _add_config_flag(p, "init_from", metavar="DIR", type=str)
+    p.add_argument("--out", required=True, metavar="DIR", help="new version directory")
+    for dest in (
+        "epochs",
+        "lr",
+        "batch_size",
+        "grad_accum",
+        "max_length",
+        "warmup_ratio",
+        "weight_decay",
+        "eval_fraction",
+        "seed",
+    ):
+        _add_config_flag(p, dest)
     p.add_argument("--use-margins", action="store_true", help=_help("use_margins"))
     p.add_argument(
         "--margins",
         default=",".join(f"{m:.4g}" for m in defaults.margins),
         help=_help("margins") + " Comma-separated.",
     )
+    _add_config_flag(p, "center_coef")
+    _add_config_flag(p, "pooling", choices=["mean", "cls"])
     p.add_argument(
-        "--center-coef",
-        type=float,
-        default=defaults.center_rewards_coefficient,
-        help=_help("center_rewards_coefficient"),
+        "--no-prefix-reuse",
+        action="store_true",
+        help="turn off prefix reuse: " + _help("prefix_reuse"),
     )
-    p.add_argument("--pooling", default=defaults.pooling, choices=["mean", "cls"])
-    p.add_argument("--no-prefix-reuse", action="store_true", help=_help("prefix_reuse"))
-    p.add_argument("--device", default=None)
+    p.add_argument("--device", default=None, help=_help("device"))
     p.add_argument("--limit", type=int, default=None, help="use the first N pairs")
     p.add_argument(
         "--skip-invalid",
@@ -66,15 +128,39 @@ def register(subparsers: Any) -> None:
     e = subparsers.add_parser(
         "eval-rm",
         help="evaluate a reward model on pairs (JSON on stdout)",
+        description="Evaluate a reward-model version on pair files (.jsonl, "
+        ".jsonl.gz or .parquet); metrics as one JSON object on stdout.",
+        formatter_class=_HelpFormatter,
     )
-    e.add_argument("--model", required=True, metavar="DIR")
-    e.add_argument("--pairs", nargs="+", required=True, metavar="FILE")
-    e.add_argument("--max-length", type=int, default=None)
-    e.add_argument("--batch-size", type=int, default=32)
-    e.add_argument("--limit", type=int, default=None)
-    e.add_argument("--device", default=None)
-    e.add_argument("--skip-invalid", action="store_true")
+    e.add_argument("--model", required=True, metavar="DIR", help="version directory")
+    e.add_argument(
+        "--pairs", nargs="+", required=True, metavar="FILE", help="pair files"
+    )
+    e.add_argument(
+        "--max-length",
+        type=int,
+        default=None,
+        help="default: the max_length the model was trained with",
+    )
+    e.add_argument("--batch-size", type=int, default=32, help=_help("eval_batch_size"))
+    e.add_argument("--limit", type=int, default=None, help="use the first N pairs")
+    e.add_argument("--device", default=None, help=_help("device"))
+    e.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="leave out bad lines (reported with their count) instead of failing",
+    )
     e.set_defaults(func=cmd_eval)
+
+
+def _read_error(exc: Exception, skip_invalid: bool) -> str:
+    """The refusal of a pair file, with the way around it where there is one."""
+    from training.formats import PairFormatError
+
+    message = str(exc)
+    if isinstance(exc, PairFormatError) and exc.line > 0 and not skip_invalid:
+        message += "\n" + SKIP_HINT
+    return message
 
 
 def _fail(message: str) -> int:
@@ -126,6 +212,43 @@ def _report_skipped(skipped: list[Any] | None) -> None:
             print(f"  {err}", file=sys.stderr)
 
 
+class _PairBars:
+    """One progress bar per phase (train, eval, extra_eval), counting pairs; the
+    trainer's messages go in the current bar's postfix (or a line before the
+    first bar: loading, tokenising)."""
+
+    def __init__(self, tqdm: Any, desc: str) -> None:
+        self.tqdm, self.desc = tqdm, desc
+        self.bar: Any = None
+        self.phase = ""
+        self.said = ""
+
+    def count(self, phase: str, done: int, total: int) -> None:
+        if phase != self.phase:
+            self.close()
+            self.phase = phase
+            self.bar = self.tqdm(
+                total=total,
+                unit="pair",
+                desc=f"{self.desc} {phase}",
+                dynamic_ncols=True,
+                file=sys.stderr,
+            )
+        self.bar.update(done - self.bar.n)
+
+    def message(self, fraction: float, message: str) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(message, refresh=False)
+        elif message != self.said:
+            print(f"{self.desc}: {message}", file=sys.stderr, flush=True)
+        self.said = message
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -138,21 +261,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         margins = tuple(float(x) for x in args.margins.split(","))
         config = RewardConfig(
-            base=args.base,
-            init_from=args.init_from,
-            learning_rate=args.lr,
-            num_epochs=args.epochs,
-            batch_size=args.batch_size,
-            gradient_accumulation_steps=args.grad_accum,
-            max_length=args.max_length,
-            warmup_ratio=args.warmup_ratio,
-            weight_decay=args.weight_decay,
-            eval_fraction=args.eval_fraction,
-            seed=args.seed,
+            **{name: getattr(args, dest) for dest, name in CONFIG_FLAGS.items()},
             use_margins=args.use_margins,
             margins=margins,
-            center_rewards_coefficient=args.center_coef,
-            pooling=args.pooling,
             prefix_reuse=not args.no_prefix_reuse,
             device=args.device,
         )
@@ -167,32 +278,30 @@ def cmd_train(args: argparse.Namespace) -> int:
             read_pairs(args.eval_pairs, skipped=skipped) if args.eval_pairs else None
         )
     except (ValueError, ModelRefError, FileNotFoundError, FileExistsError) as exc:
-        return _fail(str(exc))
+        return _fail(_read_error(exc, args.skip_invalid))
     if not pairs:
         return _fail("no pairs in " + ", ".join(args.pairs))
     _report_skipped(skipped)
 
-    bar = tqdm(total=1000, unit="‰", desc="train-rm", dynamic_ncols=True)
-
-    def progress(fraction: float, message: str) -> None:
-        bar.update(int(fraction * 1000) - bar.n)
-        bar.set_postfix_str(message, refresh=True)
-
+    bars = _PairBars(tqdm, "train-rm")
     result = train(
         pairs,
         config,
-        progress=progress,
+        progress=bars.message,
+        counter=bars.count,
         eval_pairs=eval_pairs,
         out_dir=args.out,
         artifacts_dir=args.artifacts_dir,
     )
-    bar.close()
+    bars.close()
     print(metrics_table(result.metrics))
     print(f"saved {result.out_dir}")
     return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
     from training.data import read_pairs
     from training.reward_model import load_reward_model, read_meta
     from training.train_rm import evaluate_pairs
@@ -203,9 +312,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         skipped: list[Any] | None = [] if args.skip_invalid else None
         pairs = read_pairs(args.pairs, limit=args.limit, skipped=skipped)
     except (ValueError, OSError) as exc:
-        return _fail(str(exc))
+        return _fail(_read_error(exc, args.skip_invalid))
     _report_skipped(skipped)
     max_length = args.max_length or int(meta.get("config", {}).get("max_length", 512))
+    bars = _PairBars(tqdm, "eval-rm")
     metrics = evaluate_pairs(
         model,
         tokenizer,
@@ -213,7 +323,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         max_length=max_length,
         batch_size=args.batch_size,
         device=args.device,
+        counter=lambda done, total: bars.count("eval", done, total),
     )
+    bars.close()
     metrics["skipped_invalid"] = len(skipped or [])
     print(json.dumps({"model": str(args.model), "pairs": args.pairs, **metrics}))
     return 0

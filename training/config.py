@@ -208,3 +208,11 @@ def config_help() -> dict[str, str]:
     return {
         f.name: f.metadata.get("help", "") for f in dataclasses.fields(RewardConfig)
     }
+
+
+def config_field(name: str) -> tuple[Any, str]:
+    """(default, help text) of one RewardConfig field: what the CLI shows."""
+    for f in dataclasses.fields(RewardConfig):
+        if f.name == name:
+            return f.default, f.metadata.get("help", "")
+    raise KeyError(f"RewardConfig has no field {name!r}")

@@ -285,7 +285,7 @@ def _adaptive_sampling(
     sampler: Sampler,
     scorer: Scorer,
     config: RoundConfig,
-    report: Callable[[float, str], None],
+    report: Callable[[int, int, str], None],
 ) -> None:
     total = len(results) * config.n
     drawn = 0
@@ -296,7 +296,7 @@ def _adaptive_sampling(
         step = min(step, config.n - have)
 
         def sub_progress(done: int, _total: int, base: int = drawn) -> None:
-            report((base + done) / total, "sampling (adaptive)")
+            report(base + done, total, "sampling (adaptive)")
 
         _sample_all(sampler, active, step, config, have, sub_progress)
         drawn += step * len(active)
@@ -494,6 +494,7 @@ def run_round(
     scorer: Scorer | None,
     config: RoundConfig | None = None,
     progress: RoundProgress | None = None,
+    on_samples: Callable[[int, int], None] | None = None,
 ) -> RoundResult:
     """Run one best-of-N round; see the module docstring.
 
@@ -510,10 +511,13 @@ def run_round(
     if config.adaptive and scorer is None:
         raise BadSamplingInput("adaptive N needs a scorer (there is nothing to beat)")
 
-    # Sampling is most of the work: it reports 0..0.9, scoring the rest.
-    def report(fraction: float, message: str) -> None:
+    # Sampling is most of the work: it reports 0..0.9, scoring the rest;
+    # on_samples(drawn, planned) gets the sampler's own per-batch counts.
+    def report(done: int, total: int, message: str) -> None:
+        if on_samples is not None:
+            on_samples(done, total)
         if progress is not None:
-            progress(min(fraction, 1.0) * 0.9, message)
+            progress(min(done / total, 1.0) * 0.9, message)
 
     results = [
         PromptResult(index=i, conversation=list(conv), samples=[])
@@ -530,7 +534,7 @@ def run_round(
             config.n,
             config,
             0,
-            lambda done, total: report(done / total, "sampling"),
+            lambda done, total: report(done, total, "sampling"),
         )
         if progress is not None:
             progress(0.9, "scoring")

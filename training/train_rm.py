@@ -28,6 +28,7 @@ import torch
 from training.config import RewardConfig
 from training.data import Formatter, Pair, TruncationStats
 from training.losses import preference_loss
+from training.metrics import expected_calibration_error
 from training.models import resolve_model_ref
 from training.reward_model import (
     META_FILE,
@@ -40,6 +41,8 @@ from training.reward_model import (
 )
 
 ProgressFn = Callable[[float, str], None]
+# counter(phase, pairs done, pairs in the phase): train, eval, extra_eval.
+CountFn = Callable[[str, int, int], None]
 
 
 @dataclass
@@ -218,14 +221,7 @@ def preference_metrics(
     log_loss = -(p_a * torch.nn.functional.logsigmoid(diff)) - (
         1 - p_a
     ) * torch.nn.functional.logsigmoid(-diff)
-    ece = 0.0
-    bins = torch.clamp((q * n_bins).long(), max=n_bins - 1)
-    for b in range(n_bins):
-        sel = bins == b
-        if sel.any():
-            ece += sel.double().mean().item() * abs(
-                q[sel].mean().item() - p_a[sel].mean().item()
-            )
+    ece = expected_calibration_error(q.tolist(), p_a.tolist(), bins=n_bins)
     rewards = torch.cat([r_a, r_b])
     by_strength = {}
     for level in range(1, 5):
@@ -242,7 +238,7 @@ def preference_metrics(
         "accuracy": correct[decided].mean().item() if decided.any() else None,
         "accuracy_by_strength": by_strength,
         "log_loss": log_loss.mean().item() if n else None,
-        "ece": ece if n else None,
+        "ece": ece,
         "reward_mean": rewards.mean().item() if n else None,
         "reward_std": rewards.std().item() if n > 1 else None,
     }
@@ -259,6 +255,7 @@ def evaluate_encoded(
     device: torch.device | str | None = None,
     autocast: bool = False,
     progress: _Progress | None = None,
+    counter: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     if not encoded:
         return preference_metrics(*(torch.zeros(0) for _ in range(4)))
@@ -278,6 +275,8 @@ def evaluate_encoded(
         ra[idx], rb[idx] = a.float().cpu(), b.float().cpu()
         if progress is not None:
             progress(start / len(order), f"evaluating {start}/{len(order)} pairs")
+        if counter is not None:
+            counter(start + len(idx), len(order))
     model.train(was_training)
     p = torch.tensor([e.p_a for e in encoded])
     s = torch.tensor([e.strength for e in encoded])
@@ -292,12 +291,19 @@ def evaluate_pairs(
     max_length: int = 512,
     batch_size: int = 32,
     device: str | None = None,
+    counter: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """Metrics of a loaded reward model on pairs (used by ``eval-rm``)."""
+    """Metrics of a loaded reward model on pairs (used by ``eval-rm``);
+    ``counter(pairs done, pairs)`` after each batch."""
     formatter = Formatter(tokenizer, max_length, model.is_encoder)
     encoded = encode_pairs(formatter, pairs)
     metrics = evaluate_encoded(
-        model, encoded, pad_id=_pad_id(tokenizer), batch_size=batch_size, device=device
+        model,
+        encoded,
+        pad_id=_pad_id(tokenizer),
+        batch_size=batch_size,
+        device=device,
+        counter=counter,
     )
     metrics["truncation"] = formatter.stats.as_dict()
     return metrics
@@ -415,13 +421,15 @@ def train(
     eval_pairs: Sequence[Pair] | None = None,
     out_dir: str | os.PathLike[str] | None = None,
     artifacts_dir: str | os.PathLike[str] | None = None,
+    counter: CountFn | None = None,
 ) -> TrainResult:
     """Train a reward model on ``pairs``; save it to ``out_dir`` when given.
 
     ``eval_pairs`` is an extra evaluation set reported as ``metrics["extra_eval"]``;
     the held-out split (``config.eval_fraction``) is ``metrics["eval"]``.
     ``progress(fraction, message)`` is called at least every
-    ``config.progress_interval_s`` seconds while work proceeds.
+    ``config.progress_interval_s`` seconds while work proceeds; ``counter`` (see
+    :data:`CountFn`) after every batch, for progress bars in pairs.
     """
     report = _Progress(progress, config.progress_interval_s)
     if out_dir is not None:
@@ -492,6 +500,7 @@ def train(
     torch.manual_seed(config.seed)
     t_train = time.perf_counter()
     running = 0.0
+    n_scheduled, n_done = sum(len(b) for b in schedule), 0
     for micro, idx in enumerate(schedule):
         batch = [train_enc[i] for i in idx]
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
@@ -516,21 +525,23 @@ def train(
             history.append({"step": step, "loss": running / accum})
             running = 0.0
         frac = (micro + 1) / total_micro
+        n_done += len(idx)
+        if counter is not None:
+            counter("train", n_done, n_scheduled)
         report(
             train_share * frac,
             f"step {micro + 1}/{total_micro} loss {loss.item():.4f} "
             f"epoch {(micro + 1) / per_epoch:.2f}",
         )
     train_runtime = time.perf_counter() - t_train
-    n_trained = sum(len(b) for b in schedule)
 
     metrics: dict[str, Any] = {
         "train": {
             "pairs": len(train_enc),
-            "pairs_seen": n_trained,
+            "pairs_seen": n_scheduled,
             "steps": total_steps,
             "runtime_s": train_runtime,
-            "pairs_per_s": n_trained / train_runtime if train_runtime else None,
+            "pairs_per_s": n_scheduled / train_runtime if train_runtime else None,
             "tokenise_s": tokenise_s,
             "first_loss": history[0]["loss"] if history else None,
             "final_loss": (
@@ -557,6 +568,7 @@ def train(
         device=device,
         autocast=autocast,
         progress=eval_progress,
+        counter=counter and (lambda d, t: counter("eval", d, t)),
     )
     metrics["eval"]["truncation"] = held_trunc.as_dict()
     if eval_pairs:
@@ -571,6 +583,7 @@ def train(
             device=device,
             autocast=autocast,
             progress=eval_progress,
+            counter=counter and (lambda d, t: counter("extra_eval", d, t)),
         )
         metrics["extra_eval"]["truncation"] = formatter.stats.as_dict()
     model.eval()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 
 import pytest
 
@@ -159,3 +160,28 @@ def test_unreadable_reward_directory_exits_2_before_sampling(
     assert main(argv) == 2
     assert "not-a-model" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_progress_per_batch_and_tokens_per_second(tmp_path, tiny_policy, capsys):
+    from training.rejection import RoundConfig, run_round
+    from training.sampling import make_sampler
+
+    prompts = [[{"role": "user", "content": w}] for w in ("cats ?", "dogs ?")]
+    sampler = make_sampler("transformers", tiny_policy, max_batch_rows=3)
+    calls = []
+    run_round(
+        prompts,
+        sampler,
+        None,
+        RoundConfig(n=3, max_new_tokens=4, pairs_per_prompt=0),
+        on_samples=lambda done, total: calls.append((done, total)),
+    )
+    assert calls == [(3, 6), (6, 6)]  # one report per batch of 3 rows, exact
+    path = write_lines(tmp_path / "p.jsonl", [{"prompt": "cats ?"}])
+    code = main(
+        ["best-of-n", "--prompts", str(path), "--policy", tiny_policy, "--n", "2",
+         "--max-new-tokens", "4", "--out", str(tmp_path / "out")]
+    )  # fmt: skip
+    assert code == 0
+    out = capsys.readouterr().out
+    assert re.search(r"sampling: \d+ tokens in [\d.]+ s, ([\d.]+|-) tokens/s", out)

@@ -152,3 +152,22 @@ def test_chat_template_prefix_is_shared_and_identical() -> None:
     prefix, a, _ = fmt.encode_pair(Pair(conv(3), "good", "bad", 1.0))
     assert tok.convert_ids_to_tokens(prefix)[-3:] == ["assistant", "|", ">"]
     assert fmt.encode_item(conv(3), "good") == prefix + a
+
+
+@pytest.mark.parametrize("kind", ["encoder", "decoder"])
+def test_long_inputs_do_not_trigger_the_tokenizer_length_warning(
+    kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    tok = make_tokenizer(kind)
+    tok.model_max_length = 32  # as a real model's tokenizer declares (512, ...)
+    fmt = Formatter(tok, max_length=32, is_encoder=kind == "encoder")
+    pair = Pair(conv(200), "help " * 100, "bad " * 100, 1.0)
+    warning = "longer than the specified maximum sequence length"
+    with caplog.at_level("WARNING"):
+        prefix, a, b = fmt.encode_pair(pair)
+        assert not [r for r in caplog.records if warning in r.getMessage()]
+        # The warning this test guards against is what a plain call logs.
+        tok("cats " * 200, add_special_tokens=False)
+        assert [r for r in caplog.records if warning in r.getMessage()]
+    assert len(prefix) + max(len(a), len(b)) <= 32
+    assert fmt.stats.prompt_truncated == 2 and fmt.stats.response_truncated == 2

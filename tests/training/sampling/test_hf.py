@@ -169,10 +169,10 @@ def test_shared_prefix_attention_matches_the_expanded_cache_with_rows_dropped():
 
 
 def test_shared_prefix_attention_is_used_where_supported_and_only_there():
-    from training import sampling
+    from training.sampling import kv_cache
 
     calls = []
-    real = sampling._shared_prefix_attention
+    real = kv_cache._shared_prefix_attention
 
     def spy(module, query, key, *args, **kwargs):
         calls.append(getattr(key, "_pairloop_shared", None) is not None)
@@ -183,11 +183,11 @@ def test_shared_prefix_attention_is_used_where_supported_and_only_there():
     assert sampler.shared_prefix_attention
     from transformers import AttentionInterface
 
-    AttentionInterface.register(sampling.SHARED_PREFIX_ATTENTION, spy)
+    AttentionInterface.register(kv_cache.SHARED_PREFIX_ATTENTION, spy)
     try:
         sampler.sample(CONVERSATIONS[:1], 3, max_new_tokens=5, temperature=0.0)
     finally:
-        AttentionInterface.register(sampling.SHARED_PREFIX_ATTENTION, real)
+        AttentionInterface.register(kv_cache.SHARED_PREFIX_ATTENTION, real)
     layers = sampler.model.config.num_hidden_layers
     # 4 decode steps after the prefill, each layer through the shared path.
     assert calls.count(True) == 4 * layers

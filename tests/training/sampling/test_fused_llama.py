@@ -13,8 +13,7 @@ from tests.training._bon_fixtures import (
     tiny_model,
     tiny_tokenizer,
 )
-from training import sampling
-from training.sampling import TransformersSampler
+from training.sampling import TransformersSampler, fused_llama
 
 SETTINGS = {"max_new_tokens": 12, "temperature": 1.0, "top_p": 0.9, "seed": 7}
 
@@ -91,17 +90,17 @@ def test_fused_step_gives_the_models_logits_and_samples(model, packed, monkeypat
     """Left-padded prompts of different lengths, rows dropped as they finish:
     every step's logits equal the model's own forward's, and the same seeds
     give the same samples."""
-    monkeypatch.setattr(sampling, "_PACKED_GEMM", packed)
+    monkeypatch.setattr(fused_llama, "_PACKED_GEMM", packed)
     model, tokenizer = model(), tiny_tokenizer()
     stop = _stop_word(model, tokenizer)
     steps = []
-    real_step = sampling._FusedLlamaDecode.step
+    real_step = fused_llama._FusedLlamaDecode.step
 
     def spy(self, cache, tokens, positions):
         steps.append(tokens.shape[0])
         return real_step(self, cache, tokens, positions)
 
-    monkeypatch.setattr(sampling._FusedLlamaDecode, "step", spy)
+    monkeypatch.setattr(fused_llama._FusedLlamaDecode, "step", spy)
     logged: dict[bool, dict] = {True: {}, False: {}}
     outputs = {}
     for fused in (True, False):
