@@ -40,14 +40,21 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from labelapp.errors import ImportFailed
+from training.formats import (
+    RecordError,
+    hh_prompt_messages,
+    split_hh_reply,
+    strength_level,
+)
 
 ROLES = {"system", "user", "assistant"}
 
 Messages = list[dict[str, str]]
 
 
-class LineError(ValueError):
-    """A problem with one line; the caller adds the file and line number."""
+# One record error type for the importer and the training CLI's parser, so the
+# HH and strength rules (training.formats) refuse a line the same way in both.
+LineError = RecordError
 
 
 @dataclass
@@ -183,59 +190,28 @@ def _external_id(obj: dict) -> str:
     return ""
 
 
-_HUMAN, _ASSISTANT = "\n\nHuman:", "\n\nAssistant:"
-
-
-# duplicate of training.formats: replaced at merge
 def hh_pair(chosen: str, rejected: str) -> tuple[Messages, str, str]:
     """An Anthropic-HH pair of transcripts as (conversation, chosen reply, rejected
     reply); both transcripts must share everything before their final reply."""
-
-    def split(transcript: str, key: str) -> tuple[str, str]:
-        cut = transcript.rfind(_ASSISTANT)
-        if cut < 0 or not transcript.lstrip("\n").startswith("Human:"):
-            raise LineError(f"field {key!r} is not a Human:/Assistant: transcript")
-        return transcript[:cut], transcript[cut + len(_ASSISTANT) :].strip()
-
-    prefix, a = split(chosen, "chosen")
-    prefix_b, b = split(rejected, "rejected")
+    prefix, a = split_hh_reply(chosen, "chosen")
+    prefix_b, b = split_hh_reply(rejected, "rejected")
     if prefix != prefix_b:
         raise LineError(
             "chosen and rejected transcripts differ before their final "
             "Assistant reply, so they are not a pair over one conversation"
         )
-    messages: Messages = []
-    rest = prefix
-    while rest:
-        if rest.startswith(_HUMAN):
-            role, rest = "user", rest[len(_HUMAN) :]
-        elif rest.startswith(_ASSISTANT):
-            role, rest = "assistant", rest[len(_ASSISTANT) :]
-        else:
-            raise LineError("transcript turn does not start with Human: or Assistant:")
-        nxt = [i for i in (rest.find(_HUMAN), rest.find(_ASSISTANT)) if i >= 0]
-        end = min(nxt) if nxt else len(rest)
-        content = rest[:end].strip()
-        if not content:
-            raise LineError(f"an empty {role} turn in the transcript")
-        messages.append({"role": role, "content": content})
-        rest = rest[end:]
-    if not messages or messages[-1]["role"] != "user":
-        raise LineError("the transcript must end with a Human turn before the reply")
-    return messages, a, b
+    return hh_prompt_messages(prefix), a, b
 
 
 def _strength(obj: dict) -> int | None:
     """A label's strength, 1..4. A mean strength (Pairloop's preference export
     writes the mean over a pair's labels, e.g. 2.6667) becomes the nearest level,
-    since an imported pair is stored as one label."""
+    since an imported pair is stored as one label (training.formats' rule)."""
     value = obj.get("strength")
-    if value is None:
-        return None
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not number or not 1 <= value <= 4:
-        raise LineError(f"field 'strength'={value!r} must be a number in 1..4")
-    return int(value + 0.5)
+    try:
+        return strength_level(value)
+    except RecordError as exc:
+        raise LineError(f"field 'strength'={value!r}: {exc}") from None
 
 
 def _reply(obj: dict, key: str) -> str:

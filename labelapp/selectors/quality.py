@@ -34,17 +34,16 @@ from labelapp.selectors.quality_stats import (
     agreement_block,
     annotator_pair_agreement,
     diversity_trend,
-    expected_calibration_error,
     gold_accuracy,
     gold_flagged,
     leave_one_out_agreement,
     pearson,
     position_bias,
     rm_human_agreement,
-    sigmoid,
     spearman,
     speed,
 )
+from training.metrics import expected_calibration_error, sigmoid
 
 # Per-label values fetched from the DB; kept in one place so the selectors agree.
 _CHUNK = 5000

@@ -23,11 +23,13 @@ from __future__ import annotations
 import math
 import statistics
 from collections import Counter, defaultdict
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
 
 from labelapp.models import Choice
+from training import metrics
 
 BothBad = Literal["category", "exclude"]
 PREFERENCE_CHOICES = (Choice.A.value, Choice.B.value, Choice.TIE.value)
@@ -358,36 +360,6 @@ def rm_human_agreement(
     return {"n": n, "agree": agree, "rate": agree / n if n else None}
 
 
-def sigmoid(x: float) -> float:
-    # Split by sign so exp never overflows.
-    if x >= 0:
-        return 1.0 / (1.0 + math.exp(-x))
-    e = math.exp(x)
-    return e / (1.0 + e)
-
-
-def expected_calibration_error(
-    probs: Sequence[float], targets: Sequence[float], *, bins: int = 10
-) -> float | None:
-    """ECE with equal-width bins: Σ_b |B|/n · |mean(prob in B) − mean(target in B)|.
-
-    ``targets`` may be soft (p_a ∈ [0, 1]), which is what the seed's loss trains on.
-    """
-    if len(probs) != len(targets):
-        raise ValueError("probs and targets differ in length")
-    if not probs:
-        return None
-    sums: dict[int, list[float]] = defaultdict(lambda: [0.0, 0.0, 0])
-    for p, t in zip(probs, targets, strict=True):
-        b = min(int(p * bins), bins - 1)
-        s = sums[b]
-        s[0] += p
-        s[1] += t
-        s[2] += 1
-    n = len(probs)
-    return sum(abs(s[0] - s[1]) / n for s in sums.values())
-
-
 def diversity_trend(
     rounds: Iterable[tuple[int, Mapping[str, Any] | None]],
 ) -> list[dict]:
@@ -418,49 +390,7 @@ def diversity_trend(
     return trend
 
 
-# ---------------------------------------------------------------------------
-# Correlations
-# duplicate of training.metrics: replaced at merge
-# (training/bon_stats.py has its own copies; helper train13 moves them into
-# training/metrics.py. Note this pearson needs 3 points, bon_stats' 2: keep this
-# module's behaviour when switching, or the reward monitor's length rows change.)
-# ---------------------------------------------------------------------------
-
-
-def pearson(xs: Sequence[float], ys: Sequence[float]) -> float | None:
-    """Pearson's r; ``None`` with fewer than 3 points or a constant variable."""
-    if len(xs) != len(ys):
-        raise ValueError("xs and ys differ in length")
-    n = len(xs)
-    if n < 3:
-        return None
-    mx, my = statistics.fmean(xs), statistics.fmean(ys)
-    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True))
-    sxx = sum((x - mx) ** 2 for x in xs)
-    syy = sum((y - my) ** 2 for y in ys)
-    if sxx == 0 or syy == 0:
-        return None
-    return sxy / math.sqrt(sxx * syy)
-
-
-def ranks(values: Sequence[float]) -> list[float]:
-    """1-based ranks, ties sharing their average rank (as Spearman's rho needs)."""
-    order = sorted(range(len(values)), key=values.__getitem__)
-    out = [0.0] * len(values)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        avg = (i + j) / 2 + 1
-        for k in range(i, j + 1):
-            out[order[k]] = avg
-        i = j + 1
-    return out
-
-
-def spearman(xs: Sequence[float], ys: Sequence[float]) -> float | None:
-    """Spearman's rho as Pearson's r over tie-averaged ranks."""
-    if len(xs) != len(ys):
-        raise ValueError("xs and ys differ in length")
-    return pearson(ranks(xs), ranks(ys))
+# Correlations, calibration: one implementation in training.metrics. People read
+# these numbers, so a correlation needs at least 3 points here (two give ±1).
+pearson = partial(metrics.pearson, min_points=3)
+spearman = partial(metrics.spearman, min_points=3)

@@ -31,6 +31,7 @@ from tests.labelapp.conftest_review import (
     review_project,
     review_user,
 )
+from training import metrics
 
 
 @pytest.mark.django_db
@@ -136,8 +137,8 @@ def test_reward_monitor_rounds_versions_length_and_diversity() -> None:
     assert round1["agreement_best_vs_runner_up"]["rate"] == 0.0
     rows = [(0.0, 2.0, 1.0), (1.0, 3.0, 0.0), (1.5, 0.5, 1.0)]
     assert round1["ece"] == pytest.approx(
-        quality_stats.expected_calibration_error(
-            [quality_stats.sigmoid(a - b) for a, b, _ in rows], [p for *_, p in rows]
+        metrics.expected_calibration_error(
+            [metrics.sigmoid(a - b) for a, b, _ in rows], [p for *_, p in rows]
         )
     )
     rewards = [0.0, 2.0, 1.0, 3.0, 1.5, 0.5]

@@ -8,6 +8,7 @@ import pytest
 
 from labelapp.selectors import quality_stats
 from labelapp.selectors.quality_stats import LabelObs
+from training import metrics
 
 N = None
 
@@ -175,13 +176,11 @@ def test_rm_human_agreement() -> None:
 def test_expected_calibration_error_hand_worked() -> None:
     # Bin [0.9, 1.0): probs 0.9, 0.95, targets 1, 0 -> |0.925 − 0.5| x 2/4.
     # Bin [0.1, 0.2): prob 0.1, target 0 -> 0.1 x 1/4; bin [0.5, 0.6): exact.
-    ece = quality_stats.expected_calibration_error(
-        [0.9, 0.95, 0.1, 0.5], [1, 0, 0, 0.5]
-    )
+    ece = metrics.expected_calibration_error([0.9, 0.95, 0.1, 0.5], [1, 0, 0, 0.5])
     assert ece == pytest.approx(0.425 * 0.5 + 0.1 * 0.25)
-    assert quality_stats.expected_calibration_error([], []) is None
-    assert quality_stats.expected_calibration_error([1.0], [1.0]) == 0.0
-    assert quality_stats.sigmoid(-1000.0) == 0.0 and quality_stats.sigmoid(0.0) == 0.5
+    assert metrics.expected_calibration_error([], []) is None
+    assert metrics.expected_calibration_error([1.0], [1.0]) == 0.0
+    assert metrics.sigmoid(-1000.0) == 0.0 and metrics.sigmoid(0.0) == 0.5
 
 
 def test_correlations_match_numpy() -> None:
@@ -194,9 +193,9 @@ def test_correlations_match_numpy() -> None:
     # Spearman with ties: average ranks, then Pearson.
     xs = [1.0, 2.0, 2.0, 3.0, 10.0]
     ys = [5.0, 6.0, 7.0, 8.0, 7.0]
-    assert quality_stats.ranks(xs) == [1.0, 2.5, 2.5, 4.0, 5.0]
+    assert metrics.ranks(xs) == [1.0, 2.5, 2.5, 4.0, 5.0]
     assert quality_stats.spearman(xs, ys) == pytest.approx(
-        np.corrcoef(quality_stats.ranks(xs), quality_stats.ranks(ys))[0, 1]
+        np.corrcoef(metrics.ranks(xs), metrics.ranks(ys))[0, 1]
     )
     assert quality_stats.spearman([1, 2, 3, 4], [1, 4, 9, 16]) == pytest.approx(1.0)
     assert quality_stats.pearson([1, 1, 1], [1, 2, 3]) is None
