@@ -357,7 +357,7 @@ class MeSerializer(serializers.Serializer):
 # three above), so these two endpoints build their bodies with the plain functions
 # below. The serializer classes stay the contract: the OpenAPI schema is generated
 # from them, anything unusual in the input is handed to them (their error bodies and
-# coercions), and tests/labelapp/test_api_fast_paths.py checks that both paths give
+# coercions), and tests/labelapp/queue/test_api_fast_paths.py checks that both paths give
 # the same output.
 
 _DATETIME = serializers.DateTimeField()  # to_representation only: no per-call copy

@@ -8,7 +8,7 @@ Python before and after the queue's own work. This WSGI wrapper answers the plai
 case of those two requests directly: it authenticates the token as DRF's
 TokenAuthentication does (same class, same cache), calls the same queue services and
 the same body builders as the views, renders with DRF's JSONRenderer and sets the
-headers the middleware would set. ``tests/labelapp/test_fastlane.py`` checks that
+headers the middleware would set. ``tests/labelapp/queue/test_fastlane.py`` checks that
 both paths answer every case alike, byte for byte.
 
 Anything else goes to Django unchanged, so every rule keeps one home:

@@ -1,209 +1,32 @@
-"""The annotation queue: lease a comparison to an annotator, take their label, release.
-
-Every function here is safe with many annotators hitting PostgreSQL at once. The
-invariants, and where each race that could break them is closed:
-
-* a comparison is never leased to more annotators at once than the labels it still
-  needs: ``labels_count + active leases < labels_required``, checked *after* the
-  comparison row is locked (the lease statement in labelapp_queue_next);
-* an annotator never gets a comparison they labelled or skipped (filter in the
-  candidate query, backed by the unique (comparison, annotator) constraints);
-* one annotator asking twice (double click, two tabs) gets the same lease: their
-  ``next`` calls are serialised on their Membership row;
-* labels_count, status and the aggregates change in the same transaction as the label,
-  under the comparison row lock, so a reader never sees a label without its count.
-
-Lock order, everywhere: Membership -> Comparison -> Assignment. Nothing waits for a
-comparison lock while holding an assignment lock, so these paths cannot deadlock;
-``next`` only takes comparison locks with SKIP LOCKED, so annotators never queue
-behind each other's candidate rows.
-
-The hot paths are hand-written SQL, because per-request cost is dominated by round
-trips and ORM overhead, not by the queries themselves. ``next`` is one call of a
-PostgreSQL function (migration 0005: lock membership, close lapsed leases, resume a
-held lease, pick a candidate, lease it); ``label`` is a few statements (lock the
-comparison, read the assignment and the comparison's labels, write everything). Each
-statement that must see data committed while we waited for a lock is a *separate*
-statement after the locking one: in READ COMMITTED a statement reads one snapshot,
-and a lock wait does not refresh what its subqueries saw.
-
-Clock (``now``) and randomness (``rng``) are injected so tests control them.
-"""
+"""``label``: store an annotator's label for their lease, with the comparison's new
+count, status and aggregates, in one transaction under the comparison lock."""
 
 from __future__ import annotations
 
-import random
 import time
-from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from labelapp.aggregation import aggregate_labels
-from labelapp.errors import Conflict, NotFound, ValidationFailed
-from labelapp.models import (
-    Assignment,
-    Choice,
-    Comparison,
-    Label,
-    Project,
-    Prompt,
-    Response,
+from labelapp.db import loaded, prepared_cursor
+from labelapp.errors import Conflict, ValidationFailed
+from labelapp.models import Assignment, Choice, Comparison, Label
+from labelapp.queue.assignments import (
+    _ASSIGNMENT_COLUMNS,
+    _assignment,
+    _columns,
+    _lock_comparison_of,
+    _now,
 )
-from labelapp.rows import loaded, prepared_cursor
 
 # Display choice -> canonical choice when the pair was shown swapped (B on the left).
 _SWAP = {Choice.A: Choice.B, Choice.B: Choice.A}
 _P_A = {Choice.A: 1.0, Choice.B: 0.0, Choice.TIE: 0.5, Choice.BOTH_BAD: None}
 RATIONALE_MAX_CHARS = 10_000
-
-# How many locked-but-full candidates ``next`` steps over before giving up on a pass.
-# Each step is one short indexed query; in practice one or two suffice.
-_MAX_CANDIDATE_TRIES = 20
-
-_ASSIGNMENT_COLUMNS = (
-    "id",
-    "comparison_id",
-    "annotator_id",
-    "project_id",
-    "state",
-    "swapped",
-    "leased_at",
-    "expires_at",
-    "finished_at",
-)
-
-
-def _columns(alias: str) -> str:
-    return ", ".join(f"{alias}.{name}" for name in _ASSIGNMENT_COLUMNS)
-
-
-# ``next`` is one call of labelapp_queue_next (migration 0005, which holds the SQL and
-# a comment at each statement on the race it closes): lock the membership row, close
-# the annotator's lapsed leases, resume a held lease, else walk the queue
-# (labelapp_queue_candidate: FOR UPDATE SKIP LOCKED) and lease the first candidate
-# whose free slot survives the re-check under its row lock. One round trip instead of
-# six; each statement in the function still takes its own snapshot (READ COMMITTED,
-# VOLATILE), as the separate round trips did. The random draws are made here, before
-# the call, so tests control them: first the gold draw, then the swap.
-_NEXT_SQL = """
-SELECT * FROM labelapp_queue_next(
-    %(project_id)s::bigint, %(user_id)s::integer, %(now)s::timestamptz,
-    %(exclude)s::bigint[], %(max_leases)s::integer, %(gold_draw)s::float8,
-    %(swapped)s::boolean, %(max_tries)s::integer)
-"""
-
-
-def _now(now: datetime | None) -> datetime:
-    return now if now is not None else timezone.now()
-
-
-def _assignment(row: Sequence[Any]) -> Assignment:
-    """Assignment from a row that starts with ``_ASSIGNMENT_COLUMNS``."""
-    n = len(_ASSIGNMENT_COLUMNS)
-    return loaded(Assignment, dict(zip(_ASSIGNMENT_COLUMNS, row[:n], strict=True)))
-
-
-def _assignment_with_payload(row: Sequence[Any]) -> Assignment:
-    """Assignment from ``_ASSIGNMENT_COLUMNS`` + the payload (prompt id, response
-    ids, messages, texts: labelapp_queue_next's columns), with its comparison,
-    prompt and responses attached, so assignment_payload needs no query."""
-    assignment = _assignment(row)
-    prompt_id, a_id, b_id, messages, a_text, b_text = row[len(_ASSIGNMENT_COLUMNS) :]
-    messages_field = Prompt._meta.get_field("messages")
-    comparison = loaded(
-        Comparison,
-        {
-            "id": assignment.comparison_id,
-            "prompt_id": prompt_id,
-            "response_a_id": a_id,
-            "response_b_id": b_id,
-        },
-    )
-    comparison.prompt = loaded(
-        Prompt,
-        {
-            "id": prompt_id,
-            "messages": messages_field.from_db_value(messages, None, connection),
-        },
-    )
-    comparison.response_a = loaded(Response, {"id": a_id, "text": a_text})
-    comparison.response_b = loaded(Response, {"id": b_id, "text": b_text})
-    assignment.comparison = comparison
-    return assignment
-
-
-def comparison_next_for(
-    *,
-    annotator: AbstractBaseUser,
-    project: Project | int,
-    now: datetime | None = None,
-    rng: random.Random | None = None,
-    exclude_assignment_ids: Collection[int] = (),
-    max_leases: int = 1,
-) -> Assignment | None:
-    """Lease the next comparison of ``project`` (a Project or its id) to
-    ``annotator``; None when nothing is left for them (or their membership is
-    paused). Raises NotFound for non-members and unknown projects. The returned
-    assignment carries its comparison, prompt and responses (assignment_payload
-    serves them without a query).
-
-    ``exclude_assignment_ids`` and ``max_leases`` serve the annotator page's prefetch:
-    it shows one pair while holding the next one, so it asks for a lease other than
-    the ones it names, and may hold up to ``max_leases`` at once (None when at the
-    cap). The defaults keep the API's behaviour: one lease, resumed until done."""
-    now = _now(now)
-    rng = rng or random.Random()
-    project_id = project if isinstance(project, int) else project.pk
-    gold_draw = rng.random()
-    swapped = rng.random() < 0.5
-    with prepared_cursor() as cursor:
-        cursor.execute(
-            _NEXT_SQL,
-            {
-                "project_id": project_id,
-                "user_id": annotator.pk,
-                "now": now,
-                "exclude": sorted(exclude_assignment_ids),
-                "max_leases": max_leases,
-                "gold_draw": gold_draw,
-                "swapped": swapped,
-                "max_tries": _MAX_CANDIDATE_TRIES,
-            },
-        )
-        row = cursor.fetchone()
-    outcome = row[0]
-    if outcome == "not_found":
-        raise NotFound("Project not found.")
-    if outcome == "none":
-        return None
-    return _assignment_with_payload(row[1:])
-
-
-def leases_reclaim(*, now: datetime | None = None, batch: int = 5000) -> int:
-    """Mark expired leases as expired; returns how many. Safe to run concurrently with
-    itself and with the queue: rows being changed by someone else are skipped (they
-    are picked up on the next run), so two reclaimers never wait on each other."""
-    now = _now(now)
-    total = 0
-    while True:
-        with transaction.atomic():
-            ids = list(
-                Assignment.objects.select_for_update(skip_locked=True)
-                .filter(state=Assignment.State.LEASED, expires_at__lte=now)
-                .values_list("id", flat=True)[:batch]
-            )
-            if not ids:
-                return total
-            # Re-check the state: a row we locked may have been labelled just before.
-            total += Assignment.objects.filter(
-                id__in=ids, state=Assignment.State.LEASED, expires_at__lte=now
-            ).update(state=Assignment.State.EXPIRED, finished_at=now)
-        if len(ids) < batch:
-            return total
 
 
 def canonical_choice(display_choice: str, swapped: bool) -> str:
@@ -234,21 +57,6 @@ def _validate_label_input(
     if errors:
         raise ValidationFailed("; ".join(f"{k}: {v}" for k, v in errors.items()))
 
-
-# Statement 1 of ``label`` and ``skip``: lock the comparison of the annotator's own
-# assignment (the global lock order: comparison before assignment). Only the
-# comparison row is locked; comparison_id never changes, so the subquery's snapshot
-# is good enough to find it. Someone else's assignment is reported as not found, so
-# ids cannot be probed.
-_LOCK_COMPARISON_SQL = """
-SELECT c.id, c.project_id, c.status, c.labels_count, c.labels_required
-FROM labelapp_comparison c
-WHERE c.id = (
-    SELECT a.comparison_id FROM labelapp_assignment a
-    WHERE a.id = %(assignment_id)s AND a.annotator_id = %(user_id)s
-)
-FOR UPDATE OF c
-"""
 
 # Statement 2 of ``label``, with the comparison locked, so on a snapshot that sees
 # everything committed before we got the lock: the assignment, the other annotators'
@@ -326,16 +134,6 @@ counted AS (
 )
 SELECT id FROM l
 """
-
-
-def _lock_comparison_of(cursor: Any, assignment_id: int, user_id: int) -> tuple:
-    cursor.execute(
-        _LOCK_COMPARISON_SQL, {"assignment_id": assignment_id, "user_id": user_id}
-    )
-    row = cursor.fetchone()
-    if row is None:
-        raise NotFound("Assignment not found.")
-    return row
 
 
 def _same_submission(
@@ -479,34 +277,3 @@ def _check_triggers_later(project_id: int) -> None:
         return
     _trigger_due[project_id] = now + _TRIGGER_DELAY
     check_triggers.apply_async(args=[project_id], countdown=_TRIGGER_DELAY)
-
-
-# ``skip``'s write: a conditional UPDATE instead of locking the assignment and
-# re-reading it. With the comparison locked, only lease expiry (leased -> expired)
-# can change the row concurrently, and both states may be skipped.
-_SKIP_SQL = f"""
-UPDATE labelapp_assignment
-SET state = 'skipped', finished_at = %(now)s
-WHERE id = %(assignment_id)s AND state IN ('leased', 'expired')
-RETURNING {", ".join(_ASSIGNMENT_COLUMNS)}
-"""
-
-
-def assignment_skip(
-    *, assignment_id: int, annotator: AbstractBaseUser, now: datetime | None = None
-) -> Assignment:
-    """Give the comparison back; it is never served to this annotator again.
-    Skipping twice is a no-op; skipping a labelled assignment is a Conflict."""
-    now = _now(now)
-    with transaction.atomic(), prepared_cursor() as cursor:
-        # Same lock as label_submit, so a skip and a label of the same assignment
-        # cannot both succeed.
-        _lock_comparison_of(cursor, assignment_id, annotator.pk)
-        cursor.execute(_SKIP_SQL, {"assignment_id": assignment_id, "now": now})
-        row = cursor.fetchone()
-        if row is not None:
-            return _assignment(row)
-        assignment = Assignment.objects.get(pk=assignment_id)
-        if assignment.state == Assignment.State.SKIPPED:
-            return assignment
-        raise Conflict("This assignment is already labelled.")

@@ -11,12 +11,13 @@ import pytest
 from rest_framework.authtoken.models import Token
 from rest_framework.exceptions import ValidationError
 
-from labelapp import queue, selectors
+from labelapp import selectors
 from labelapp.api import authentication
 from labelapp.api import serializers as s
 from labelapp.queue import comparison_next_for, label_submit
+from labelapp.queue import label as queue_label
 
-from .conftest import make_comparisons, make_user
+from ..conftest import make_comparisons, make_user
 
 LABEL_INPUTS = [
     {"choice": "a", "strength": 2},
@@ -178,14 +179,14 @@ def test_trigger_checks_are_coalesced_but_never_dropped(monkeypatch):
     import labelapp.tasks
 
     monkeypatch.setattr(labelapp.tasks, "check_triggers", FakeTask)
-    monkeypatch.setattr(queue.time, "monotonic", lambda: clock[0])
-    monkeypatch.setattr(queue, "_trigger_due", {})
-    queue._check_triggers_later(1)
-    queue._check_triggers_later(1)  # pending, due in 1 s: covered
-    queue._check_triggers_later(2)  # another project: its own check
+    monkeypatch.setattr(queue_label.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(queue_label, "_trigger_due", {})
+    queue_label._check_triggers_later(1)
+    queue_label._check_triggers_later(1)  # pending, due in 1 s: covered
+    queue_label._check_triggers_later(2)  # another project: its own check
     assert [a for _, a, _ in sent] == [[1], [2]]
     delay = sent[0][2]
-    clock[0] += delay - queue._TRIGGER_MARGIN / 2  # too close to the pending run
-    queue._check_triggers_later(1)
+    clock[0] += delay - queue_label._TRIGGER_MARGIN / 2  # too close to the pending run
+    queue_label._check_triggers_later(1)
     assert [a for _, a, _ in sent] == [[1], [2], [1]]
-    assert all(countdown > queue._TRIGGER_MARGIN for _, _, countdown in sent)
+    assert all(countdown > queue_label._TRIGGER_MARGIN for _, _, countdown in sent)

@@ -1,4 +1,4 @@
-"""The fast lane (labelapp/api/fastlane.py) answers plain next/label requests itself
+"""The fast lane (labelapp/queue/fastlane.py) answers plain next/label requests itself
 and exactly as Django + DRF would: same status, body and headers; and it hands every
 other request to Django untouched, having written nothing."""
 
@@ -11,10 +11,10 @@ import pytest
 from django.core.handlers.wsgi import WSGIHandler
 from rest_framework.authtoken.models import Token
 
-from labelapp.api.fastlane import FastLane
 from labelapp.models import Assignment, Label
+from labelapp.queue.fastlane import FastLane
 
-from .conftest import make_comparisons, make_project, make_user
+from ..conftest import make_comparisons, make_project, make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

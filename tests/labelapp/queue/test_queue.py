@@ -23,7 +23,7 @@ from labelapp.queue import (
 )
 from labelapp.tasks import reclaim_expired_leases
 
-from .conftest import make_comparisons, make_project, make_user
+from ..conftest import make_comparisons, make_project, make_user
 
 T0 = timezone.now().replace(microsecond=0)
 
