@@ -29,7 +29,8 @@ and a lock wait does not refresh what its subqueries saw.
 
 Clock (``now``) and randomness (``rng``) are injected so tests control them.
 
-Where things live: ``leases`` (next), ``label``, ``skip``, ``reclaim`` (bulk lease
+Where things live: ``leases`` (next), ``label`` (with ``label_input``, the one
+validator of label input), ``skip``, ``reclaim`` (bulk lease
 expiry), ``assignments`` (what they share: the assignment row, the comparison lock),
 ``sql/`` (the PL/pgSQL functions ``next`` calls), ``checks`` (the drift check),
 ``fastlane`` (the WSGI fast path for next and label).
@@ -42,22 +43,32 @@ check ``labelapp.E101`` reports each function whose installed text (``pg_proc``)
 differs from its file.
 """
 
-from labelapp.queue.label import (
+from labelapp.queue.label import canonical_choice, display_choice, label_submit
+from labelapp.queue.label_input import (
+    MAX_DURATION_MS,
+    MAX_IDEMPOTENCY_KEY,
     RATIONALE_MAX_CHARS,
-    canonical_choice,
-    display_choice,
-    label_submit,
+    STRENGTH_MAX,
+    STRENGTH_MIN,
+    label_input_problem,
+    label_input_problems,
 )
 from labelapp.queue.leases import comparison_next_for
 from labelapp.queue.reclaim import leases_reclaim
 from labelapp.queue.skip import assignment_skip
 
 __all__ = [
+    "MAX_DURATION_MS",
+    "MAX_IDEMPOTENCY_KEY",
     "RATIONALE_MAX_CHARS",
+    "STRENGTH_MAX",
+    "STRENGTH_MIN",
     "assignment_skip",
     "canonical_choice",
     "comparison_next_for",
     "display_choice",
+    "label_input_problem",
+    "label_input_problems",
     "label_submit",
     "leases_reclaim",
 ]

@@ -22,11 +22,11 @@ from labelapp.queue.assignments import (
     _lock_comparison_of,
     _now,
 )
+from labelapp.queue.label_input import label_input_problems
 
 # Display choice -> canonical choice when the pair was shown swapped (B on the left).
 _SWAP = {Choice.A: Choice.B, Choice.B: Choice.A}
 _P_A = {Choice.A: 1.0, Choice.B: 0.0, Choice.TIE: 0.5, Choice.BOTH_BAD: None}
-RATIONALE_MAX_CHARS = 10_000
 
 
 def canonical_choice(display_choice: str, swapped: bool) -> str:
@@ -40,22 +40,15 @@ def display_choice(canonical: str, swapped: bool) -> str:
     return canonical_choice(canonical, swapped)
 
 
-def _validate_label_input(
-    choice: str, strength: int, rationale: str, duration_ms: int | None
-) -> None:
-    errors: dict[str, str] = {}
-    if choice not in Choice.values:
-        errors["choice"] = f"must be one of {', '.join(Choice.values)}"
-    if not isinstance(strength, int) or not 1 <= strength <= 4:
-        errors["strength"] = "must be an integer from 1 to 4"
-    if len(rationale) > RATIONALE_MAX_CHARS:
-        errors["rationale"] = f"at most {RATIONALE_MAX_CHARS} characters"
-    if duration_ms is not None and (
-        not isinstance(duration_ms, int) or duration_ms < 0
-    ):
-        errors["duration_ms"] = "must be a non-negative integer"
-    if errors:
-        raise ValidationFailed("; ".join(f"{k}: {v}" for k, v in errors.items()))
+def _validate_label_input(values: dict[str, object]) -> None:
+    problems = label_input_problems(values)
+    if problems:
+        raise ValidationFailed(
+            "; ".join(
+                f"{k}: {' '.join(p.message for p in found)}"
+                for k, found in problems.items()
+            )
+        )
 
 
 # Statement 2 of ``label``, with the comparison locked, so on a snapshot that sees
@@ -159,7 +152,15 @@ def label_submit(
     terms (what was on the left is "a"). Returns (label, created); a repeat of a stored
     submission returns the stored label with created=False."""
     now = _now(now)
-    _validate_label_input(choice, strength, rationale, duration_ms)
+    _validate_label_input(
+        {
+            "choice": choice,
+            "strength": strength,
+            "rationale": rationale,
+            "duration_ms": duration_ms,
+            "idempotency_key": idempotency_key,
+        }
+    )
     with transaction.atomic(), prepared_cursor() as cursor:
         # Race closed: the same label arriving twice at once (double click, client
         # retry). Both wait on the comparison lock; the second then reads the

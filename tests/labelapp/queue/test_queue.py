@@ -190,6 +190,19 @@ def test_only_lease_holder_may_submit(project, comparisons, annotator):
         label_submit(
             assignment_id=lease.pk, annotator=annotator, choice="a", strength=5
         )
+    # The service's rules are the API's (labelapp.queue.label_input), all of them.
+    with pytest.raises(ValidationFailed, match=r"idempotency_key: Ensure this field"):
+        label_submit(
+            assignment_id=lease.pk,
+            annotator=annotator,
+            choice="a",
+            strength=1,
+            idempotency_key="k" * 101,
+        )
+    with pytest.raises(ValidationFailed, match=r"strength: A valid integer"):
+        label_submit(
+            assignment_id=lease.pk, annotator=annotator, choice="a", strength=True
+        )
     assert Label.objects.count() == 0
 
 
