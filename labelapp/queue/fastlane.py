@@ -43,8 +43,16 @@ from typing import Any
 from django.conf import settings
 from django.core import signals
 from django.http.request import split_domain_port, validate_host
+from rest_framework.exceptions import APIException
+from rest_framework.renderers import JSONRenderer
 
 from config import security
+from labelapp import selectors
+from labelapp.api import serializers
+from labelapp.api.authentication import TokenAuthentication
+from labelapp.api.views import path_id
+from labelapp.errors import DomainError
+from labelapp.queue import comparison_next_for, label_submit
 
 log = logging.getLogger(__name__)
 WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
@@ -79,17 +87,7 @@ class FastLane:
         self._ready = False
 
     def _setup(self) -> None:
-        # Imported on first use: the wrapper is built before Django's apps are.
-        from rest_framework.exceptions import APIException
-        from rest_framework.renderers import JSONRenderer
-
-        from labelapp import selectors
-        from labelapp.api import serializers
-        from labelapp.api.authentication import TokenAuthentication
-        from labelapp.api.views import path_id
-        from labelapp.errors import DomainError
-        from labelapp.queue import comparison_next_for, label_submit
-
+        # Built on first use: settings are read at call time, not import time.
         self._expected = (
             DomainError,
             APIException,
