@@ -39,8 +39,8 @@ To change queue policy (candidate order, the free-slot re-check, the gold fallba
 edit ``sql/*.sql``, then run ``manage.py queue_sql_migration``, which writes a new
 migration embedding a frozen copy of the files' text (migrations never read the live
 files, so history stays reproducible). Until that migration is applied, the system
-check ``labelapp.E101`` reports each function whose installed text (``pg_proc``)
-differs from its file.
+check ``labelapp.E101`` (``manage.py check --database default``, and ``migrate``)
+reports each function whose installed text (``pg_proc``) differs from its file.
 """
 
 from labelapp.queue.label import canonical_choice, display_choice, label_submit

@@ -2,9 +2,11 @@
 files' text (labelapp/queue/functions.py). A file edited without a migration that
 installs it is an Error, so a policy change cannot silently not ship.
 
-Skipped quietly when the database cannot be reached or labelapp has migrations not
-yet applied (the pending migration is what installs the new text; ``migrate`` runs
-the checks before it applies anything).
+A database check (Django runs those only when asked for a database): ``manage.py
+check --database default`` reports it, and so does ``migrate``. Skipped quietly when
+the database cannot be reached or labelapp has migrations not yet applied (the
+pending migration is what installs the new text; ``migrate`` runs the checks before
+it applies anything).
 """
 
 from __future__ import annotations
@@ -30,7 +32,10 @@ def _migrated(connection: Any) -> bool:
     return not executor.migration_plan(targets)
 
 
+@checks.register(checks.Tags.database)
 def queue_sql_drift(databases: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    if DEFAULT_DB_ALIAS not in (databases or ()):
+        return []
     connection = connections[DEFAULT_DB_ALIAS]
     if connection.vendor != "postgresql":
         return []

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from django.core.management import call_command
+from django.core.management.base import SystemCheckError
 from django.db import connection
 
 from labelapp.queue import checks, functions
@@ -32,7 +33,7 @@ def _edited_copy(tmp_path: Path) -> Path:
 
 
 def test_installed_functions_are_the_files():
-    assert checks.queue_sql_drift() == []
+    assert checks.queue_sql_drift(databases=["default"]) == []
     with connection.cursor() as cursor:
         assert functions.drift(cursor) == []
 
@@ -40,11 +41,19 @@ def test_installed_functions_are_the_files():
 def test_an_edited_file_without_a_migration_is_an_error(tmp_path, monkeypatch):
     folder = _edited_copy(tmp_path)
     monkeypatch.setattr(checks, "SQL_DIR", folder)
-    errors = checks.queue_sql_drift()
+    errors = checks.queue_sql_drift(databases=["default"])
     assert [e.id for e in errors] == ["labelapp.E101"]
     assert "labelapp_queue_candidate" in errors[0].msg
     assert str(folder / "candidate.sql") in errors[0].msg
     assert "queue_sql_migration" in errors[0].hint
+
+
+def test_manage_py_check_reports_the_drift(tmp_path, monkeypatch):
+    monkeypatch.setattr(checks, "SQL_DIR", _edited_copy(tmp_path))
+    with pytest.raises(SystemCheckError, match=r"labelapp\.E101.*candidate"):
+        call_command("check", "--database", "default", stdout=io.StringIO())
+    # Without a database to look at (plain ``check``), it does not run.
+    call_command("check", stdout=io.StringIO())
 
 
 def test_a_function_that_is_not_installed_is_an_error(monkeypatch):
@@ -54,7 +63,7 @@ def test_a_function_that_is_not_installed_is_an_error(monkeypatch):
             " bigint[], integer, double precision, boolean, integer)"
             " RENAME TO labelapp_queue_next_gone"
         )
-    (error,) = checks.queue_sql_drift()
+    (error,) = checks.queue_sql_drift(databases=["default"])
     assert "labelapp_queue_next is not installed" in error.msg
 
 
