@@ -5,8 +5,8 @@ work, and a blocking FOR UPDATE (no SKIP LOCKED), so concurrent annotators queue
 the same first row.
 
 install() replaces the queue's candidate query (the SQL function
-labelapp_queue_candidate, migration 0005) in the benchmark's database with this one;
-the lease statement that follows still re-checks the free slot under the row lock, so
+labelapp_queue_candidate, labelapp/queue/sql/candidate.sql) in the benchmark's
+database with this one; the lease statement that follows still re-checks the free slot under the row lock, so
 even the naive version never over-leases. A full row is not excluded on the next try
 (naive): the queue gives up after its tries. Only ever run against a benchmark
 database: the bench drops it afterwards."""

@@ -406,8 +406,18 @@ def main() -> int:
     )
     ap.add_argument(
         "--ablate",
-        action="store_true",
-        help="also run the closed loop with the fast lane off (API_FAST_LANE=0)",
+        nargs="?",
+        const="lane",
+        choices=("lane", "plain"),
+        help="also run the closed loop alternated against the fast lane: 'lane'"
+        " (the default) with the lane off (API_FAST_LANE=0, Django and DRF), 'plain'"
+        " with plain Django function views for next/label (bench/plain_views.py)",
+    )
+    ap.add_argument(
+        "--ablate-rounds",
+        type=int,
+        default=2,
+        help="alternations of the ablation (each: the other server, then the lane)",
     )
     args = ap.parse_args()
 
@@ -494,18 +504,26 @@ def main() -> int:
 
         ablated: list[Stats] = []
         if args.ablate:
-            # Fast lane off (every request through Django's middleware and DRF)
-            # against on, each on a freshly started server with the same warm-up,
-            # alternated (off, on, off, on) so the database's drift over the run
-            # (more started comparisons, dead tuples) does not favour either.
+            # The lane against the other server (lane off: every request through
+            # Django's middleware and DRF; plain: plain Django views, lane off), each
+            # on a freshly started server with the same warm-up, alternated (other,
+            # lane, other, lane, ...) so the database's drift over the run (more
+            # started comparisons, dead tuples) does not favour either.
             first = args.open_annotators + args.closed_annotators
             ablate_tokens = tokens[first : first + args.closed_annotators]
-            rates: dict[str, list[float]] = {"off": [], "on": []}
-            for i, lane in enumerate(("off", "on", "off", "on")):
-                flag = "0" if lane == "off" else "1"
+            other = "off" if args.ablate == "lane" else "plain"
+            config = {
+                "off": "bench/gunicorn_bench.py",
+                "plain": "bench/gunicorn_plain.py",
+                "on": "bench/gunicorn_bench.py",
+            }
+            rates: dict[str, list[float]] = {other: [], "on": []}
+            order = [other, "on"] * args.ablate_rounds
+            for i, lane in enumerate(order):
+                flag = "1" if lane == "on" else "0"
                 server = start_server(
                     {**env, "API_FAST_LANE": flag}, args.port, args.workers,
-                    args.threads, "bench/gunicorn_bench.py", tokens[0],
+                    args.threads, config[lane], tokens[0],
                 )  # fmt: skip
                 try:
                     more, _ = closed_loop(
@@ -522,16 +540,25 @@ def main() -> int:
                     stop_server(server)
                 ablated += [more, stats]
                 rates[lane].append(lane_rate)
+                name = "plain views" if lane == "plain" else f"fast lane {lane}"
                 say(
-                    f"[ablation {i + 1}/4: fast lane {lane}, {args.closed_annotators}"
-                    f" closed-loop annotators, {args.closed_seconds:g}s]"
+                    f"[ablation {i + 1}/{len(order)}: {name},"
+                    f" {args.closed_annotators} closed-loop annotators,"
+                    f" {args.closed_seconds:g}s]"
                     f"  {lane_rate:.1f} labels/s; next p99"
                     f" {pct(stats.next_ms, 99):.1f} ms, label p99"
                     f" {pct(stats.label_ms, 99):.1f} ms"
                 )
                 say(f"{cpu3.per_label(cpu4, stats.labels)}; {load()}")
-            on, off = statistics.mean(rates["on"]), statistics.mean(rates["off"])
-            say(f"fast lane on / off: {on:.1f} / {off:.1f} labels/s = {on / off:.2f}x")
+            on, off = statistics.mean(rates["on"]), statistics.mean(rates[other])
+            spread = ", ".join(
+                f"{k}: {min(v):.1f}-{max(v):.1f}" for k, v in rates.items()
+            )
+            label = "fast lane on / off" if other == "off" else "fast lane / plain"
+            say(
+                f"{label}: {on:.1f} / {off:.1f} labels/s = {on / off:.2f}x"
+                f" (spread {spread})"
+            )
 
         # Last: from here on the database's candidate query is the naive one.
         naive_queue.install(url)

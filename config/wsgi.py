@@ -2,9 +2,12 @@ import os
 
 from django.core.wsgi import get_wsgi_application
 
-from labelapp.api.fastlane import with_fast_lane
-
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+django_application = get_wsgi_application()  # sets Django up: apps are loaded
+
 # The annotation hot path (next, label) is answered by the fast lane when plain;
-# everything else is Django's (labelapp/api/fastlane.py).
-application = with_fast_lane(get_wsgi_application())
+# everything else is Django's (labelapp/queue/fastlane.py). Imported once apps are
+# loaded: labelapp.queue imports the models.
+from labelapp.queue.fastlane import with_fast_lane  # noqa: E402
+
+application = with_fast_lane(django_application)

@@ -1,8 +1,5 @@
-"""Security headers for pages: a strict Content-Security-Policy.
-
-Model output is untrusted; besides server-side sanitising, the CSP forbids inline
-scripts and event handlers and any script not served by us.
-"""
+"""Security headers for pages: Pairloop's own headers (a strict
+Content-Security-Policy) from config/security.py, the list the fast lane sends too."""
 
 from __future__ import annotations
 
@@ -10,29 +7,20 @@ from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse
 
-CSP = "; ".join(
-    [
-        "default-src 'self'",
-        "script-src 'self'",
-        "style-src 'self'",
-        "img-src 'self' data:",
-        "connect-src 'self'",
-        "font-src 'self'",
-        "object-src 'none'",
-        "base-uri 'none'",
-        "form-action 'self'",
-        "frame-ancestors 'none'",
-    ]
-)
+from config import security
+from config.security import CSP
+
+__all__ = ["CSP", "ContentSecurityPolicyMiddleware"]
 
 
 class ContentSecurityPolicyMiddleware:
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
+        self.headers = security.own_headers()
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         response = self.get_response(request)
-        # The admin and API docs pages ship inline scripts of their own.
-        if not request.path.startswith(("/admin/", "/api/docs/")):
-            response.headers.setdefault("Content-Security-Policy", CSP)
+        if not request.path.startswith(security.CSP_EXEMPT_PREFIXES):
+            for name, value in self.headers:
+                response.headers.setdefault(name, value)
         return response

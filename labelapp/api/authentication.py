@@ -28,7 +28,7 @@ from django.utils.translation import gettext_lazy as _
 from rest_framework import authentication, exceptions
 from rest_framework.authtoken.models import Token
 
-from labelapp.rows import loaded, prepared_cursor
+from labelapp.db import loaded, prepared_cursor
 
 
 @cache

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.exceptions import ErrorDetail
 
 from labelapp import access
 from labelapp.models import (
@@ -22,11 +23,17 @@ from labelapp.models import (
     Response,
     Round,
 )
-from labelapp.queue import RATIONALE_MAX_CHARS, display_choice
+from labelapp.queue import (
+    MAX_DURATION_MS,
+    MAX_IDEMPOTENCY_KEY,
+    RATIONALE_MAX_CHARS,
+    STRENGTH_MAX,
+    STRENGTH_MIN,
+    display_choice,
+    label_input_problem,
+    label_input_problems,
+)
 from labelapp.services.reviews import REVIEW_NOTE_MAX_CHARS
-
-MAX_DURATION_MS = 7 * 24 * 3600 * 1000
-MAX_IDEMPOTENCY_KEY = 100
 
 
 def enum_field(values: list[str], **kwargs) -> serializers.ChoiceField:
@@ -289,18 +296,57 @@ class NextSerializer(serializers.Serializer):
     lease_expires_at = serializers.DateTimeField()
 
 
+class _LimitsForTheSchema:
+    """A field whose limits (min_value, max_value, max_length) are declared for the
+    schema only: the service's validator (labelapp.queue.label_input) enforces
+    them, reported through LabelInputSerializer's validate_<field> methods."""
+
+    def run_validators(self, value: object) -> None:
+        return None
+
+
+class _SchemaInteger(_LimitsForTheSchema, serializers.IntegerField):
+    pass
+
+
+class _SchemaText(_LimitsForTheSchema, serializers.CharField):
+    pass
+
+
+def _service_check(field: str) -> object:
+    def validate(self: serializers.Serializer, value: object) -> object:
+        problems = label_input_problem(field, value)
+        if problems:
+            raise serializers.ValidationError(
+                [ErrorDetail(p.message, code=p.code) for p in problems]
+            )
+        return value
+
+    validate.__name__ = f"validate_{field}"
+    return validate
+
+
+# Coerces the body's types and documents the schema; the rules are the service's
+# (labelapp.queue.label_input), reported as field errors. (A comment, not a
+# docstring: drf-spectacular would publish a docstring in the schema.)
 class LabelInputSerializer(serializers.Serializer):
     choice = enum_field(Choice.values, help_text="Display terms.")
-    strength = serializers.IntegerField(min_value=1, max_value=4)
-    rationale = serializers.CharField(
+    strength = _SchemaInteger(min_value=STRENGTH_MIN, max_value=STRENGTH_MAX)
+    rationale = _SchemaText(
         max_length=RATIONALE_MAX_CHARS, required=False, allow_blank=True, default=""
     )
-    duration_ms = serializers.IntegerField(
+    duration_ms = _SchemaInteger(
         min_value=0, max_value=MAX_DURATION_MS, required=False, allow_null=True
     )
-    idempotency_key = serializers.CharField(
+    idempotency_key = _SchemaText(
         max_length=MAX_IDEMPOTENCY_KEY, required=False, allow_blank=True, default=""
     )
+
+    validate_choice = _service_check("choice")
+    validate_strength = _service_check("strength")
+    validate_rationale = _service_check("rationale")
+    validate_duration_ms = _service_check("duration_ms")
+    validate_idempotency_key = _service_check("idempotency_key")
 
 
 class SubmittedLabelSerializer(serializers.Serializer):
@@ -357,7 +403,7 @@ class MeSerializer(serializers.Serializer):
 # three above), so these two endpoints build their bodies with the plain functions
 # below. The serializer classes stay the contract: the OpenAPI schema is generated
 # from them, anything unusual in the input is handed to them (their error bodies and
-# coercions), and tests/labelapp/test_api_fast_paths.py checks that both paths give
+# coercions), and tests/labelapp/queue/test_api_fast_paths.py checks that both paths give
 # the same output.
 
 _DATETIME = serializers.DateTimeField()  # to_representation only: no per-call copy
@@ -407,43 +453,38 @@ def submitted_label_data(label: Label) -> dict:
     return values
 
 
-def _plain_text(value: object, max_length: int) -> bool:
+def _plain_text(value: object) -> bool:
     """A string DRF's CharField would take unchanged: no surrounding whitespace to
-    trim, no NUL, within max_length (ASCII only: other text takes the full path,
-    which also rejects lone surrogates)."""
+    trim, no NUL (ASCII only: other text takes the full path, which also rejects
+    lone surrogates)."""
     return (
         type(value) is str
-        and len(value) <= max_length
         and value.isascii()
         and "\x00" not in value
         and value == value.strip()
     )
 
 
-def _plain_int(value: object, low: int, high: int) -> bool:
-    return type(value) is int and low <= value <= high
-
-
 def plain_label_input(data: object) -> dict | None:
     """LabelInputSerializer's validated_data for a well-formed JSON body (what every
-    client sends), checked by hand; None for anything else."""
-    if (
+    client sends): the types need no coercion and the service's validator finds
+    nothing; None for anything else (the serializer coerces it or reports the
+    validator's problems)."""
+    if not (
         type(data) is dict
         and type(data.get("choice")) is str
-        and data["choice"] in Choice.values
-        and _plain_int(data.get("strength"), 1, 4)
-        and _plain_text(data.get("rationale", ""), RATIONALE_MAX_CHARS)
-        and (
-            data.get("duration_ms") is None
-            or _plain_int(data["duration_ms"], 0, MAX_DURATION_MS)
-        )
-        and _plain_text(data.get("idempotency_key", ""), MAX_IDEMPOTENCY_KEY)
+        and type(data.get("strength")) is int
+        and _plain_text(data.get("rationale", ""))
+        and (data.get("duration_ms") is None or type(data["duration_ms"]) is int)
+        and _plain_text(data.get("idempotency_key", ""))
     ):
-        validated = {k: v for k, v in data.items() if k in _LABEL_INPUT_KEYS}
-        validated.setdefault("rationale", "")
-        validated.setdefault("idempotency_key", "")
-        return validated
-    return None
+        return None
+    validated = {k: v for k, v in data.items() if k in _LABEL_INPUT_KEYS}
+    validated.setdefault("rationale", "")
+    validated.setdefault("idempotency_key", "")
+    if label_input_problems(validated):
+        return None
+    return validated
 
 
 def label_input(data: object) -> dict:

@@ -4,7 +4,7 @@ SQL adds.
 The budgets count every statement a request sends, as the server sees them: token
 auth, BEGIN/COMMIT (SAVEPOINT/RELEASE inside a test transaction), the queue's own.
 Raising one is a performance regression unless the new statement closes a race; see
-the statement list at the top of labelapp/queue.py and docs/benchmarks.md."""
+the statement list at the top of labelapp/queue/ (its package docstring) and docs/benchmarks.md."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 
-from labelapp import queue
 from labelapp.models import Assignment, Label
 from labelapp.queue import comparison_next_for, label_submit, leases_reclaim
 
-from .conftest import make_comparisons, make_user
+from ..conftest import make_comparisons, make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -111,7 +111,7 @@ def test_stale_candidate_never_re_leases_a_labelled_assignment(project):
     ON CONFLICT ... WHERE state = 'expired' must not turn it back into a lease."""
     (only,) = make_comparisons(project, 1)
     alice = make_user(project=project)
-    t0 = queue.timezone.now()
+    t0 = timezone.now()
     lease = comparison_next_for(annotator=alice, project=project, now=t0)
     late = t0 + timedelta(seconds=project.lease_seconds + 1)
     assert leases_reclaim(now=late) == 1

@@ -8,15 +8,18 @@ import random
 from datetime import UTC, datetime
 
 import pytest
+from rest_framework import serializers
 from rest_framework.authtoken.models import Token
 from rest_framework.exceptions import ValidationError
 
-from labelapp import queue, selectors
+from labelapp import selectors
 from labelapp.api import authentication
 from labelapp.api import serializers as s
+from labelapp.models import Choice
 from labelapp.queue import comparison_next_for, label_submit
+from labelapp.queue import label as queue_label
 
-from .conftest import make_comparisons, make_user
+from ..conftest import make_comparisons, make_user
 
 LABEL_INPUTS = [
     {"choice": "a", "strength": 2},
@@ -46,6 +49,13 @@ LABEL_INPUTS = [
     {"choice": "a", "strength": 2, "rationale": "nul\x00"},
     {"choice": "a", "strength": 2, "rationale": None},
     {"choice": "a", "strength": 2, "idempotency_key": "k" * 101},
+    # Rules met after coercion, several problems in one field, every text rule.
+    {"choice": "a", "strength": "9"},
+    {"choice": "a", "strength": 2, "duration_ms": "5"},
+    {"choice": "a", "strength": 2, "rationale": "x" * 10_001 + "\x00"},
+    {"choice": "a", "strength": 2, "rationale": "lone \ud800 surrogate"},
+    {"choice": "a", "strength": 2, "idempotency_key": "k\x00"},
+    {"choice": "left", "strength": 9, "duration_ms": -5},
     [],
     "a",
     None,
@@ -69,6 +79,39 @@ def _fast(data: object) -> tuple[str, object]:
 @pytest.mark.parametrize("data", LABEL_INPUTS)
 def test_label_input_matches_the_serializer(data):
     assert _fast(data) == _slow(data)
+
+
+class _DRFRulesLabelInput(serializers.Serializer):
+    """LabelInputSerializer as it was, with DRF's own validators: the contract the
+    service's validator (labelapp.queue.label_input) must answer exactly as."""
+
+    choice = serializers.ChoiceField(choices=Choice.values)
+    strength = serializers.IntegerField(min_value=1, max_value=4)
+    rationale = serializers.CharField(
+        max_length=s.RATIONALE_MAX_CHARS, required=False, allow_blank=True, default=""
+    )
+    duration_ms = serializers.IntegerField(
+        min_value=0, max_value=s.MAX_DURATION_MS, required=False, allow_null=True
+    )
+    idempotency_key = serializers.CharField(
+        max_length=100, required=False, allow_blank=True, default=""
+    )
+
+
+@pytest.mark.parametrize("data", LABEL_INPUTS)
+def test_the_service_s_rules_answer_as_drf_s_validators_did(data):
+    reference = _DRFRulesLabelInput(data=data)
+    expected = (
+        ("ok", dict(reference.validated_data))
+        if reference.is_valid()
+        else ("error", reference.errors)
+    )
+    got = _slow(data)
+    assert got == expected
+    if got[0] == "error":  # the codes too (ErrorDetail compares them)
+        assert {k: [e.code for e in v] for k, v in got[1].items()} == {
+            k: [e.code for e in v] for k, v in expected[1].items()
+        }
 
 
 @pytest.mark.django_db
@@ -178,14 +221,14 @@ def test_trigger_checks_are_coalesced_but_never_dropped(monkeypatch):
     import labelapp.tasks
 
     monkeypatch.setattr(labelapp.tasks, "check_triggers", FakeTask)
-    monkeypatch.setattr(queue.time, "monotonic", lambda: clock[0])
-    monkeypatch.setattr(queue, "_trigger_due", {})
-    queue._check_triggers_later(1)
-    queue._check_triggers_later(1)  # pending, due in 1 s: covered
-    queue._check_triggers_later(2)  # another project: its own check
+    monkeypatch.setattr(queue_label.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(queue_label, "_trigger_due", {})
+    queue_label._check_triggers_later(1)
+    queue_label._check_triggers_later(1)  # pending, due in 1 s: covered
+    queue_label._check_triggers_later(2)  # another project: its own check
     assert [a for _, a, _ in sent] == [[1], [2]]
     delay = sent[0][2]
-    clock[0] += delay - queue._TRIGGER_MARGIN / 2  # too close to the pending run
-    queue._check_triggers_later(1)
+    clock[0] += delay - queue_label._TRIGGER_MARGIN / 2  # too close to the pending run
+    queue_label._check_triggers_later(1)
     assert [a for _, a, _ in sent] == [[1], [2], [1]]
-    assert all(countdown > queue._TRIGGER_MARGIN for _, _, countdown in sent)
+    assert all(countdown > queue_label._TRIGGER_MARGIN for _, _, countdown in sent)

@@ -23,7 +23,7 @@ from labelapp.queue import (
 )
 from labelapp.tasks import reclaim_expired_leases
 
-from .conftest import make_comparisons, make_project, make_user
+from ..conftest import make_comparisons, make_project, make_user
 
 T0 = timezone.now().replace(microsecond=0)
 
@@ -189,6 +189,19 @@ def test_only_lease_holder_may_submit(project, comparisons, annotator):
     with pytest.raises(ValidationFailed):
         label_submit(
             assignment_id=lease.pk, annotator=annotator, choice="a", strength=5
+        )
+    # The service's rules are the API's (labelapp.queue.label_input), all of them.
+    with pytest.raises(ValidationFailed, match=r"idempotency_key: Ensure this field"):
+        label_submit(
+            assignment_id=lease.pk,
+            annotator=annotator,
+            choice="a",
+            strength=1,
+            idempotency_key="k" * 101,
+        )
+    with pytest.raises(ValidationFailed, match=r"strength: A valid integer"):
+        label_submit(
+            assignment_id=lease.pk, annotator=annotator, choice="a", strength=True
         )
     assert Label.objects.count() == 0
 

@@ -1,4 +1,4 @@
-"""The fast lane (labelapp/api/fastlane.py) answers plain next/label requests itself
+"""The fast lane (labelapp/queue/fastlane.py) answers plain next/label requests itself
 and exactly as Django + DRF would: same status, body and headers; and it hands every
 other request to Django untouched, having written nothing."""
 
@@ -11,10 +11,10 @@ import pytest
 from django.core.handlers.wsgi import WSGIHandler
 from rest_framework.authtoken.models import Token
 
-from labelapp.api.fastlane import FastLane
 from labelapp.models import Assignment, Label
+from labelapp.queue.fastlane import FastLane
 
-from .conftest import make_comparisons, make_project, make_user
+from ..conftest import make_comparisons, make_project, make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -274,3 +274,68 @@ def test_query_strings_are_django_s(apps, setup):
         apps, f"/api/v1/projects/{project.pk}/next/", tokens[0], QUERY_STRING="x=1"
     )
     assert got[0] == 200
+
+
+def test_a_render_error_after_the_label_commits_is_a_500_not_a_rerun(
+    apps, setup, caplog
+):
+    """Fail closed: the label is stored, so Django must not re-run the request (it
+    would find the stored label and answer 200 instead of 201)."""
+    lane, django = apps
+    project, _users, tokens = setup
+    mine = json.loads(call(lane, f"/api/v1/projects/{project.pk}/next/", tokens[0])[2])
+    lane._label_data = lambda label: 1 / 0  # a bug in the body builder
+    django.paths.clear()
+    body = {"choice": "b", "strength": 2}
+    status, headers, content = call(
+        lane, f"/api/v1/assignments/{mine['assignment_id']}/label/", tokens[0], body
+    )
+    assert (status, django.paths) == (500, [])
+    assert json.loads(content)["code"] == "server_error"
+    assert headers["content-security-policy"] and headers["x-frame-options"]
+    assert Label.objects.get(assignment_id=mine["assignment_id"]).choice
+    assert "after the write committed" in caplog.text
+    assert "ZeroDivisionError" in caplog.text
+
+
+def test_a_render_error_after_next_leases_is_a_500_not_a_rerun(apps, setup, caplog):
+    lane, django = apps
+    project, _users, tokens = setup
+    lane._setup()
+    lane._next_data = lambda payload: 1 / 0
+    status, _headers, _content = call(
+        lane, f"/api/v1/projects/{project.pk}/next/", tokens[0]
+    )
+    assert (status, django.paths) == (500, [])
+    assert Assignment.objects.filter(state="leased").count() == 1
+    assert "answering 500" in caplog.text
+
+
+def test_a_header_added_to_config_security_reaches_both_paths(setup, monkeypatch):
+    from config import security
+
+    extra = [*security.own_headers(), ("Permissions-Policy", "camera=()")]
+    monkeypatch.setattr(security, "own_headers", lambda: extra)
+    django = Recording()  # both read the list when built
+    lane = FastLane(django)
+    project, _users, tokens = setup
+    path = f"/api/v1/projects/{project.pk}/next/"
+    expected = call(django, path, tokens[0])
+    django.paths.clear()
+    got = call(lane, path, tokens[0])
+    assert django.paths == []
+    assert got == expected
+    assert got[1]["permissions-policy"] == "camera=()"
+
+
+def test_a_middleware_the_lane_cannot_stand_in_for_turns_it_off(setup, settings):
+    settings.MIDDLEWARE = [
+        *settings.MIDDLEWARE,
+        "django.middleware.gzip.GZipMiddleware",
+    ]
+    django = Recording()
+    lane = FastLane(django)
+    project, _users, tokens = setup
+    got = call(lane, f"/api/v1/projects/{project.pk}/next/", tokens[0])
+    assert got[0] == 200
+    assert django.paths == [f"/api/v1/projects/{project.pk}/next/"]

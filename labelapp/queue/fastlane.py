@@ -8,7 +8,7 @@ Python before and after the queue's own work. This WSGI wrapper answers the plai
 case of those two requests directly: it authenticates the token as DRF's
 TokenAuthentication does (same class, same cache), calls the same queue services and
 the same body builders as the views, renders with DRF's JSONRenderer and sets the
-headers the middleware would set. ``tests/labelapp/test_fastlane.py`` checks that
+headers the middleware would set. ``tests/labelapp/queue/test_fastlane.py`` checks that
 both paths answer every case alike, byte for byte.
 
 Anything else goes to Django unchanged, so every rule keeps one home:
@@ -16,12 +16,19 @@ Anything else goes to Django unchanged, so every rule keeps one home:
 * other methods and URLs, a session cookie (browser: session auth and CSRF apply),
   no ``Token`` header, a host outside ALLOWED_HOSTS, an ``Accept`` other than JSON,
   plain HTTP when SSL redirect is on, a body that is not small plain JSON;
-* any error at all: an invalid token, a non-member, a conflict, a bad field. The
-  queue's writes are single transactions, so an error has written nothing, and
-  Django re-runs the request and renders its own error response (errors are rare
-  and not worth a second renderer).
+* any error before the queue's write commits: an invalid token, a non-member, a
+  conflict, a bad field. The queue's writes are single transactions, so such an
+  error has written nothing, and Django re-runs the request and renders its own
+  error response (errors are rare and not worth a second renderer).
 
-``API_FAST_LANE`` (settings, default on) turns it off.
+After the write has committed, the lane fails closed: an error while building the
+response is logged and answered 500, never handed to Django, whose re-run would not
+be the same request any more (a second ``label`` finds the stored label and answers
+200 instead of 201).
+
+The security headers come from config/security.py, the list the middleware uses;
+while ``settings.MIDDLEWARE`` holds a middleware that list does not stand in for,
+the lane is off. ``API_FAST_LANE`` (settings, default on) turns it off too.
 """
 
 from __future__ import annotations
@@ -36,6 +43,16 @@ from typing import Any
 from django.conf import settings
 from django.core import signals
 from django.http.request import split_domain_port, validate_host
+from rest_framework.exceptions import APIException
+from rest_framework.renderers import JSONRenderer
+
+from config import security
+from labelapp import selectors
+from labelapp.api import serializers
+from labelapp.api.authentication import TokenAuthentication
+from labelapp.api.views import path_id
+from labelapp.errors import DomainError
+from labelapp.queue import comparison_next_for, label_submit
 
 log = logging.getLogger(__name__)
 WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
@@ -46,7 +63,18 @@ _ROUTES = re.compile(
 )
 _JSON_ACCEPT = {"", "*/*", "application/json"}
 _JSON_CONTENT_TYPES = {"application/json", "application/json; charset=utf-8"}
-_STATUS = {200: "200 OK", 201: "201 Created", 204: "204 No Content"}
+_STATUS = {
+    200: "200 OK",
+    201: "201 Created",
+    204: "204 No Content",
+    500: "500 Internal Server Error",
+}
+# The write stands; the client may repeat the request (a label with its stored
+# answer, or its idempotency key, gets the stored label back).
+_AFTER_COMMIT_ERROR = (
+    b'{"detail":"The request was carried out, but its response could not be'
+    b' built; repeat it to get the result.","code":"server_error"}'
+)
 
 
 class _Decline(Exception):
@@ -59,18 +87,7 @@ class FastLane:
         self._ready = False
 
     def _setup(self) -> None:
-        # Imported on first use: the wrapper is built before Django's apps are.
-        from rest_framework.exceptions import APIException
-        from rest_framework.renderers import JSONRenderer
-
-        from frontend.middleware import CSP
-        from labelapp import selectors
-        from labelapp.api import serializers
-        from labelapp.api.authentication import TokenAuthentication
-        from labelapp.api.views import path_id
-        from labelapp.errors import DomainError
-        from labelapp.queue import comparison_next_for, label_submit
-
+        # Built on first use: settings are read at call time, not import time.
         self._expected = (
             DomainError,
             APIException,
@@ -86,36 +103,26 @@ class FastLane:
         self._next_data = serializers.next_data
         self._label_input = serializers.plain_label_input
         self._label_data = serializers.submitted_label_data
-        # What SecurityMiddleware, XFrameOptionsMiddleware, the CSP middleware and
-        # DRF add to these responses (the parity test pins them).
+        # What DRF and the session middleware add to these responses (the parity
+        # test pins them), then the security headers, from the middleware's list.
         # Vary: DRF names Accept when it has more than one renderer; the session
         # middleware names Cookie once session auth has looked for a session.
         renderers = settings.REST_FRAMEWORK.get("DEFAULT_RENDERER_CLASSES", ())
         vary = "Accept, Cookie" if len(renderers) > 1 else "Cookie"
-        headers = [
-            ("Vary", vary),
-            ("Allow", "POST, OPTIONS"),
-            ("X-Frame-Options", "DENY"),
-        ]
-        if settings.SECURE_CONTENT_TYPE_NOSNIFF:
-            headers.append(("X-Content-Type-Options", "nosniff"))
-        if settings.SECURE_REFERRER_POLICY:
-            headers.append(("Referrer-Policy", settings.SECURE_REFERRER_POLICY))
-        if settings.SECURE_CROSS_ORIGIN_OPENER_POLICY:
-            coop = settings.SECURE_CROSS_ORIGIN_OPENER_POLICY
-            headers.append(("Cross-Origin-Opener-Policy", coop))
-        headers.append(("Content-Security-Policy", CSP))
-        self._headers = headers
+        base = [("Vary", vary), ("Allow", "POST, OPTIONS")]
+        self._headers = {
+            secure: [*base, *security.response_headers(secure=secure)]
+            for secure in (False, True)
+        }
         self._cookie = settings.SESSION_COOKIE_NAME + "="
-        # SecurityMiddleware's HSTS header, sent on secure requests only.
-        self._hsts = None
-        if settings.SECURE_HSTS_SECONDS:
-            hsts = f"max-age={settings.SECURE_HSTS_SECONDS}"
-            if settings.SECURE_HSTS_INCLUDE_SUBDOMAINS:
-                hsts += "; includeSubDomains"
-            if settings.SECURE_HSTS_PRELOAD:
-                hsts += "; preload"
-            self._hsts = ("Strict-Transport-Security", hsts)
+        # A middleware the list does not stand in for: everything to Django.
+        self._enabled = security.bypass_allowed()
+        if not self._enabled:
+            log.warning(
+                "fast lane off: MIDDLEWARE has entries config.security does not"
+                " stand in for: %s",
+                sorted(set(settings.MIDDLEWARE) - security.BYPASSABLE_MIDDLEWARE),
+            )
         self._ready = True
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
@@ -126,6 +133,8 @@ class FastLane:
             return self.app(environ, start_response)
         if not self._ready:
             self._setup()
+        if not self._enabled:
+            return self.app(environ, start_response)
         body = None
         try:
             key = self._plain_request(environ)
@@ -141,11 +150,10 @@ class FastLane:
                 environ["CONTENT_LENGTH"] = str(len(body))
             return self.app(environ, start_response)
         code, content = answer
-        headers = [("Content-Length", str(len(content))), *self._headers]
+        secure = environ.get("wsgi.url_scheme") == "https"
+        headers = [("Content-Length", str(len(content))), *self._headers[secure]]
         if content:
             headers.insert(0, ("Content-Type", "application/json"))
-        if self._hsts is not None and environ.get("wsgi.url_scheme") == "https":
-            headers.append(self._hsts)
         start_response(_STATUS[code], headers)
         return [content]
 
@@ -200,28 +208,45 @@ class FastLane:
                 user, _token = self._auth.authenticate_credentials(key)
                 if route["project"] is not None:
                     project_id = self._path_id(route["project"], "Project not found.")
-                    return self._answer_next(user, project_id)
-                assignment_id = self._path_id(route["assignment"])
-                return self._answer_label(user, assignment_id, body, environ)
+                    done = self._answer_next(user, project_id)
+                else:
+                    assignment_id = self._path_id(route["assignment"])
+                    done = self._answer_label(user, assignment_id, body, environ)
             except self._expected:
-                return None  # Django re-runs it and renders its own error
+                return None  # nothing written: Django re-runs it, renders its error
             except Exception:
                 # Not expected here, but the write (if any) was rolled back, so
                 # Django may still answer; a bug in the lane must not go unseen.
                 log.exception("fast lane: unexpected error; handing over to Django")
                 return None
+            if done is None:
+                return None
+            code, build = done
+            try:
+                return code, build()
+            except Exception:
+                # Fail closed: the write has committed, so Django must not re-run
+                # the request (a second label would answer 200, not 201).
+                log.exception(
+                    "fast lane: building the %s response failed after the write"
+                    " committed; answering 500",
+                    code,
+                )
+                return 500, _AFTER_COMMIT_ERROR
         finally:
             signals.request_finished.send(sender=self.__class__)
 
     def _answer_next(self, user: Any, project_id: int) -> tuple:
+        """(status, body builder), the lease made (and committed: autocommit)."""
         assignment = self._next(annotator=user, project=project_id)
         if assignment is None:
-            return 204, b""
-        return 200, self._render(self._next_data(self._payload(assignment)))
+            return 204, lambda: b""
+        return 200, lambda: self._render(self._next_data(self._payload(assignment)))
 
     def _answer_label(
         self, user: Any, assignment_id: int, body: bytes, environ: dict
     ) -> tuple | None:
+        """(status, body builder), the label committed; None: Django's."""
         if environ.get("CONTENT_TYPE", "").lower() not in _JSON_CONTENT_TYPES:
             return None
         # Only what needs no coercion: anything the serializer would have to
@@ -233,7 +258,7 @@ class FastLane:
         label, created = self._label(
             assignment_id=assignment_id, annotator=user, **values
         )
-        return (201 if created else 200), self._render(self._label_data(label))
+        return (201 if created else 200), lambda: self._render(self._label_data(label))
 
 
 def with_fast_lane(app: WSGIApp) -> WSGIApp:
