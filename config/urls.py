@@ -20,8 +20,14 @@ class _SchemaNegotiation(DefaultContentNegotiation):
     def select_renderer(self, request, renderers, format_suffix=None):
         # A browser (Accept: text/html...) asking without ?format= gets readable
         # YAML; API clients and tools keep the OpenAPI media types.
-        wants_page = "text/html" in request.META.get("HTTP_ACCEPT", "")
-        if wants_page and not (format_suffix or request.query_params.get("format")):
+        # ?format= wins whatever the Accept header says (a browser's never names
+        # the OpenAPI types).
+        wanted = format_suffix or request.query_params.get("format")
+        if wanted:
+            for renderer in renderers:
+                if renderer.format == wanted:
+                    return renderer, renderer.media_type
+        elif "text/html" in request.META.get("HTTP_ACCEPT", ""):
             for renderer in renderers:
                 if isinstance(renderer, _PlainYamlRenderer):
                     return renderer, "text/plain; charset=utf-8"

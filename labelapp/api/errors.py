@@ -91,6 +91,7 @@ _DESCRIPTIONS = {
     "404": "No such object visible to you (or an invalid page cursor).",
     "409": "Conflict with the current state (e.g. an active job, a duplicate).",
     "413": "Request body over DATA_UPLOAD_MAX_MEMORY_SIZE.",
+    "415": "Unsupported request content type (send JSON, a form or multipart).",
     "429": "Too many failed token authentications from your address; retry later.",
 }
 _WRITES = {"post", "put", "patch", "delete"}
@@ -111,7 +112,7 @@ def document_error_responses(
     """drf-spectacular postprocessing hook: every operation lists the error codes
     it can answer. 403 and 429 apply to all (authentication comes first); 404 to
     every path with an id and every paginated list (bad cursor); 400 to anything
-    that takes a body or query parameters; 409 and 413 to writes."""
+    that takes a body or query parameters; 409, 413 and 415 to writes."""
     result.setdefault("components", {}).setdefault("schemas", {})["Error"] = (
         ERROR_SCHEMA
     )
@@ -126,7 +127,7 @@ def document_error_responses(
             if method in _WRITES or any(p.get("in") == "query" for p in params):
                 codes.append("400")
             if method in _WRITES:
-                codes += ["409", "413"]
+                codes += ["409", "413", "415"]
             responses = operation["responses"]
             for code in sorted(codes):
                 responses.setdefault(code, _error(code))
