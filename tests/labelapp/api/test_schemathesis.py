@@ -96,8 +96,15 @@ def _run(
     ]
     for name, value in headers.items():
         command += ["--header", f"{name}: {value}"]
+    # Run in the test's folder: schemathesis keeps a cache in its working directory.
     return subprocess.run(
-        command, capture_output=True, text=True, timeout=900, env=env, check=False
+        command,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+        check=False,
+        cwd=report.parent,
     )
 
 
