@@ -308,3 +308,53 @@ def test_unknown_api_path_is_json():
     response = APIClient().get("/api/v1/no-such-thing/")
     assert response.status_code == 404
     assert response["Content-Type"] == "application/json"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"choice": "a", "strength": 2, "rationale": ' + _deep(5000).encode() + b"}",
+        b'{"choice": "a", "strength": 2, "rationale": "x\\u0000y"}',
+    ],
+    ids=["deep", "nul"],
+)
+def test_the_served_app_refuses_them_on_the_label_endpoint_too(body):
+    """Through config.wsgi's application (the fast lane in front of Django), not
+    only through the test client: still a 400, and nothing stored."""
+    import io
+
+    from rest_framework.authtoken.models import Token
+
+    from config.wsgi import application
+    from labelapp.models import Label
+
+    project = make_project(overlap=1)
+    make_comparisons(project, 1)
+    user = make_user(project=project)
+    key = Token.objects.create(user=user).key
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+    lease = client.post(f"/api/v1/projects/{project.pk}/next/").json()
+    seen = {}
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": f"/api/v1/assignments/{lease['assignment_id']}/label/",
+        "QUERY_STRING": "",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "80",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "HTTP_HOST": "127.0.0.1",
+        "HTTP_AUTHORIZATION": f"Token {key}",
+        "CONTENT_TYPE": "application/json",
+        "CONTENT_LENGTH": str(len(body)),
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(body),
+        "wsgi.errors": io.StringIO(),
+    }
+    content = b"".join(
+        application(environ, lambda status, headers, exc=None: seen.update(s=status))
+    )
+    assert seen["s"].startswith("400"), (seen, content[:300])
+    assert b"NUL" in content or b"nested deeper" in content
+    assert Label.objects.count() == 0
