@@ -8,6 +8,8 @@ from pip packages when DATABASE_URL / REDIS_URL are unset.
 
 from __future__ import annotations
 
+import warnings
+from datetime import timedelta
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -67,12 +69,16 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI served by us, not a CDN (/api/docs/)
+    "axes",
     "labelapp",
     "frontend",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files under gunicorn: hashed names, compressed, cached for ever.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -80,7 +86,44 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "frontend.middleware.ContentSecurityPolicyMiddleware",
+    # Last: turns a locked-out login into its 429 response.
+    "axes.middleware.AxesMiddleware",
 ]
+
+# Login lockout (django-axes): AXES_FAILURE_LIMIT failed logins for one username from
+# one address lock that pair out for AXES_COOLOFF_MINUTES. By username *and* address,
+# so an attacker cannot lock everyone out from one address, nor a user out from
+# everywhere. The first backend only refuses locked-out attempts (see its docstring).
+AUTHENTICATION_BACKENDS = [
+    "labelapp.api.authentication.LoginLockoutBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = ENV.int("AXES_FAILURE_LIMIT", default=10, minimum=1)
+AXES_COOLOFF_TIME = timedelta(
+    minutes=ENV.int("AXES_COOLOFF_MINUTES", default=15, minimum=1)
+)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+# Reverse proxies in front of the web process that append to X-Forwarded-For (0: the
+# client connects directly; REMOTE_ADDR is its address). Used by the login lockout
+# and by the failed-token throttle.
+PAIRLOOP_PROXY_COUNT = ENV.int("PAIRLOOP_PROXY_COUNT", default=0, minimum=0)
+if PAIRLOOP_PROXY_COUNT:
+    AXES_IPWARE_PROXY_COUNT = PAIRLOOP_PROXY_COUNT
+    AXES_IPWARE_META_PRECEDENCE_ORDER = ["HTTP_X_FORWARDED_FOR", "REMOTE_ADDR"]
+else:
+    AXES_IPWARE_META_PRECEDENCE_ORDER = ["REMOTE_ADDR"]
+
+# Failed API token authentication: more than API_TOKEN_FAILURE_LIMIT unknown tokens
+# from one address within API_TOKEN_FAILURE_WINDOW_SECONDS and that address gets 429
+# for token lookups until the window ends (labelapp.api.authentication). Counted in
+# Redis (the "throttle" cache) so every web process shares the count. Tokens this
+# process has verified recently never reach the check: an annotator labelling at
+# speed costs nothing and is never throttled.
+API_TOKEN_FAILURE_LIMIT = ENV.int("API_TOKEN_FAILURE_LIMIT", default=20, minimum=1)
+API_TOKEN_FAILURE_WINDOW_SECONDS = ENV.int(
+    "API_TOKEN_FAILURE_WINDOW_SECONDS", default=300, minimum=1
+)
 
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
@@ -89,7 +132,8 @@ ASGI_APPLICATION = "config.asgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        # config/templates: the API docs page (Swagger UI without inline code).
+        "DIRS": [BASE_DIR / "config" / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -112,13 +156,29 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "var" / "staticfiles"
+# `manage.py collectstatic` writes here; WhiteNoise serves it (docker-compose's web
+# runs collectstatic before gunicorn starts).
+STATIC_ROOT = ENV.path("STATIC_ROOT", default=BASE_DIR / "var" / "staticfiles")
+if DEBUG:
+    # Served from the apps' folders (WhiteNoise's finders); STATIC_ROOT may not exist.
+    warnings.filterwarnings("ignore", message="No directory at", module="whitenoise")
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    # With DEBUG on, files are served from the apps' folders as they are; with it
+    # off, from STATIC_ROOT under content-hashed names, gzip/brotli compressed, with
+    # a far-future Cache-Control (WhiteNoise marks hashed names immutable).
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if DEBUG
+        else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    },
+}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 LOGIN_URL = "frontend:login"
 LOGIN_REDIRECT_URL = "frontend:projects"
 LOGOUT_REDIRECT_URL = "frontend:login"
 
-# Request bodies above this are refused with 400 (imports go through files/CLI).
+# Request bodies above this are refused (API: 413 JSON; imports go through files/CLI).
 DATA_UPLOAD_MAX_MEMORY_SIZE = ENV.int(
     "DATA_UPLOAD_MAX_MEMORY_SIZE", default=1024 * 1024, minimum=1024
 )
@@ -152,6 +212,13 @@ REST_FRAMEWORK = {
         "labelapp.api.authentication.TokenAuthentication",  # DRF's, one query
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # JSON with a nesting-depth limit and no NUL characters (labelapp.api.parsers).
+    "DEFAULT_PARSER_CLASSES": [
+        "labelapp.api.parsers.JSONParser",
+        "labelapp.api.parsers.FormParser",
+        "labelapp.api.parsers.MultiPartParser",
+    ],
+    "NUM_PROXIES": PAIRLOOP_PROXY_COUNT or None,
     "DEFAULT_PAGINATION_CLASS": "labelapp.api.pagination.IdCursorPagination",
     "PAGE_SIZE": 100,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -166,6 +233,24 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # Swagger UI from the drf-spectacular-sidecar package (works offline).
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "labelapp.api.errors.document_error_responses",
+    ],
+}
+
+# The process-local default cache, and Redis for counters every process must share.
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "throttle": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "pairloop-throttle",
+        "OPTIONS": {"socket_timeout": 0.5, "socket_connect_timeout": 0.5},
+    },
 }
 
 # Celery: queues and routes are declared once here (config/celery.py reads them).

@@ -33,3 +33,23 @@ def shared_data() -> type:
         file = staticmethod(shared_data_file)
 
     return _Shared
+
+
+@pytest.fixture(autouse=True)
+def _forget_failed_token_counts(request: pytest.FixtureRequest) -> None:
+    """The failed-token throttle counts in Redis, across processes and tests; each
+    test starts with no failures on record (labelapp.api.authentication)."""
+    if "django_db_setup" not in request.fixturenames and not any(
+        m.name == "django_db" for m in request.node.iter_markers()
+    ):
+        return
+    from django.conf import settings
+
+    if "throttle" not in getattr(settings, "CACHES", {}):
+        return
+    import redis
+
+    client = redis.Redis.from_url(settings.CACHES["throttle"]["LOCATION"])
+    keys = list(client.scan_iter("*pairloop-throttle*token-failures*", count=1000))
+    if keys:
+        client.delete(*keys)

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
-from rest_framework.exceptions import ErrorDetail
+from rest_framework.exceptions import ErrorDetail, ParseError
 
 from labelapp import access
+from labelapp.api.parsers import MAX_DEPTH as MAX_JSON_DEPTH
+from labelapp.api.parsers import check_value
 from labelapp.models import (
     MAX_MESSAGES,
     MAX_TEXT_CHARS,
@@ -71,11 +73,162 @@ class AdministeredProjectField(serializers.PrimaryKeyRelatedField):
         return access.administered_projects(user=self.context["request"].user)
 
 
+# --- project settings: every database CHECK and every training config, as a 400 ----
+
+# Set by Pairloop itself when it trains, not by the project's rm_config.
+_RM_CONFIG_RESERVED = {"base", "init_from"}
+_RM_CONFIG_EXTRA = {"warm_start": bool}  # Pairloop's own option (labelapp.loop)
+
+
+def _type_problem(value: object, hint: str) -> str | None:
+    """Why ``value`` does not fit the annotation ``hint`` (a dataclass field's type,
+    as a string: the config modules use postponed annotations), or None."""
+    options = [part.strip() for part in hint.split("|")]
+    if value is None:
+        return None if "None" in options else "must not be null"
+    checks = {
+        "bool": lambda v: isinstance(v, bool),
+        "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "float": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+        "str": lambda v: isinstance(v, str),
+        "tuple[float, ...]": lambda v: (
+            isinstance(v, list)
+            and all(isinstance(x, int | float) and not isinstance(x, bool) for x in v)
+        ),
+    }
+    names = {"tuple[float, ...]": "a list of numbers", "float": "a number"}
+    wanted = [o for o in options if o != "None"]
+    if any(checks[o](value) for o in wanted if o in checks):
+        return None
+    return "must be " + " or ".join(names.get(o, f"a {o}") for o in wanted)
+
+
+def validate_rm_config(value: object) -> dict:
+    """``rm_config`` against training.config.RewardConfig: known keys, their types,
+    then the dataclass's own range checks."""
+    import dataclasses
+
+    from training.config import RewardConfig
+
+    if not isinstance(value, dict):
+        raise serializers.ValidationError(
+            'Must be an object of RewardConfig settings (e.g. {"num_epochs": 2}).'
+        )
+    hints = {
+        f.name: str(f.type)
+        for f in dataclasses.fields(RewardConfig)
+        if f.name not in _RM_CONFIG_RESERVED
+    }
+    problems = []
+    for key, item in value.items():
+        if key in _RM_CONFIG_EXTRA:
+            if not isinstance(item, _RM_CONFIG_EXTRA[key]):
+                problems.append(f"{key}: must be a boolean")
+        elif key not in hints:
+            problems.append(
+                f"{key}: unknown setting; known: "
+                f"{', '.join(sorted([*hints, *_RM_CONFIG_EXTRA]))}"
+            )
+        elif problem := _type_problem(item, hints[key]):
+            problems.append(f"{key}: {problem}")
+    if not problems:
+        options = {k: v for k, v in value.items() if k not in _RM_CONFIG_EXTRA}
+        try:
+            RewardConfig(**options)
+        except (ValueError, TypeError) as exc:
+            problems.append(str(exc))
+    if problems:
+        raise serializers.ValidationError(problems)
+    return value
+
+
+def validate_pair_mix(value: object) -> dict:
+    """``pair_mix`` against training.rejection.RoundConfig: known strategies with
+    finite weights >= 0, not all 0."""
+    import math
+
+    from training.rejection import PAIR_STRATEGIES
+
+    if not isinstance(value, dict):
+        raise serializers.ValidationError(
+            "Must be an object of strategy weights, e.g. "
+            '{"best_vs_runner_up": 0.5, "random": 0.5}.'
+        )
+    problems = []
+    for key, weight in value.items():
+        if key not in PAIR_STRATEGIES:
+            problems.append(
+                f"{key}: unknown strategy; known: {', '.join(PAIR_STRATEGIES)}"
+            )
+        elif (
+            not isinstance(weight, int | float)
+            or isinstance(weight, bool)
+            or not math.isfinite(weight)
+            or weight < 0
+        ):
+            problems.append(f"{key}: the weight must be a number >= 0")
+    if not problems and not sum(value.values()) > 0:
+        problems.append("the weights must not all be 0")
+    if problems:
+        raise serializers.ValidationError(problems)
+    return value
+
+
+class SafeJSONField(serializers.JSONField):
+    """DRF's JSONField, but a form-encoded value nested too deep, or a NUL anywhere
+    in it, is this field's 400 (the JSON body parser checks its own input the same
+    way; a form field's JSON is parsed here)."""
+
+    def to_internal_value(self, data):
+        try:
+            value = super().to_internal_value(data)
+        except RecursionError:
+            raise serializers.ValidationError(
+                f"JSON nested deeper than {MAX_JSON_DEPTH} levels."
+            ) from None
+        try:
+            return check_value(value)
+        except ParseError as exc:
+            raise serializers.ValidationError(str(exc.detail)) from None
+
+
+_CHECKED = {
+    # field: bounds matching the database's CHECK constraints (labelapp.models
+    # Project.Meta.constraints) and the column types, so input the database would
+    # refuse is a field-level 400 instead of an IntegrityError.
+    "overlap": {"min_value": 1, "max_value": 100},
+    "lease_seconds": {"min_value": 10, "max_value": 2**31 - 1},
+    "gold_rate": {"min_value": 0.0, "max_value": 1.0},
+    "n_samples": {"min_value": 1, "max_value": 32767},
+    "temperature": {"min_value": 0.0},
+    "top_p": {"max_value": 1.0},  # and > 0: validate_top_p
+}
+
+
 class ProjectSerializer(serializers.ModelSerializer):
+    pair_mix = SafeJSONField(
+        required=False,
+        validators=[validate_pair_mix],
+        help_text="Share of proposed pairs per strategy (best_vs_runner_up, "
+        "best_vs_random, closest, random); weights >= 0, not all 0.",
+    )
+    rm_config = SafeJSONField(
+        required=False,
+        validators=[validate_rm_config],
+        help_text="Reward-model training settings (training.config.RewardConfig "
+        "fields, plus warm_start).",
+    )
+
     class Meta:
         model = Project
         exclude = ["members"]
         read_only_fields = ["created_at"]
+        extra_kwargs = _CHECKED
+
+    def validate_top_p(self, value: float) -> float:
+        if not value > 0:
+            raise serializers.ValidationError("Ensure this value is greater than 0.")
+        return value
 
 
 class MessageSerializer(serializers.Serializer):
@@ -146,6 +299,14 @@ class ComparisonSerializer(serializers.ModelSerializer):
         min_value=1, max_value=100, required=False
     )
 
+    def validate(self, attrs: dict) -> dict:
+        # CHECK comparison_gold_has_answer, as a field error.
+        if attrs.get("is_gold") and not attrs.get("gold_choice"):
+            raise serializers.ValidationError(
+                {"gold_choice": ["A gold comparison needs its answer."]}
+            )
+        return attrs
+
     class Meta:
         model = Comparison
         fields = [
@@ -194,6 +355,33 @@ class ComparisonUpdateSerializer(serializers.ModelSerializer):
 
     def validate_gold_choice(self, value: str) -> str:
         return _check_choice(value)
+
+    def validate(self, attrs: dict) -> dict:
+        """Refuse a change that would leave the comparison in a state nothing ever
+        leaves: open with all its labels (never served, never completed), a
+        complete one reopened (its aggregates and completion stay), a gold item
+        without its answer (CHECK comparison_gold_has_answer)."""
+        c = self.instance
+        status = attrs.get("status", c.status)
+        required = attrs.get("labels_required", c.labels_required)
+        if c.status == Comparison.Status.COMPLETE and status == Comparison.Status.OPEN:
+            raise serializers.ValidationError(
+                {"status": ["A complete comparison cannot be reopened."]}
+            )
+        if status == Comparison.Status.OPEN and required <= c.labels_count:
+            raise serializers.ValidationError(
+                {
+                    "labels_required": [
+                        f"Must be more than the {c.labels_count} labels this open "
+                        "comparison already has (retire it to stop labelling)."
+                    ]
+                }
+            )
+        if c.is_gold and attrs.get("gold_choice", c.gold_choice) == "":
+            raise serializers.ValidationError(
+                {"gold_choice": ["A gold comparison needs its answer."]}
+            )
+        return attrs
 
     class Meta:
         model = Comparison

@@ -48,7 +48,7 @@ from rest_framework.renderers import JSONRenderer
 
 from config import security
 from labelapp import selectors
-from labelapp.api import serializers
+from labelapp.api import parsers, serializers
 from labelapp.api.authentication import TokenAuthentication
 from labelapp.api.views import path_id
 from labelapp.errors import DomainError
@@ -252,7 +252,7 @@ class FastLane:
         # Only what needs no coercion: anything the serializer would have to
         # convert, trim or refuse is Django's (DRF's parser is also stricter, e.g.
         # about NaN, so the lane never decides what the parser would refuse).
-        values = self._label_input(json.loads(body.decode("utf-8")))
+        values = self._label_input(parsers.loads(body))
         if values is None:
             return None
         label, created = self._label(

@@ -52,3 +52,21 @@ def test_worker_commands_match_the_queues():
 
     declared = {queue.name for queue in settings.CELERY_TASK_QUEUES}
     assert declared == {"default", "gpu"}
+
+
+def test_web_collects_static_files_before_gunicorn():
+    """WhiteNoise serves STATIC_ROOT; compose's web fills it at start (the browser
+    test tests/e2e/test_production_browser.py runs this entrypoint literally)."""
+    web = load()["services"]["web"]
+    entrypoint = web["entrypoint"]
+    assert entrypoint[:2] == ["sh", "-c"]
+    script = entrypoint[2]
+    assert script.index("collectstatic --noinput") < script.index('exec "$$@"')
+    assert web["command"][0] == "gunicorn"
+
+    from django.conf import settings
+
+    middleware = settings.MIDDLEWARE
+    assert middleware.index("whitenoise.middleware.WhiteNoiseMiddleware") == (
+        middleware.index("django.middleware.security.SecurityMiddleware") + 1
+    )

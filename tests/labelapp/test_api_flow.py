@@ -158,7 +158,7 @@ def test_bad_label_input_is_400_with_field_errors(project, api_client_for):
     resp = client.post(
         url, {"choice": "a", "strength": 1, "rationale": "x" * 2_000_000}, format="json"
     )
-    assert resp.status_code == 400  # over DATA_UPLOAD_MAX_MEMORY_SIZE
+    assert resp.status_code == 413  # over DATA_UPLOAD_MAX_MEMORY_SIZE (JSON)
     assert Label.objects.count() == 0
 
 

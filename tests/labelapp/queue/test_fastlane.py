@@ -232,9 +232,9 @@ def test_browser_sessions_and_oversized_bodies_are_django_s(apps, setup, setting
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1024
     big = {"choice": "a", "strength": 2, "rationale": "x" * 2000}
     got = _declined(apps, "/api/v1/assignments/1/label/", tokens[0], big)
-    # Django's own refusal of the oversized body (RequestDataTooBig: its plain 400
-    # page), not a JSON answer about a body it never saw.
-    assert got[0] == 400 and got[1]["content-type"].startswith("text/html"), got
+    # Django's own refusal of the oversized body (RequestDataTooBig: the API's
+    # JSON 413, labelapp.api.errors), not an answer about a body it never saw.
+    assert got[0] == 413 and got[1]["content-type"] == "application/json", got
 
 
 def test_switched_off_everything_goes_to_django(apps, setup, settings):
