@@ -55,6 +55,11 @@ BYPASSABLE_MIDDLEWARE = frozenset(
         "django.contrib.messages.middleware.MessageMiddleware",
         "django.middleware.clickjacking.XFrameOptionsMiddleware",
         "frontend.middleware.ContentSecurityPolicyMiddleware",
+        # Serves STATIC_URL paths only; anything else passes through untouched.
+        "whitenoise.middleware.WhiteNoiseMiddleware",
+        # Acts only on a request a login attempt marked locked out (axes_locked_out);
+        # token-authenticated API requests never log in.
+        "axes.middleware.AxesMiddleware",
     )
 )
 

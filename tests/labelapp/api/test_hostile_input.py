@@ -167,7 +167,9 @@ def test_comparison_patch_cannot_strand_it_open(staff):
     # Retired with all its labels, then reopened: the same rule.
     staff.patch(url.format(complete_one.pk), {"status": "retired"})
     response = staff.patch(url.format(gold.pk), {"gold_choice": ""})
-    assert response.status_code == 400 and "gold_choice" in response.json()
+    # The gold service's refusal (CHECK comparison_gold_has_answer) names the field.
+    assert response.status_code == 400
+    assert response.json()["detail"].startswith("gold_choice: ")
     open_one.refresh_from_db()
     complete_one.refresh_from_db()
     assert open_one.labels_required == 4
