@@ -406,6 +406,7 @@ def _summary(
     if first_run:
         lines += ["Accounts (passwords shown only on this first run):"]
         lines += [f"  {line.strip()}" for line in first_run]
+        lines += [f"  label the demo at {url}projects/1/compare/"]
     else:
         lines += [
             "Accounts: admin and annotator (created on the first run).",
@@ -470,7 +471,7 @@ def _run_all(env: dict[str, str], host: str, port: int) -> int:
     first_run = [
         line
         for line in boot.stdout.splitlines()
-        if line.strip().startswith(("admin:", "annotator:", "demo project:"))
+        if line.strip().startswith(("admin:", "annotator:"))
     ]
     # Model loading in the worker draws tqdm bars on stderr, which Celery's log
     # redirection would print as WARNING lines; the jobs page shows progress.
