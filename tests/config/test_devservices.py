@@ -315,3 +315,27 @@ def test_the_summary_box_names_url_accounts_and_the_reset_command():
         devservices._summary(env, "http://127.0.0.1:8000/", [], True)
     )
     assert "./pairloop manage reset_password admin" in later
+
+
+def test_exec_leaves_debug_alone_against_given_services(tmp_path):
+    """With DATABASE_URL given (production, CI) exec does not switch DEBUG on; on
+    the embedded servers it does (see the attach test)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    env = {k: v for k, v in os.environ.items() if k not in {"DEBUG", "SECRET_KEY"}}
+    env.update(
+        DATABASE_URL="postgres://x@127.0.0.1:1/d",
+        REDIS_URL="redis://127.0.0.1:1/0",
+        PAIRLOOP_VAR_DIR=str(tmp_path),
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "config.devservices", "exec", "--", "sh", "-c",
+         'echo "${DEBUG:-unset} ${SECRET_KEY:-unset}"'],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["unset", "unset"]
