@@ -12,7 +12,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install lint format bench-import clean-var
+.PHONY: run test install lint format bench-import clean-var manage
 
 $(VPY):
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,11 @@ lint: install
 format: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+# make manage ARGS="create_user alice --token": manage.py against the services
+# `make run` serves (attached while it runs), as ./pairloop manage does.
+manage: install
+	./pairloop manage $(ARGS)
 
 bench-import: install
 	$(VPY) -m config.devservices exec -- $(VPY) bench/import_bench.py

