@@ -14,6 +14,7 @@ from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
 
 from config.env import ENV, parse_database_url, parse_redis_url
+from labelapp import tasknames  # plain strings: the task-name registry
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -183,6 +184,8 @@ CELERY_TASK_QUEUES = (
     Queue("default", routing_key="default"),
     Queue("gpu", routing_key="gpu"),
 )
+# Task names come from labelapp.tasknames (plain strings: importing it loads
+# nothing of Django); every "pairloop.gpu.*" task is routed to the gpu queue.
 CELERY_TASK_ROUTES = {"pairloop.gpu.*": {"queue": "gpu"}}
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     # Longer than the longest task time limit, so an unacked long job is not
@@ -213,13 +216,14 @@ PAIRLOOP_JOB_HEARTBEAT_SECONDS = ENV.int(
 PAIRLOOP_JOB_MAX_ATTEMPTS = ENV.int("PAIRLOOP_JOB_MAX_ATTEMPTS", default=3, minimum=1)
 _beat_every = ENV.int("PAIRLOOP_BEAT_SECONDS", default=30, minimum=1)
 CELERY_BEAT_SCHEDULE = {
-    "reap-stale-jobs": {"task": "pairloop.jobs.reap_stale", "schedule": _beat_every},
+    "reap-stale-jobs": {"task": tasknames.REAP_STALE_JOBS, "schedule": _beat_every},
     "reclaim-expired-leases": {
-        "task": "pairloop.leases.reclaim",
+        "task": tasknames.RECLAIM_LEASES,
         "schedule": _beat_every,
     },
+    # Also the backstop for trigger checks the broker did not take after a label.
     "check-retrain-triggers": {
-        "task": "pairloop.loop.check_triggers",
+        "task": tasknames.CHECK_TRIGGERS,
         "schedule": _beat_every,
     },
 }

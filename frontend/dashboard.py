@@ -31,6 +31,7 @@ from django.utils.http import urlencode
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from frontend.forms import GOLD_LABELS, ExportForm, GoldForm, ReviewForm
+from frontend.plots import PLOTS
 from frontend.rendering import render_markdown
 from labelapp import exports_jobs, quality, selectors
 from labelapp.aggregation import label_review
@@ -45,7 +46,6 @@ from labelapp.models import (
     Membership,
     Project,
 )
-from labelapp.plots import PLOTS
 from labelapp.review import (
     REVIEW_ROLES,
     ReviewFilters,

@@ -33,7 +33,6 @@ Clock (``now``) and randomness (``rng``) are injected so tests control them.
 from __future__ import annotations
 
 import random
-import time
 from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
@@ -44,6 +43,7 @@ from django.utils import timezone
 
 from labelapp.aggregation import aggregate_labels
 from labelapp.errors import Conflict, NotFound, ValidationFailed
+from labelapp.loop.triggers import training_check_soon
 from labelapp.models import (
     Assignment,
     Choice,
@@ -455,30 +455,9 @@ def label_submit(
             # starts training at most once (one active job per project and kind);
             # if the broker is down, beat runs the same check periodically.
             transaction.on_commit(
-                lambda: _check_triggers_later(project_id), robust=True
+                lambda: training_check_soon(project_id), robust=True
             )
         return loaded(Label, {"id": written[0], **values}), True
-
-
-# Trigger checks, coalesced per process: publishing a task costs ~1-3 ms of CPU, and
-# at hundreds of labels/s a comparison completes every few milliseconds. The check
-# counts everything committed when it runs, so one check scheduled to start *after*
-# a commit covers that commit: a completion that finds such a check pending (due more
-# than _TRIGGER_MARGIN from now, a margin for clock skew between machines) sends
-# nothing. Beat runs the same check periodically as the backstop.
-_TRIGGER_DELAY = 1.0
-_TRIGGER_MARGIN = 0.25
-_trigger_due: dict[int, float] = {}
-
-
-def _check_triggers_later(project_id: int) -> None:
-    from labelapp.tasks import check_triggers
-
-    now = time.monotonic()
-    if _trigger_due.get(project_id, 0.0) - now > _TRIGGER_MARGIN:
-        return
-    _trigger_due[project_id] = now + _TRIGGER_DELAY
-    check_triggers.apply_async(args=[project_id], countdown=_TRIGGER_DELAY)
 
 
 # ``skip``'s write: a conditional UPDATE instead of locking the assignment and

@@ -10,7 +10,7 @@ from django.test import Client
 from django.urls import reverse
 
 from labelapp.models import Job, Membership, Project
-from labelapp.plots import PLOTS
+from frontend.plots import PLOTS
 from tests.frontend.dashboard_data import DemoProject, build_demo_project
 
 pytestmark = pytest.mark.django_db
