@@ -234,18 +234,14 @@ def test_killed_worker_job_finishes_once(procs, tiny_models, tmp_path, kind):
     _wait_running(job, min_progress=0.0)
     procs.kill("worker-1", signal.SIGKILL)
 
-    # The reaper (beat) notices the missing heartbeat and requeues; a new worker
-    # claims the job and finishes it. Each stage is its own event to wait for.
-    wait_until(
-        lambda: _refreshed(job).status == "pending",
-        timeout=HANG,
-        what=f"the reaper to requeue the {kind} job after kill -9",
-    )
+    # The reaper (a task beat sends, so worker-2 runs it) notices the missing
+    # heartbeat and requeues; worker-2 claims the job and finishes it. Each stage
+    # is its own event to wait for.
     procs.start_worker("worker-2")
     wait_until(
         lambda: _refreshed(job).attempts == 2,
         timeout=HANG,
-        what=f"worker-2 to claim the {kind} job",
+        what=f"the reaper to requeue and worker-2 to claim the {kind} job",
     )
     wait_until(lambda: job_done(job), timeout=HANG, what=f"{kind} job after kill -9")
     job.refresh_from_db()
