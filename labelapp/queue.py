@@ -454,9 +454,7 @@ def label_submit(
             # threshold; the check runs after commit, on the default queue, and
             # starts training at most once (one active job per project and kind);
             # if the broker is down, beat runs the same check periodically.
-            transaction.on_commit(
-                lambda: training_check_soon(project_id), robust=True
-            )
+            transaction.on_commit(lambda: training_check_soon(project_id), robust=True)
         return loaded(Label, {"id": written[0], **values}), True
 
 

@@ -9,8 +9,8 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from labelapp.models import Job, Membership, Project
 from frontend.plots import PLOTS
+from labelapp.models import Job, Membership, Project
 from tests.frontend.dashboard_data import DemoProject, build_demo_project
 
 pytestmark = pytest.mark.django_db
