@@ -92,7 +92,7 @@ def parse_database_url(name: str, value: str) -> dict:
         ) from None
     options: dict = {key: values[-1] for key, values in parse_qs(parts.query).items()}
     # Prepared statements. Django's ORM cursors bind client-side and never prepare;
-    # only the queue's hot path (labelapp.rows.prepared_cursor) binds server-side, and
+    # only the queue's hot path (labelapp.db.prepared_cursor) binds server-side, and
     # psycopg prepares a statement there after this many executions on a connection,
     # so PostgreSQL stops re-planning it (planning cost 3-5x execution). Django turns
     # preparing off by default for poolers that cannot carry prepared statements
@@ -115,7 +115,7 @@ def parse_database_url(name: str, value: str) -> dict:
         # re-planning a statement on every execution; measured in
         # bench/queue_bench.py, that was 2-5 ms more database CPU per label on
         # some connections. The hot path's SQL is written for generic plans (values
-        # that would change the plan are literals, see labelapp.rows), so the plan
+        # that would change the plan are literals, see labelapp.db), so the plan
         # it gets is the one it was written for. Sent as a startup option: no
         # round trip. Poolers that refuse startup options are the ones that need
         # ?prepare_threshold=off anyway, which leaves this out.

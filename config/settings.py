@@ -16,6 +16,7 @@ from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
 
 from config.env import ENV, parse_database_url, parse_redis_url
+from labelapp import tasknames  # plain strings: the task-name registry
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -203,7 +204,7 @@ CSRF_TRUSTED_ORIGINS = ENV.list("CSRF_TRUSTED_ORIGINS", default=[])
 # a deleted token or deactivated user is refused everywhere after at most this long.
 API_TOKEN_CACHE_SECONDS = ENV.int("API_TOKEN_CACHE_SECONDS", default=5, minimum=0)
 # Answer plain next/label API requests without the middleware and DRF dispatch
-# (labelapp/api/fastlane.py; same services, same responses). Off: all through Django.
+# (labelapp/queue/fastlane.py; same services, same responses). Off: all through Django.
 API_FAST_LANE = ENV.bool("API_FAST_LANE", default=True)
 
 REST_FRAMEWORK = {
@@ -268,6 +269,8 @@ CELERY_TASK_QUEUES = (
     Queue("default", routing_key="default"),
     Queue("gpu", routing_key="gpu"),
 )
+# Task names come from labelapp.tasknames (plain strings: importing it loads
+# nothing of Django); every "pairloop.gpu.*" task is routed to the gpu queue.
 CELERY_TASK_ROUTES = {"pairloop.gpu.*": {"queue": "gpu"}}
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     # Longer than the longest task time limit, so an unacked long job is not
@@ -298,13 +301,14 @@ PAIRLOOP_JOB_HEARTBEAT_SECONDS = ENV.int(
 PAIRLOOP_JOB_MAX_ATTEMPTS = ENV.int("PAIRLOOP_JOB_MAX_ATTEMPTS", default=3, minimum=1)
 _beat_every = ENV.int("PAIRLOOP_BEAT_SECONDS", default=30, minimum=1)
 CELERY_BEAT_SCHEDULE = {
-    "reap-stale-jobs": {"task": "pairloop.jobs.reap_stale", "schedule": _beat_every},
+    "reap-stale-jobs": {"task": tasknames.REAP_STALE_JOBS, "schedule": _beat_every},
     "reclaim-expired-leases": {
-        "task": "pairloop.leases.reclaim",
+        "task": tasknames.RECLAIM_LEASES,
         "schedule": _beat_every,
     },
+    # Also the backstop for trigger checks the broker did not take after a label.
     "check-retrain-triggers": {
-        "task": "pairloop.loop.check_triggers",
+        "task": tasknames.CHECK_TRIGGERS,
         "schedule": _beat_every,
     },
 }

@@ -28,6 +28,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from frontend.forms import GOLD_LABELS, ExportForm, GoldForm, ReviewForm
 from frontend.guards import project_page
+from frontend.plots import PLOTS
 from frontend.rendering import render_markdown
 from labelapp import access
 from labelapp.datasets import export_jobs
@@ -41,7 +42,6 @@ from labelapp.models import (
     Membership,
     Project,
 )
-from labelapp.plots import PLOTS
 from labelapp.selectors.quality import project_quality_report
 from labelapp.selectors.review import (
     ReviewFilters,

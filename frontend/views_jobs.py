@@ -13,9 +13,70 @@ from django.views.decorators.http import require_GET, require_POST
 from frontend.guards import project_page
 from labelapp import access
 from labelapp.errors import DomainError
-from labelapp.jobs import job_retry
-from labelapp.loop import loop_overview, round_start, training_start
-from labelapp.models import Job, Project
+from labelapp.jobs import job_retry, max_attempts
+from labelapp.loop import overview
+from labelapp.loop.triggers import round_start, training_start
+from labelapp.models import Job, ModelVersion, Project, Round
+from training.bon_stats import flatten_round_stats
+
+JOBS_LIMIT = 50
+
+
+def job_as_dict(job: Job) -> dict:
+    return {
+        "id": job.pk,
+        "kind": job.kind,
+        "kind_display": job.get_kind_display(),
+        "status": job.status,
+        "progress": round(job.progress, 4),
+        "message": job.message,
+        "error": job.error,
+        "traceback_tail": job.traceback_tail,
+        "attempts": job.attempts,
+        "created_at": job.created_at.isoformat(),
+        "started_at": job.started_at.isoformat() if job.started_at else None,
+        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+    }
+
+
+def _version_row(v: ModelVersion) -> dict:
+    ev = v.metrics.get("eval") or {}
+    return {
+        "version": v.version,
+        "status": v.status,
+        "reason": v.status_reason,
+        "n_pairs": v.n_pairs,
+        "accuracy": ev.get("accuracy"),
+        "log_loss": ev.get("log_loss"),
+        "ece": ev.get("ece"),
+        "base_ref": v.base_ref,
+        "created_at": v.created_at,
+    }
+
+
+def _round_row(r: Round) -> dict:
+    return {
+        "number": r.number,
+        "status": r.status,
+        "reward_version": r.reward_version.version if r.reward_version else None,
+        "n_comparisons": r.n_comparisons,
+        "n_sft": r.n_sft,
+        **flatten_round_stats(r.stats or {}),
+    }
+
+
+def loop_overview(project: Project) -> dict:
+    """Jobs, reward-model versions and rounds of a project, for the jobs page."""
+    return {
+        "jobs": [
+            job_as_dict(j) for j in overview.jobs_recent(project, limit=JOBS_LIMIT)
+        ],
+        "versions": [_version_row(v) for v in overview.reward_versions(project)],
+        "rounds": [_round_row(r) for r in overview.rounds_with_counts(project)],
+        "since_last_version": overview.comparisons_completed_since_last_version(
+            project
+        ),
+    }
 
 
 @project_page(role="review")
@@ -25,6 +86,7 @@ def jobs_page(request: HttpRequest, project: Project, role: str) -> HttpResponse
         "project": project,
         "overview": loop_overview(project),
         "can_admin": access.can_admin(user=request.user, project=project),
+        "max_attempts": max_attempts(),
         "active_tab": "jobs",
     }
     return render(request, "frontend/jobs.html", context)
@@ -33,8 +95,8 @@ def jobs_page(request: HttpRequest, project: Project, role: str) -> HttpResponse
 @project_page(role="review")
 @require_GET
 def jobs_json(request: HttpRequest, project: Project, role: str) -> JsonResponse:
-    overview = loop_overview(project)
-    return JsonResponse({"jobs": overview["jobs"]})
+    jobs = overview.jobs_recent(project, limit=JOBS_LIMIT)
+    return JsonResponse({"jobs": [job_as_dict(j) for j in jobs]})
 
 
 @project_page(role="admin")
@@ -65,5 +127,9 @@ def jobs_retry(
     except DomainError as exc:
         messages.error(request, str(exc))
     else:
-        messages.success(request, f"Job #{job.pk} queued again.")
+        messages.success(
+            request,
+            f"Job #{job.pk} queued again with a fresh budget of {max_attempts()} "
+            "attempts.",
+        )
     return redirect("frontend:jobs", project_id=project.pk)

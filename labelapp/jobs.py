@@ -4,7 +4,20 @@ Lifecycle: ``job_enqueue`` (pending; the Celery task is sent on commit) → the 
 calls ``job_run`` which claims the row with a conditional UPDATE (pending → running),
 runs the service with a progress reporter and a heartbeat thread, and marks it
 succeeded or failed. ``jobs_reap_stale`` (periodic) requeues or fails jobs whose
-worker stopped heartbeating (killed, OOM, machine gone).
+worker stopped heartbeating (killed, OOM, machine gone) and re-sends pending jobs
+whose message never reached a worker (the broker was down when they were created).
+
+The claim is the job's fencing token: the worker id (unique per execution) and the
+attempt number it set. Every write of a job — progress, heartbeat, the service's
+results (``job_fence``), the final status — names both, so an execution that lost its
+claim (requeued after a long outage and taken by another worker) writes nothing.
+
+A dropped database connection (a failover, ``pg_terminate_backend``, a restarted
+pgbouncer) is not a lost worker: the heartbeat reconnects on its next beat, progress
+reports are skipped, and the service is retried in place on the same claim with
+backoff (``retry_db``), so a blip costs seconds, not an attempt.
+
+Settings are read at call time (tests override them with ``override_settings``).
 """
 
 from __future__ import annotations
@@ -13,39 +26,59 @@ import logging
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import (
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    connection,
+    transaction,
+)
 from django.db.models import F, Q
 from django.utils import timezone
 
-from labelapp.errors import Conflict
+from labelapp.broker import publisher
+from labelapp.errors import Conflict, ValidationFailed
 from labelapp.models import Job, Project
+from labelapp.tasknames import TASK_FOR_KIND
 
 log = logging.getLogger(__name__)
 
-# Seconds without a heartbeat after which a running job's worker counts as dead.
-STALE_AFTER = getattr(settings, "PAIRLOOP_JOB_STALE_SECONDS", 120)
-HEARTBEAT_EVERY = getattr(settings, "PAIRLOOP_JOB_HEARTBEAT_SECONDS", 5)
-MAX_ATTEMPTS = getattr(settings, "PAIRLOOP_JOB_MAX_ATTEMPTS", 3)
 PROGRESS_EVERY = 1.0  # seconds between progress writes (heartbeats fill the gaps)
+# Seconds to wait before each in-place retry after a database error: about 30 s in
+# all, well under the default stale time (120 s), so a blip never costs an attempt.
+DB_RETRY_BACKOFF: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+TRANSIENT_DB_ERRORS = (OperationalError, InterfaceError)
 
-# kind → Celery task name; tasks.py registers the tasks under these names.
-TASKS = {
-    Job.Kind.TRAIN_RM: "pairloop.gpu.train_reward_model",
-    Job.Kind.ROUND: "pairloop.gpu.run_round",
-    Job.Kind.EXPORT: "pairloop.export",
-    Job.Kind.IMPORT: "pairloop.import",
-}
+T = TypeVar("T")
+
+
+def stale_after() -> float:
+    """Seconds without a heartbeat after which a running job's worker counts as
+    dead (PAIRLOOP_JOB_STALE_SECONDS)."""
+    return float(settings.PAIRLOOP_JOB_STALE_SECONDS)
+
+
+def heartbeat_every() -> float:
+    return float(settings.PAIRLOOP_JOB_HEARTBEAT_SECONDS)
+
+
+def max_attempts() -> int:
+    return int(settings.PAIRLOOP_JOB_MAX_ATTEMPTS)
+
+
+class Superseded(Exception):
+    """This execution no longer holds the job's claim: it was requeued (its worker
+    looked dead) and may run elsewhere. Its results must not be written."""
 
 
 def _send(job: Job) -> None:
-    from config.celery import app
-
-    app.send_task(TASKS[job.kind], args=[job.pk])
+    publisher.send(TASK_FOR_KIND[job.kind], args=[job.pk])
 
 
 def job_enqueue(
@@ -62,6 +95,11 @@ def job_enqueue(
     is, ``if_active="return"`` returns it (created=False) — so many labels arriving at
     once start training once — and ``if_active="raise"`` raises Conflict.
     """
+    if kind not in TASK_FOR_KIND:
+        raise ValidationFailed(
+            f"jobs of kind {str(kind)!r} do not run in the background; kinds with a "
+            "task: " + ", ".join(sorted(TASK_FOR_KIND))
+        )
     try:
         with transaction.atomic():
             job = Job.objects.create(
@@ -96,7 +134,7 @@ def job_claim(*, job_id: int, worker: str, now: datetime | None = None) -> Job |
     duplicate delivery of the same task then does nothing.
     """
     now = now or timezone.now()
-    stale = now - timedelta(seconds=STALE_AFTER)
+    stale = now - timedelta(seconds=stale_after())
     # One conditional UPDATE closes the race between two deliveries of the same
     # task (acks_late redelivery, reaper requeue): only one of them matches.
     claimed = Job.objects.filter(
@@ -117,6 +155,54 @@ def job_claim(*, job_id: int, worker: str, now: datetime | None = None) -> Job |
     return Job.objects.get(pk=job_id)
 
 
+def _held(job: Job):
+    """This execution's claim: the fencing token in a filter."""
+    return Job.objects.filter(
+        pk=job.pk, status=Job.Status.RUNNING, worker=job.worker, attempts=job.attempts
+    )
+
+
+def job_fence(job: Job) -> None:
+    """Call first inside the transaction that writes a job's results: locks the job
+    row and raises Superseded unless this execution still holds the claim.
+
+    The lock orders the write against the reaper's requeue (an UPDATE of the same
+    row): either the results commit first — and the next attempt finds them and does
+    nothing — or the requeue does, and this check refuses the write.
+    """
+    if not connection.in_atomic_block:
+        raise RuntimeError("job_fence() must run inside the transaction it guards")
+    if not list(_held(job).select_for_update().values_list("pk", flat=True)):
+        raise Superseded(
+            f"job #{job.pk} attempt {job.attempts} on {job.worker} lost its claim"
+        )
+
+
+def retry_db(
+    fn: Callable[[], T],
+    *,
+    what: str,
+    backoff: Sequence[float] = DB_RETRY_BACKOFF,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """Run ``fn``; after a dropped connection or another transient database error,
+    reconnect and run it again, waiting ``backoff[i]`` seconds before retry i.
+
+    ``fn`` must be safe to repeat (its own transaction, idempotent). Inside an outer
+    transaction nothing can be retried (the transaction is gone): the error is raised.
+    """
+    for delay in (*backoff, None):
+        try:
+            return fn()
+        except TRANSIENT_DB_ERRORS as exc:
+            if delay is None or connection.in_atomic_block:
+                raise
+            log.warning("%s: database error (%s); retrying in %.1f s", what, exc, delay)
+            connection.close()  # the next query opens a fresh connection
+            sleep(delay)
+    raise AssertionError("unreachable")
+
+
 @dataclass
 class Reporter:
     """Progress callback handed to services: ``reporter(fraction, message)``."""
@@ -131,14 +217,27 @@ class Reporter:
             return
         self._last = now
         fraction = min(1.0, max(0.0, float(fraction)))
-        # Guarded by worker: a job requeued to another worker ignores us.
-        Job.objects.filter(
-            pk=self.job_id, status=Job.Status.RUNNING, worker=self.worker
-        ).update(progress=fraction, message=message[:500], heartbeat_at=timezone.now())
+        try:
+            # Guarded by worker: a job requeued to another worker ignores us.
+            Job.objects.filter(
+                pk=self.job_id, status=Job.Status.RUNNING, worker=self.worker
+            ).update(
+                progress=fraction, message=message[:500], heartbeat_at=timezone.now()
+            )
+        except TRANSIENT_DB_ERRORS as exc:
+            if connection.in_atomic_block:
+                raise
+            # Progress is best effort: a training step must not die because the
+            # database blinked. The next report (or the service's write) reconnects.
+            log.warning("job %s: progress not saved (%s)", self.job_id, exc)
+            connection.close()
 
 
 class _Heartbeat(threading.Thread):
-    """Touches heartbeat_at while a long step (a training epoch) reports nothing."""
+    """Touches heartbeat_at while a long step (a training epoch) reports nothing.
+
+    Each beat has its own ``try``: a dropped connection costs one beat, then the
+    thread reconnects (its connection is its own: Django's are per thread)."""
 
     def __init__(self, job_id: int, worker: str) -> None:
         super().__init__(daemon=True, name=f"job-{job_id}-heartbeat")
@@ -147,14 +246,32 @@ class _Heartbeat(threading.Thread):
 
     def run(self) -> None:
         try:
-            while not self.stop.wait(HEARTBEAT_EVERY):
-                Job.objects.filter(
-                    pk=self.job_id, status=Job.Status.RUNNING, worker=self.worker
-                ).update(heartbeat_at=timezone.now())
-        except Exception:  # the job itself reports DB trouble; never crash here
-            log.exception("heartbeat for job %s failed", self.job_id)
+            while not self.stop.wait(heartbeat_every()):
+                try:
+                    Job.objects.filter(
+                        pk=self.job_id, status=Job.Status.RUNNING, worker=self.worker
+                    ).update(heartbeat_at=timezone.now())
+                except TRANSIENT_DB_ERRORS as exc:
+                    log.warning("heartbeat for job %s: %s", self.job_id, exc)
+                    connection.close()  # reconnect on the next beat
+                except Exception:  # never let the thread die while the job runs
+                    log.exception("heartbeat for job %s failed", self.job_id)
         finally:
             connection.close()
+
+
+def _run_service(
+    job: Job, reporter: Reporter, service: Callable[[Job, Reporter], dict | None]
+) -> dict:
+    """The service, retried in place on the same claim after transient database
+    errors (services are idempotent: they find what an earlier try registered)."""
+
+    def attempt() -> dict:
+        if not _held(job).exists():  # the retry of a long outage may come too late
+            raise Superseded(f"job #{job.pk} was requeued while the database was away")
+        return service(job, reporter) or {}
+
+    return retry_db(attempt, what=f"job {job.pk}")
 
 
 def job_run(
@@ -170,34 +287,51 @@ def job_run(
     heartbeat.start()
     reporter = Reporter(job_id, worker)
     try:
-        result = service(job, reporter) or {}
+        result = _run_service(job, reporter, service)
+    except Superseded as exc:
+        log.warning("%s; its results were not written", exc)
+        return None
     except Exception as exc:
         tail = traceback.format_exc()[-4000:]
-        Job.objects.filter(pk=job_id, worker=worker).update(
-            status=Job.Status.FAILED,
-            error=f"{type(exc).__name__}: {exc}"[:2000],
-            traceback_tail=tail,
-            finished_at=timezone.now(),
+        error = f"{type(exc).__name__}: {exc}"[:2000]
+        retry_db(
+            lambda: _held(job).update(
+                status=Job.Status.FAILED,
+                error=error,
+                traceback_tail=tail,
+                finished_at=timezone.now(),
+            ),
+            what=f"job {job_id} failure record",
         )
         log.exception("job %s failed", job_id)
         raise
     finally:
         heartbeat.stop.set()
         heartbeat.join(5)
-    Job.objects.filter(pk=job_id, worker=worker).update(
-        status=Job.Status.SUCCEEDED,
-        progress=1.0,
-        result=result,
-        finished_at=timezone.now(),
-        heartbeat_at=timezone.now(),
+    retry_db(
+        lambda: _held(job).update(
+            status=Job.Status.SUCCEEDED,
+            progress=1.0,
+            result=result,
+            finished_at=timezone.now(),
+            heartbeat_at=timezone.now(),
+        ),
+        what=f"job {job_id} success record",
     )
     return Job.objects.get(pk=job_id)
 
 
 def job_retry(*, job: Job) -> Job:
-    """Put a failed job back in the queue (admin action)."""
+    """Put a failed job back in the queue (admin action) with a fresh budget of
+    attempts: the admin has looked at why it failed, so one more worker loss must
+    not fail it again at once."""
     updated = Job.objects.filter(pk=job.pk, status=Job.Status.FAILED).update(
-        status=Job.Status.PENDING, progress=0.0, message="retry requested", error=""
+        status=Job.Status.PENDING,
+        progress=0.0,
+        attempts=0,
+        heartbeat_at=timezone.now(),  # sent now: the reaper re-sends after stale
+        message=f"retry requested: a fresh budget of {max_attempts()} attempts",
+        error="",
     )
     if not updated:
         raise Conflict(f"job #{job.pk} is {job.status}; only failed jobs are retried")
@@ -207,16 +341,22 @@ def job_retry(*, job: Job) -> Job:
 
 
 def jobs_reap_stale(*, now: datetime | None = None) -> dict[str, int]:
-    """Requeue (or fail, after MAX_ATTEMPTS) running jobs whose worker died."""
+    """Requeue (or fail, after PAIRLOOP_JOB_MAX_ATTEMPTS) running jobs whose worker
+    died; re-send pending jobs that no worker claimed within the stale time."""
     now = now or timezone.now()
-    stale = now - timedelta(seconds=STALE_AFTER)
-    requeued = failed = 0
+    stale = now - timedelta(seconds=stale_after())
+    limit = max_attempts()
+    requeued = failed = resent = 0
     for job in Job.objects.filter(status=Job.Status.RUNNING, heartbeat_at__lt=stale):
         with transaction.atomic():
-            if job.attempts >= MAX_ATTEMPTS:
-                n = Job.objects.filter(
-                    pk=job.pk, status=Job.Status.RUNNING, heartbeat_at__lt=stale
-                ).update(
+            # Each UPDATE repeats the claim's condition: a worker that still beats
+            # (or woke up and beat in between) keeps its job. The heartbeat thread
+            # outlives database blips, so only a dead worker stops beating.
+            still_stale = Job.objects.filter(
+                pk=job.pk, status=Job.Status.RUNNING, heartbeat_at__lt=stale
+            )
+            if job.attempts >= limit:
+                failed += still_stale.update(
                     status=Job.Status.FAILED,
                     error=(
                         f"worker {job.worker or '?'} stopped responding (no heartbeat "
@@ -225,17 +365,24 @@ def jobs_reap_stale(*, now: datetime | None = None) -> dict[str, int]:
                     ),
                     finished_at=now,
                 )
-                failed += n
-            else:
-                # The same conditional UPDATE as claiming: a worker that woke up
-                # and heartbeat in between keeps its job.
-                n = Job.objects.filter(
-                    pk=job.pk, status=Job.Status.RUNNING, heartbeat_at__lt=stale
-                ).update(
-                    status=Job.Status.PENDING,
-                    message=f"requeued: worker {job.worker or '?'} stopped responding",
-                )
-                if n:
-                    requeued += 1
-                    transaction.on_commit(lambda job=job: _send(job))
-    return {"requeued": requeued, "failed": failed}
+            elif still_stale.update(
+                status=Job.Status.PENDING,
+                heartbeat_at=now,  # when it was sent again, for the re-send below
+                message=f"requeued: worker {job.worker or '?'} stopped responding",
+            ):
+                requeued += 1
+                transaction.on_commit(lambda job=job: _send(job))
+    # A pending job is a row first and a message second: when the broker was down
+    # at commit, the message is lost and the row is the outbox. Re-sending at most
+    # once per stale time is harmless (a duplicate delivery claims nothing).
+    unsent = Q(heartbeat_at__lt=stale) | Q(
+        heartbeat_at__isnull=True, created_at__lt=stale
+    )
+    for job in Job.objects.filter(unsent, status=Job.Status.PENDING):
+        with transaction.atomic():
+            if Job.objects.filter(unsent, pk=job.pk, status=Job.Status.PENDING).update(
+                heartbeat_at=now
+            ):
+                resent += 1
+                transaction.on_commit(lambda job=job: _send(job))
+    return {"requeued": requeued, "failed": failed, "resent": resent}

@@ -313,7 +313,7 @@ class Comparison(models.Model):
     gold_choice = models.CharField(max_length=16, choices=Choice.choices, blank=True)
     # Random key for "then random" ordering that an index can serve.
     random_key = models.FloatField(default=0.0)
-    # Aggregates over accepted labels (labelapp.aggregation).
+    # Aggregates over accepted labels (labelapp.services.aggregates).
     p_a = models.FloatField(null=True, blank=True)
     majority = models.CharField(max_length=16, choices=Choice.choices, blank=True)
     agreement = models.FloatField(null=True, blank=True)

@@ -1,8 +1,10 @@
 """Celery tasks: thin wrappers that take ids, claim the job row and call a service.
 
-Every task is named explicitly, acks late and is rejected (so redelivered) when its
-worker is lost; retries with backoff are for transient infrastructure errors only
-(database or broker connections), never for bad data or bugs.
+Every task is named from the one registry (labelapp.tasknames), acks late and is
+rejected (so redelivered) when its worker is lost; retries with backoff are for
+transient infrastructure errors only (database or broker connections), never for
+bad data or bugs. Inside a job, database blips are retried in place on the same
+claim (labelapp.jobs.retry_db); a Celery retry is the last resort.
 """
 
 from __future__ import annotations
@@ -15,7 +17,12 @@ from celery import shared_task
 from django.db import InterfaceError, OperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from labelapp import jobs
+from labelapp import jobs, tasknames
+from labelapp.exports_jobs import export_job
+from labelapp.loop.reward import reward_model_train
+from labelapp.loop.rounds import round_run
+from labelapp.loop.triggers import training_maybe_trigger
+from labelapp.queue import leases_reclaim
 
 TRANSIENT = (OperationalError, InterfaceError, RedisConnectionError)
 COMMON = {
@@ -36,41 +43,31 @@ def _worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-@shared_task(name="pairloop.gpu.train_reward_model", **COMMON, **GPU_LIMITS)
+@shared_task(name=tasknames.TRAIN_REWARD_MODEL, **COMMON, **GPU_LIMITS)
 def train_reward_model(job_id: int) -> None:
-    from labelapp.loop import reward_model_train
-
     jobs.job_run(job_id=job_id, worker=_worker_id(), service=reward_model_train)
 
 
-@shared_task(name="pairloop.gpu.run_round", **COMMON, **GPU_LIMITS)
+@shared_task(name=tasknames.RUN_ROUND, **COMMON, **GPU_LIMITS)
 def run_round(job_id: int) -> None:
-    from labelapp.loop import round_run
-
     jobs.job_run(job_id=job_id, worker=_worker_id(), service=round_run)
 
 
-@shared_task(name="pairloop.export", **COMMON, **DEFAULT_LIMITS)
+@shared_task(name=tasknames.EXPORT, **COMMON, **DEFAULT_LIMITS)
 def export(job_id: int) -> None:
-    from labelapp.datasets.export_jobs import export_job
-
     jobs.job_run(job_id=job_id, worker=_worker_id(), service=export_job)
 
 
-@shared_task(name="pairloop.jobs.reap_stale", **COMMON, **DEFAULT_LIMITS)
+@shared_task(name=tasknames.REAP_STALE_JOBS, **COMMON, **DEFAULT_LIMITS)
 def reap_stale_jobs() -> dict[str, int]:
     return jobs.jobs_reap_stale()
 
 
-@shared_task(name="pairloop.loop.check_triggers", **COMMON, **DEFAULT_LIMITS)
+@shared_task(name=tasknames.CHECK_TRIGGERS, **COMMON, **DEFAULT_LIMITS)
 def check_triggers(project_id: int | None = None) -> int:
-    from labelapp.loop import training_maybe_trigger
-
     return training_maybe_trigger(project_id=project_id)
 
 
-@shared_task(name="pairloop.leases.reclaim", **COMMON, **DEFAULT_LIMITS)
+@shared_task(name=tasknames.RECLAIM_LEASES, **COMMON, **DEFAULT_LIMITS)
 def reclaim_expired_leases() -> int:
-    from labelapp.queue import leases_reclaim
-
     return leases_reclaim()

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
+
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.exceptions import ErrorDetail, ParseError
@@ -36,6 +39,8 @@ from labelapp.queue import (
     label_input_problems,
 )
 from labelapp.services.reviews import REVIEW_NOTE_MAX_CHARS
+from training.config import RewardConfig
+from training.rejection import PAIR_STRATEGIES
 
 
 def enum_field(values: list[str], **kwargs) -> serializers.ChoiceField:
@@ -106,10 +111,6 @@ def _type_problem(value: object, hint: str) -> str | None:
 def validate_rm_config(value: object) -> dict:
     """``rm_config`` against training.config.RewardConfig: known keys, their types,
     then the dataclass's own range checks."""
-    import dataclasses
-
-    from training.config import RewardConfig
-
     if not isinstance(value, dict):
         raise serializers.ValidationError(
             'Must be an object of RewardConfig settings (e.g. {"num_epochs": 2}).'
@@ -145,10 +146,6 @@ def validate_rm_config(value: object) -> dict:
 def validate_pair_mix(value: object) -> dict:
     """``pair_mix`` against training.rejection.RoundConfig: known strategies with
     finite weights >= 0, not all 0."""
-    import math
-
-    from training.rejection import PAIR_STRATEGIES
-
     if not isinstance(value, dict):
         raise serializers.ValidationError(
             "Must be an object of strategy weights, e.g. "

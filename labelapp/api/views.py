@@ -24,7 +24,7 @@ from labelapp.api import serializers as s
 from labelapp.api.permissions import ProjectAdminWrites, StaffCreatesProjects
 from labelapp.errors import NotFound, PermissionDenied
 from labelapp.jobs import job_retry
-from labelapp.loop import round_start, training_start
+from labelapp.loop.triggers import round_start, training_start
 from labelapp.queue import assignment_skip, comparison_next_for, label_submit
 from labelapp.services.content import (
     comparison_create,

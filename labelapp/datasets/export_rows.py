@@ -9,7 +9,6 @@ from typing import Any
 from django.contrib.postgres.aggregates import ArrayAgg
 from django.db.models import Q
 
-from labelapp.aggregation import Aggregate, aggregate_labels
 from labelapp.datasets.export_formats import (
     ExportOptions,
     ProgressFn,
@@ -19,6 +18,7 @@ from labelapp.datasets.export_formats import (
     strength_margin,
 )
 from labelapp.models import Comparison, Label, Project, SFTExample
+from labelapp.services.aggregates import Aggregate, aggregate_labels
 
 NOT_REJECTED = ~Q(labels__review_state=Label.ReviewState.REJECTED)
 

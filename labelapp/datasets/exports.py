@@ -34,7 +34,6 @@ from typing import Any
 from django.conf import settings
 from django.utils.text import slugify
 
-from labelapp import quality
 from labelapp.datasets.export_card import command_line, dataset_card
 from labelapp.datasets.export_formats import (
     FORMATS,
@@ -49,6 +48,7 @@ from labelapp.datasets.export_formats import (
 from labelapp.datasets.export_rows import label_rows, preference_rows, sft_rows
 from labelapp.errors import NotFound, ValidationFailed
 from labelapp.models import Project
+from labelapp.selectors.quality import project_agreement
 
 __all__ = ["FORMATS", "KINDS", "ExportOptions", "export_run"]
 
@@ -122,7 +122,7 @@ def export_run(
                 writer.write(rows)
         finally:
             writer.close()
-        agreement = quality.project_agreement(project=project)
+        agreement = project_agreement(project=project)
         command = opts.command or command_line(project, kind, opts)
         (tmp / "README.md").write_text(
             dataset_card(

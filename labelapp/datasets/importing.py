@@ -19,7 +19,6 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
-from labelapp.aggregation import aggregate_labels
 from labelapp.datasets.records import (
     Limits,
     PairRec,
@@ -40,6 +39,7 @@ from labelapp.models import (
     content_hash,
     text_hash,
 )
+from labelapp.services.aggregates import aggregate_labels
 
 IMPORTED_USERNAME = "imported"
 # The API's limits and the columns' sizes: an import stores nothing the API would

@@ -3,7 +3,6 @@ count, status and aggregates, in one transaction under the comparison lock."""
 
 from __future__ import annotations
 
-import time
 from datetime import datetime
 from typing import Any
 
@@ -11,9 +10,9 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
-from labelapp.aggregation import aggregate_labels
 from labelapp.db import loaded, prepared_cursor
 from labelapp.errors import Conflict, ValidationFailed
+from labelapp.loop.triggers import training_check_soon
 from labelapp.models import Assignment, Choice, Comparison, Label
 from labelapp.queue.assignments import (
     _ASSIGNMENT_COLUMNS,
@@ -23,6 +22,7 @@ from labelapp.queue.assignments import (
     _now,
 )
 from labelapp.queue.label_input import label_input_problems
+from labelapp.services.aggregates import aggregate_labels
 
 # Display choice -> canonical choice when the pair was shown swapped (B on the left).
 _SWAP = {Choice.A: Choice.B, Choice.B: Choice.A}
@@ -253,28 +253,5 @@ def label_submit(
             # threshold; the check runs after commit, on the default queue, and
             # starts training at most once (one active job per project and kind);
             # if the broker is down, beat runs the same check periodically.
-            transaction.on_commit(
-                lambda: _check_triggers_later(project_id), robust=True
-            )
+            transaction.on_commit(lambda: training_check_soon(project_id), robust=True)
         return loaded(Label, {"id": written[0], **values}), True
-
-
-# Trigger checks, coalesced per process: publishing a task costs ~1-3 ms of CPU, and
-# at hundreds of labels/s a comparison completes every few milliseconds. The check
-# counts everything committed when it runs, so one check scheduled to start *after*
-# a commit covers that commit: a completion that finds such a check pending (due more
-# than _TRIGGER_MARGIN from now, a margin for clock skew between machines) sends
-# nothing. Beat runs the same check periodically as the backstop.
-_TRIGGER_DELAY = 1.0
-_TRIGGER_MARGIN = 0.25
-_trigger_due: dict[int, float] = {}
-
-
-def _check_triggers_later(project_id: int) -> None:
-    from labelapp.tasks import check_triggers
-
-    now = time.monotonic()
-    if _trigger_due.get(project_id, 0.0) - now > _TRIGGER_MARGIN:
-        return
-    _trigger_due[project_id] = now + _TRIGGER_DELAY
-    check_triggers.apply_async(args=[project_id], countdown=_TRIGGER_DELAY)

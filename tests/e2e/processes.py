@@ -58,9 +58,16 @@ class Processes:
             "ARTIFACTS_DIR": str(settings.ARTIFACTS_DIR),
             "DEBUG": "1",
             "PAIRLOOP_BEAT_SECONDS": "2",
-            "PAIRLOOP_JOB_STALE_SECONDS": "8",
+            # Short, so a killed worker is noticed soon; long enough that a worker
+            # on a loaded machine (or reconnecting after a blip) is not taken for
+            # dead: the heartbeat beats every second.
+            "PAIRLOOP_JOB_STALE_SECONDS": "15",
             "PAIRLOOP_JOB_HEARTBEAT_SECONDS": "1",
             "PYTHONUNBUFFERED": "1",
+            # One compute thread per process: on a loaded machine OpenMP's spinning
+            # threads slowed a tiny training job by two orders of magnitude.
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+            "MKL_NUM_THREADS": os.environ.get("MKL_NUM_THREADS", "1"),
             **(extra_env or {}),
         }
         self.procs: dict[str, subprocess.Popen] = {}

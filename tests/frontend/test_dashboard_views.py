@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from django.urls import reverse
 
+from frontend.plots import PLOTS
 from labelapp.models import Job, Membership, Project
-from labelapp.plots import PLOTS
 from tests.frontend.conftest import client_for
 from tests.frontend.dashboard_data import DemoProject
 

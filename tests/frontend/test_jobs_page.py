@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from rest_framework.test import APIClient
 
@@ -157,3 +159,31 @@ def test_other_project_admin_cannot_start(people, django_user_model):
     api = APIClient()
     api.force_authenticate(people["admin"])
     assert api.post(f"/api/v1/projects/{other.pk}/train/").status_code == 404
+
+
+def test_retry_says_it_starts_a_fresh_budget(client, people, project, settings):
+    settings.PAIRLOOP_JOB_MAX_ATTEMPTS = 3
+    job = Job.objects.create(
+        project=project, kind=Job.Kind.ROUND, status="failed", attempts=3,
+        error="worker w stopped responding after 3 attempts",
+    )  # fmt: skip
+    c = client_for(client, people["admin"])
+    html = c.get(reverse("frontend:jobs", args=[project.pk])).content.decode()
+    assert "a fresh budget of 3 attempts" in html
+    page = c.post(
+        reverse("frontend:jobs-retry", args=[project.pk, job.pk]), follow=True
+    )
+    assert "queued again with a fresh budget of 3 attempts" in page.content.decode()
+    job.refresh_from_db()
+    assert (job.status, job.attempts) == ("pending", 0)
+
+
+def test_jobs_json_reads_only_jobs(client, people, project):
+    Job.objects.create(project=project, kind=Job.Kind.TRAIN_RM, status="running")
+    c = client_for(client, people["reviewer"])
+    with CaptureQueriesContext(connection) as queries:
+        data = c.get(reverse("frontend:jobs-json", args=[project.pk])).json()
+    assert [j["status"] for j in data["jobs"]] == ["running"]
+    tables = " ".join(q["sql"] for q in queries.captured_queries)
+    assert "labelapp_round" not in tables and "labelapp_modelversion" not in tables
+    assert "labelapp_comparison" not in tables

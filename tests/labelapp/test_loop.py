@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
 from django.utils import timezone
 
-from labelapp import loop
 from labelapp.datasets.importing import import_files
-from labelapp.jobs import Reporter
+from labelapp.jobs import Reporter, Superseded
+from labelapp.loop import overview, reward, rounds, triggers
 from labelapp.models import Comparison, Job, ModelVersion, Project, Round, SFTExample
 from tests.training.conftest import save_tiny_base
 
@@ -20,7 +21,7 @@ N_PAIRS = 20
 
 
 def test_promotion_rule():
-    decide = loop.promotion_decision
+    decide = reward.promotion_decision
     assert decide(new_acc=0.6, old_acc=None, tolerance=0, promoted_version=None) == (
         "promoted",
         "first reward model",
@@ -88,61 +89,117 @@ def run(job: Job, service):
 def test_threshold_counts_only_since_the_last_version(
     project, django_capture_on_commit_callbacks
 ):
-    assert loop.comparisons_completed_since_last_version(project) == N_PAIRS
+    assert overview.comparisons_completed_since_last_version(project) == N_PAIRS
     with django_capture_on_commit_callbacks() as sent:
-        assert loop.training_maybe_trigger(project_id=project.pk) == 1
-        assert loop.training_maybe_trigger(project_id=project.pk) == 0  # active
+        assert triggers.training_maybe_trigger(project_id=project.pk) == 1
+        assert triggers.training_maybe_trigger(project_id=project.pk) == 0  # active
     assert len(sent) == 1
     job = Job.objects.get(kind="train_rm")
-    result = run(job, loop.reward_model_train)
+    result = run(job, reward.reward_model_train)
     assert result["status"] == "promoted"
     version = ModelVersion.objects.get()
     assert version.metrics["data_cutoff"] and version.n_pairs == N_PAIRS
     # Nothing new completed since the version's cutoff: no new training.
-    assert loop.comparisons_completed_since_last_version(project) == 0
-    assert loop.training_maybe_trigger(project_id=project.pk) == 0
+    assert overview.comparisons_completed_since_last_version(project) == 0
+    assert triggers.training_maybe_trigger(project_id=project.pk) == 0
     # A redelivered training job finds its version registered and does nothing.
-    again = run(job, loop.reward_model_train)
+    again = run(job, reward.reward_model_train)
     assert again == {"version": 1, "status": "promoted"}
     assert ModelVersion.objects.count() == 1
 
 
 def test_a_worse_version_is_kept_but_not_promoted(project, monkeypatch):
     first = Job.objects.create(project=project, kind="train_rm")
-    run(first, loop.reward_model_train)
+    run(first, reward.reward_model_train)
     Comparison.objects.update(completed_at=timezone.now())  # "new" labels
     monkeypatch.setattr(
-        loop,
+        reward,
         "promotion_decision",
         lambda **kw: ("rejected", "held-out accuracy 0.100 is worse (test)"),
     )
     second = Job.objects.create(project=project, kind="train_rm")
-    result = run(second, loop.reward_model_train)
+    result = run(second, reward.reward_model_train)
     assert result["status"] == "rejected"
     v1, v2 = ModelVersion.objects.order_by("version")
     assert (v1.status, v2.status) == ("promoted", "rejected")
     assert v2.status_reason == "held-out accuracy 0.100 is worse (test)"
     assert v2.parent == v1 and v2.metrics["promoted_accuracy_on_same_eval"] is not None
-    assert loop.reward_version_promoted(project) == v1
+    assert overview.reward_version_promoted(project) == v1
 
 
 def test_round_zero_then_round_one_with_the_promoted_model(project):
     job0 = Job.objects.create(project=project, kind="round")
-    r0 = run(job0, loop.round_run)
+    r0 = run(job0, rounds.round_run)
     round0 = Round.objects.get(number=0)
     assert r0["round"] == 0 and round0.reward_version is None
     assert set(round0.comparisons.values_list("strategy", flat=True)) == {"random"}
     assert not SFTExample.objects.exists()
     # Redelivery of a finished round adds nothing.
     counts = (Comparison.objects.count(), round0.responses.count())
-    assert run(job0, loop.round_run) == {"round": 0, "already": "done"}
+    assert run(job0, rounds.round_run) == {"round": 0, "already": "done"}
     assert counts == (Comparison.objects.count(), round0.responses.count())
 
-    run(Job.objects.create(project=project, kind="train_rm"), loop.reward_model_train)
+    run(Job.objects.create(project=project, kind="train_rm"), reward.reward_model_train)
     job1 = Job.objects.create(project=project, kind="round")
-    run(job1, loop.round_run)
+    run(job1, rounds.round_run)
     round1 = Round.objects.get(number=1)
-    assert round1.reward_version == loop.reward_version_promoted(project)
+    assert round1.reward_version == overview.reward_version_promoted(project)
     assert SFTExample.objects.filter(round=round1).count() == 3
     assert round1.stats["reward"]["mean"] is not None
     assert round1.responses.filter(reward__isnull=False).exists()
+
+
+def test_round_keys_come_from_the_rounds_seeded_generator(project, monkeypatch):
+    def unseeded():
+        raise AssertionError("random_key drawn from the unseeded global generator")
+
+    monkeypatch.setattr(random, "random", unseeded)
+    job = Job.objects.create(project=project, kind="round")
+    run(job, rounds.round_run)
+    rnd = Round.objects.get(job=job)
+    assert rnd.settings["sampler_backend"] == "transformers"
+    keys = list(rnd.comparisons.order_by("id").values_list("random_key", flat=True))
+    assert keys and all(0 <= k < 1 for k in keys)
+    # The same seed gives the same keys: the first is the generator's first draw.
+    first = random.Random(f"round-{rnd.settings['seed']}-random-keys")
+    assert keys[0] == first.random()
+
+
+def test_the_sampler_backend_is_read_from_the_round(project):
+    job = Job.objects.create(project=project, kind="round")
+    Job.objects.filter(pk=job.pk).update(status="running", worker="t", attempts=1)
+    job.refresh_from_db()
+    rnd = rounds._round_for_job(job)
+    rnd.settings["sampler_backend"] = "no-such-backend"
+    rnd.save(update_fields=["settings"])
+    with pytest.raises(Exception, match="unknown sampler backend 'no-such-backend'"):
+        rounds.round_run(job, Reporter(job.pk, "t"))
+
+
+class _Requeued(Reporter):
+    """A reporter during whose call at ``at`` the job is requeued and taken by
+    another worker, as the reaper would after a long outage."""
+
+    def __init__(self, job: Job, at: float) -> None:
+        super().__init__(job.pk, job.worker)
+        self.at = at
+
+    def __call__(self, fraction, message="", force=False):
+        if fraction >= self.at:
+            Job.objects.filter(pk=self.job_id).update(worker="other", attempts=2)
+        super().__call__(fraction, message, force)
+
+
+@pytest.mark.parametrize("kind", ["train_rm", "round"])
+def test_a_superseded_execution_registers_nothing(project, kind):
+    job = Job.objects.create(project=project, kind=kind)
+    Job.objects.filter(pk=job.pk).update(status="running", worker="t", attempts=1)
+    job.refresh_from_db()
+    service = reward.reward_model_train if kind == "train_rm" else rounds.round_run
+    before = Comparison.objects.count()
+    with pytest.raises(Superseded):
+        service(job, _Requeued(job, at=0.0 if kind == "train_rm" else 0.96))
+    assert not ModelVersion.objects.exists()
+    assert Comparison.objects.count() == before
+    assert not Round.objects.filter(status="done").exists()
+    assert not SFTExample.objects.exists()

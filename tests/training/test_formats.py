@@ -1,7 +1,7 @@
 """Record parsing: Pairloop's own exports (JSONL and Parquet, every kind) and the
 HH transcript helpers shared with the labelling app's importer.
 
-The export files are written here exactly as ``labelapp/exports.py`` writes them
+The export files are written here exactly as ``labelapp/datasets/ (export_formats.py, export_rows.py)`` writes them
 (its Parquet schemas, its JSON separators, its row dicts), without Django."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from training.formats import (
     split_hh_reply,
 )
 
-# Copied from labelapp/exports.py (_preference_schema, _sft_schema, LABEL_SCHEMA).
+# Copied from labelapp/datasets/ (export_formats.py, export_rows.py) (_preference_schema, _sft_schema, LABEL_SCHEMA).
 MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
 
 
@@ -94,7 +94,7 @@ LABEL_SCHEMA = pa.schema(
 def write_export(
     folder: Path, stem: str, fmt: str, rows: list[dict[str, Any]], schema: pa.Schema
 ) -> Path:
-    """``_JsonlWriter`` / ``_ParquetWriter`` of labelapp/exports.py."""
+    """``_JsonlWriter`` / ``_ParquetWriter`` of labelapp/datasets/ (export_formats.py, export_rows.py)."""
     path = folder / f"{stem}.{fmt}"
     if fmt == "parquet":
         writer = pq.ParquetWriter(path, schema, compression="zstd")
@@ -312,7 +312,7 @@ def test_hh_prompt_messages_refuses_bad_prefixes(prefix: str, message: str) -> N
 def test_strength_level_rounds_like_the_in_app_loop() -> None:
     from training.formats import strength_level
 
-    # labelapp/loop.py training_pairs: round(mean_strength) with Python's round.
+    # labelapp/loop/overview.py training_pairs: round(mean_strength) with Python's round.
     assert [strength_level(v) for v in (1, 4, 2.6667, 2.5, 3.5, None)] == [
         1,
         4,

@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from labelapp.datasets.importing import import_files
-from labelapp.loop import round_start
+from labelapp.loop.triggers import round_start
 from labelapp.models import Membership, Project
 
 DEMO_FILE = Path(__file__).resolve().parents[2] / "demo" / "demo.jsonl"

@@ -38,6 +38,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from rest_framework.authtoken.models import Token
 
 from labelapp.models import Membership, Project
+from training.formats import read_pairs
 
 Oracle = Callable[[list[dict], str, str], float]  # → probability A is preferred
 
@@ -67,8 +68,6 @@ def dataset_oracle(path: str | None) -> tuple[Oracle, Counter]:
     stats: Counter = Counter()
     table: dict[tuple[str, str], float] = {}
     if path:
-        from training.data import read_pairs
-
         for pair in read_pairs([path]):
             table[(pair.response_a, pair.response_b)] = pair.p_a
             table[(pair.response_b, pair.response_a)] = 1.0 - pair.p_a

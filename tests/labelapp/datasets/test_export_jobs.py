@@ -19,6 +19,7 @@ from labelapp import jobs, tasks
 from labelapp.datasets.export_jobs import export_enqueue, export_file, export_job
 from labelapp.errors import Conflict, NotFound, ValidationFailed
 from labelapp.models import Job
+from labelapp.tasknames import TASK_FOR_KIND
 from tests.frontend.dashboard_data import DemoProject, build_demo_project
 
 pytestmark = pytest.mark.django_db
@@ -39,7 +40,7 @@ def _run(demo: DemoProject, params: dict) -> Job:
 
 
 def test_task_is_registered_under_the_jobs_name() -> None:
-    assert tasks.export.name == jobs.TASKS[Job.Kind.EXPORT] == "pairloop.export"
+    assert tasks.export.name == TASK_FOR_KIND[Job.Kind.EXPORT] == "pairloop.export"
 
 
 def test_export_job_writes_files_and_reports(demo: DemoProject, tmp_path: Path) -> None:

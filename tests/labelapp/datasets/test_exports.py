@@ -162,7 +162,7 @@ def test_rejecting_a_label_changes_p_a_and_the_next_export(
     )
     assert before[0]["chosen"][0]["content"] == "first"
 
-    # A reviewer rejects both A labels (label_review in labelapp.aggregation once
+    # A reviewer rejects both A labels (label_review in labelapp.services.reviews once
     # the queue branch lands; here the state change plus a re-aggregation).
     Label.objects.filter(pk__in=[la.pk, lb.pk]).update(review_state="rejected")
     assert review_refresh(comp).p_a == 0.0

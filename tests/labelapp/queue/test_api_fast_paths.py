@@ -17,7 +17,6 @@ from labelapp.api import authentication
 from labelapp.api import serializers as s
 from labelapp.models import Choice
 from labelapp.queue import comparison_next_for, label_submit
-from labelapp.queue import label as queue_label
 
 from ..conftest import make_comparisons, make_user
 
@@ -205,30 +204,3 @@ def test_cache_off_looks_up_every_time(settings, django_assert_num_queries):
     for _ in range(2):
         with django_assert_num_queries(1):
             auth.authenticate_credentials(token.key)
-
-
-def test_trigger_checks_are_coalesced_but_never_dropped(monkeypatch):
-    """One check is sent per window; a completion that finds one pending sends
-    nothing, because that check starts after this commit and will count it."""
-    sent: list[tuple] = []
-    clock = [50.0]
-
-    class FakeTask:
-        @staticmethod
-        def apply_async(args, countdown):
-            sent.append((clock[0], args, countdown))
-
-    import labelapp.tasks
-
-    monkeypatch.setattr(labelapp.tasks, "check_triggers", FakeTask)
-    monkeypatch.setattr(queue_label.time, "monotonic", lambda: clock[0])
-    monkeypatch.setattr(queue_label, "_trigger_due", {})
-    queue_label._check_triggers_later(1)
-    queue_label._check_triggers_later(1)  # pending, due in 1 s: covered
-    queue_label._check_triggers_later(2)  # another project: its own check
-    assert [a for _, a, _ in sent] == [[1], [2]]
-    delay = sent[0][2]
-    clock[0] += delay - queue_label._TRIGGER_MARGIN / 2  # too close to the pending run
-    queue_label._check_triggers_later(1)
-    assert [a for _, a, _ in sent] == [[1], [2], [1]]
-    assert all(countdown > queue_label._TRIGGER_MARGIN for _, _, countdown in sent)

@@ -24,7 +24,7 @@ from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 from matplotlib.figure import Figure
 
 from labelapp.models import Label, ModelVersion, Project, Response
-from labelapp.quality import AgreementAccumulator
+from labelapp.selectors.quality_stats import AgreementAccumulator
 
 # Figure.savefig picks its canvas from the format, so no GUI backend is touched; Agg
 # is set anyway in case something in the process imports pyplot.

@@ -1,0 +1,98 @@
+"""Reads of the loop: promoted versions, the retraining count, training pairs, and
+the jobs, versions and rounds the jobs page lists. Plain data; the page's shaping
+lives in frontend/views_jobs.py."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.db.models import Count
+
+from labelapp.models import Comparison, Job, ModelVersion, Project, Round
+from training.data import Pair
+
+
+def reward_version_promoted(project: Project) -> ModelVersion | None:
+    return ModelVersion.objects.filter(
+        project=project,
+        kind=ModelVersion.Kind.REWARD,
+        status=ModelVersion.Status.PROMOTED,
+    ).first()
+
+
+def _last_cutoff(project: Project) -> datetime | None:
+    """Completion time up to which the latest reward model already saw labels."""
+    latest = (
+        ModelVersion.objects.filter(project=project, kind=ModelVersion.Kind.REWARD)
+        .exclude(status=ModelVersion.Status.FAILED)
+        .order_by("-version")
+        .first()
+    )
+    if latest is None or not latest.metrics.get("data_cutoff"):
+        return None
+    return datetime.fromisoformat(latest.metrics["data_cutoff"])
+
+
+def comparisons_completed_since_last_version(project: Project) -> int:
+    qs = Comparison.objects.filter(
+        project=project, status=Comparison.Status.COMPLETE, p_a__isnull=False
+    )
+    cutoff = _last_cutoff(project)
+    if cutoff is not None:
+        qs = qs.filter(completed_at__gt=cutoff)
+    return qs.count()
+
+
+def training_pairs(
+    project: Project, *, completed_before: datetime | None = None
+) -> list[Pair]:
+    """Complete comparisons with a soft label, as ``training.data.Pair``s."""
+    qs = Comparison.objects.filter(
+        project=project, status=Comparison.Status.COMPLETE, p_a__isnull=False
+    )
+    if completed_before is not None:
+        qs = qs.filter(completed_at__lte=completed_before)
+    rows = qs.values_list(
+        "id",
+        "prompt__messages",
+        "response_a__text",
+        "response_b__text",
+        "p_a",
+        "mean_strength",
+    ).order_by("id")
+    return [
+        Pair(
+            conversation=tuple(messages),
+            response_a=a,
+            response_b=b,
+            p_a=p_a,
+            strength=round(strength) if strength else None,
+            id=f"comparison-{cid}",
+        )
+        for cid, messages, a, b, p_a, strength in rows.iterator(chunk_size=2000)
+    ]
+
+
+def jobs_recent(project: Project, *, limit: int = 50) -> list[Job]:
+    return list(Job.objects.filter(project=project).order_by("-id")[:limit])
+
+
+def reward_versions(project: Project) -> list[ModelVersion]:
+    return list(
+        ModelVersion.objects.filter(
+            project=project, kind=ModelVersion.Kind.REWARD
+        ).order_by("-version")
+    )
+
+
+def rounds_with_counts(project: Project) -> list[Round]:
+    """Rounds, newest first, with ``n_comparisons`` and ``n_sft`` annotated."""
+    return list(
+        Round.objects.filter(project=project)
+        .annotate(
+            n_comparisons=Count("comparisons", distinct=True),
+            n_sft=Count("sft_examples", distinct=True),
+        )
+        .select_related("reward_version")
+        .order_by("-number")
+    )

@@ -1,0 +1,26 @@
+"""Celery task names: the one registry shared by the task decorators (tasks.py), the
+job layer (jobs.py), the loop's triggers and beat's schedule (config/settings.py).
+
+Domain modules enqueue by name (``celery.current_app.send_task``), so none of them
+imports ``tasks.py`` or ``config.celery``; a name here without a task, or a task
+without a name here, fails tests/labelapp/test_jobs.py.
+"""
+
+from __future__ import annotations
+
+# Routed to the "gpu" queue by the "pairloop.gpu.*" pattern in settings.
+TRAIN_REWARD_MODEL = "pairloop.gpu.train_reward_model"
+RUN_ROUND = "pairloop.gpu.run_round"
+EXPORT = "pairloop.export"
+REAP_STALE_JOBS = "pairloop.jobs.reap_stale"
+CHECK_TRIGGERS = "pairloop.loop.check_triggers"
+RECLAIM_LEASES = "pairloop.leases.reclaim"
+
+# Job kind → the task that runs it. Imports run in the request (or the
+# ``import_data`` command), never as a job, so the "import" kind has no task and
+# job_enqueue refuses it.
+TASK_FOR_KIND: dict[str, str] = {
+    "train_rm": TRAIN_REWARD_MODEL,
+    "round": RUN_ROUND,
+    "export": EXPORT,
+}
