@@ -10,7 +10,12 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMAND_MODULES = ("training.cli_rm", "training.cli_bon")
+SUBCOMMAND_MODULES = (
+    "training.cli_rm",
+    "training.cli_bon",
+    "training.train_policy",
+    "training.eval_policy",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
