@@ -331,6 +331,13 @@ class PolicyConfig:
     logging_steps: int = field(
         default=1, metadata={"help": "Optimizer steps between metric records."}
     )
+    gradient_checkpointing: bool = field(
+        default=False,
+        metadata={
+            "help": "Recompute activations in the backward pass (TRL turns it on by "
+            "default; off here: small models on CPU pay for it in time, not memory)."
+        },
+    )
 
     def __post_init__(self) -> None:
         problems = []
