@@ -11,8 +11,9 @@ SFT (:func:`select_sft`): per prompt, only the best sample is a candidate (the
 rejection-sampling pick), and it is kept only if
 
 1. it has a reward (``no_reward``: round 0 has no reward model);
-2. it is complete, not cut off at the token limit (``truncated``): a cut-off answer
-   scored as if complete teaches the policy to stop mid-sentence;
+2. it is not empty (``empty``: an immediate end of turn) and it is complete, not
+   cut off at the token limit (``truncated``): a cut-off answer scored as if
+   complete teaches the policy to stop mid-sentence;
 3. it beats the median reward of the prompt's samples by more than ``margin``
    (``below_margin``): when every sample is about as good, the pick is noise;
 4. a human approved it, when ``require_approved`` (``not_approved``);
@@ -23,7 +24,7 @@ Rounds are pooled in order (Llama 2: the best samples of *all* earlier rounds, n
 only the last). DPO (:func:`select_pairs`): per prompt, the best *complete* sample
 against the worst of all its samples (RLHFlow's best-vs-worst; the failures teach
 too), skipping prompts with fewer than two distinct samples, without a complete
-sample, or whose reward gap is at most ``pair_margin`` (ties). Every filter counts
+sample, or whose reward gap (empty answers are left out) is at most ``pair_margin`` (ties). Every filter counts
 what it removed, per round and in total, so the counts go into the round's stats
 and the training metrics.
 """
@@ -38,7 +39,14 @@ from typing import Any
 
 Conversation = list[dict[str, str]]
 
-SFT_FILTERS = ("no_reward", "truncated", "below_margin", "not_approved", "duplicate")
+SFT_FILTERS = (
+    "no_reward",
+    "empty",
+    "truncated",
+    "below_margin",
+    "not_approved",
+    "duplicate",
+)
 PAIR_FILTERS = ("too_few_samples", "no_complete_sample", "below_margin", "duplicate")
 
 
@@ -144,6 +152,9 @@ def select_sft(
             if best is None:
                 drop("no_reward")
                 continue
+            if not best.text.strip():
+                drop("empty")
+                continue
             if best.truncated:
                 drop("truncated")
                 continue
@@ -193,7 +204,12 @@ def select_pairs(
                 _count(result, PAIR_FILTERS, rnd, what)
 
             drop("prompts")
-            scored = [s for s in _distinct(prompt.samples) if s.reward is not None]
+            # Empty answers cannot be written as a training completion.
+            scored = [
+                s
+                for s in _distinct(prompt.samples)
+                if s.reward is not None and s.text.strip()
+            ]
             if len(scored) < 2:
                 drop("too_few_samples")
                 continue

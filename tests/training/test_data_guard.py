@@ -57,6 +57,15 @@ def test_no_reward_round_zero():
     assert result.examples == [] and result.counts["no_reward"] == 1
 
 
+def test_empty_best_is_dropped_and_empty_samples_never_pair():
+    p = prompt(("a", 0.0), (" ", 3.0))
+    result = select_sft([[p]])
+    assert result.examples == [] and result.counts["empty"] == 1
+    q = prompt(("", -5.0), ("a", 0.0), ("b", 1.0))
+    (pair,) = select_pairs([[q]]).examples
+    assert pair["rejected"][0]["content"] == "a"
+
+
 def test_require_approved():
     approved = prompt(("x", 0.0), ("good", 2.0, False, True))
     unreviewed = prompt(
