@@ -99,15 +99,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--selector", type=Path, help="selector reward-model directory")
     p.add_argument("--base", default=BASE)
     p.add_argument("--iterations", type=int, default=2)
-    p.add_argument("--train-prompts", type=int, default=32)
-    p.add_argument("--eval-prompts", type=int, default=32)
+    p.add_argument("--train-prompts", type=int, default=24)
+    p.add_argument("--eval-prompts", type=int, default=24)
     p.add_argument("--max-prompt-chars", type=int, default=400)
     p.add_argument("--n", type=int, default=8, help="samples per prompt per round")
     p.add_argument("--eval-samples", type=int, default=2)
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--top-p", type=float, default=0.9)
-    p.add_argument("--mode", default="sft", choices=["sft", "dpo", "sft+dpo"])
+    p.add_argument("--mode", default="sft+dpo", choices=["sft", "dpo", "sft+dpo"])
     p.add_argument("--restart-from", default="base", choices=["base", "latest"])
     p.add_argument(
         "--sft-lr",
@@ -115,13 +115,15 @@ def main(argv: list[str] | None = None) -> int:
         default=1e-5,
         help="above the recipe's 2e-6: a few dozen examples must move the policy",
     )
-    p.add_argument("--sft-epochs", type=float, default=2.0)
-    p.add_argument("--dpo-lr", type=float, default=1e-6)
-    p.add_argument("--dpo-epochs", type=float, default=1.0)
+    p.add_argument("--sft-epochs", type=float, default=3.0)
+    p.add_argument(
+        "--dpo-lr", type=float, default=5e-6, help="above RLHFlow's 5e-7, as --sft-lr"
+    )
+    p.add_argument("--dpo-epochs", type=float, default=2.0)
     p.add_argument("--beta", type=float, default=0.1)
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--margin", type=float, default=0.25, help="data-guard margin")
-    p.add_argument("--rm-pairs", type=int, default=450, help="pairs per reward model")
+    p.add_argument("--margin", type=float, default=0.1, help="data-guard margin")
+    p.add_argument("--rm-pairs", type=int, default=300, help="pairs per reward model")
     p.add_argument("--rm-epochs", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
@@ -221,7 +223,13 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             device="cpu",
         )
-        need_sft, need_dpo = args.mode != "dpo", args.mode != "sft"
+        # sft+dpo runs the half that has data (a round whose best samples were
+        # all cut off still yields best-vs-worst pairs).
+        mode = args.mode
+        if mode == "sft+dpo" and not (sft.examples and pairs.examples):
+            mode = "sft" if sft.examples else "dpo"
+        config.mode = mode
+        need_sft, need_dpo = mode != "dpo", mode != "sft"
         if (need_sft and not sft.examples) or (need_dpo and not pairs.examples):
             print("  no usable training data after the guard: policy unchanged")
             out["iterations"].append(
@@ -271,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
                 | {"reward_mean": (result.stats.get("reward") or {}).get("mean")},
                 "guard_sft": sft.counts,
                 "guard_dpo": pairs.counts,
+                "mode": mode,
                 "train": {
                     k: v for k, v in trained.metrics.items() if k in ("sft", "dpo")
                 },

@@ -44,6 +44,7 @@ import gzip
 import hashlib
 import io
 import json
+import math
 import os
 import shutil
 import sys
@@ -352,13 +353,24 @@ def _lora_config(config: PolicyConfig) -> Any:
     )
 
 
-def _common_args(config: PolicyConfig, work: Path, device: str) -> dict[str, Any]:
+def _warmup_steps(config: PolicyConfig, examples: int, epochs: float) -> int:
+    """Warm-up steps, rounded down: transformers rounds a ratio up, which on the
+    few steps of a small round spends a whole step (of two) at learning rate 0."""
+    per_epoch = math.ceil(
+        math.ceil(examples / config.batch_size) / config.gradient_accumulation_steps
+    )
+    return int(config.warmup_ratio * math.ceil(per_epoch * epochs))
+
+
+def _common_args(
+    config: PolicyConfig, work: Path, device: str, warmup: int
+) -> dict[str, Any]:
     bf16 = config.bf16 if config.bf16 is not None else device.startswith("cuda")
     return {
         "output_dir": str(work),
         "per_device_train_batch_size": config.batch_size,
         "gradient_accumulation_steps": config.gradient_accumulation_steps,
-        "warmup_steps": config.warmup_ratio,
+        "warmup_steps": warmup,
         "lr_scheduler_type": config.lr_scheduler,
         "weight_decay": config.weight_decay,
         "max_grad_norm": config.max_grad_norm,
@@ -411,7 +423,12 @@ def _run_sft(model, tokenizer, examples, config, work, device, log, tokens, prog
     from trl import SFTConfig, SFTTrainer
 
     args = SFTConfig(
-        **_common_args(config, work / "sft", device),
+        **_common_args(
+            config,
+            work / "sft",
+            device,
+            _warmup_steps(config, len(examples), config.sft_epochs),
+        ),
         learning_rate=config.sft_learning_rate,
         num_train_epochs=config.sft_epochs,
         completion_only_loss=True,
@@ -446,7 +463,12 @@ def _run_dpo(model, tokenizer, examples, config, work, device, log, tokens, prog
         for p in ref.parameters():
             p.requires_grad_(False)
     args = DPOConfig(
-        **_common_args(config, work / "dpo", device),
+        **_common_args(
+            config,
+            work / "dpo",
+            device,
+            _warmup_steps(config, len(examples), config.dpo_epochs),
+        ),
         learning_rate=config.dpo_learning_rate,
         num_train_epochs=config.dpo_epochs,
         beta=config.beta,
