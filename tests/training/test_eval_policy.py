@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
 
@@ -172,3 +173,35 @@ def test_cli_bad_prompts_exit_2_and_write_nothing(tmp_path, capsys):
     assert code == 2
     assert f"{bad}:2" in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_cli_writes_the_report(tmp_path, encoder_base, capsys):
+    from tests.training._bon_fixtures import tiny_model, tiny_tokenizer
+    from tests.training.conftest import synthetic_pairs
+    from training.__main__ import main
+    from training.config import RewardConfig
+    from training.train_rm import train
+
+    rm = tmp_path / "rm"
+    train(
+        synthetic_pairs(16),
+        RewardConfig(base=str(encoder_base), num_epochs=1, eval_fraction=0.0),
+        out_dir=rm,
+    )
+    policy = tmp_path / "policy"
+    tiny_model().save_pretrained(policy)
+    tiny_tokenizer().save_pretrained(policy)
+    prompts = tmp_path / "eval.jsonl"
+    prompts.write_text('{"prompt": "why is the cat big ?"}\n{"prompt": "what ?"}\n')
+    out = tmp_path / "report.json"
+    code = main(
+        ["eval-policy", "--prompts", str(prompts), "--candidate", str(policy),
+         "--reference", str(policy), "--reward", str(rm), "--out", str(out),
+         "--n-samples", "2", "--max-new-tokens", "6", "--device", "cpu"]
+    )  # fmt: skip
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert report["win"]["n"] == 4 and report["win"]["win_rate"] == 0.5
+    assert report["kl"] == pytest.approx(0.0, abs=1e-5)
+    assert "win rate 0.500" in capsys.readouterr().out
