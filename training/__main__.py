@@ -10,7 +10,13 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMAND_MODULES = ("training.cli_rm", "training.cli_bon", "training.cli_hf")
+SUBCOMMAND_MODULES = (
+    "training.cli_rm",
+    "training.cli_bon",
+    "training.cli_hf",
+    "training.train_policy",
+    "training.eval_policy",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -216,3 +216,197 @@ def config_field(name: str) -> tuple[Any, str]:
         if f.name == name:
             return f.default, f.metadata.get("help", "")
     raise KeyError(f"RewardConfig has no field {name!r}")
+
+
+def dataclass_help(cls: type) -> dict[str, str]:
+    """Field name → help text of any config dataclass here (CLI help, docs)."""
+    return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
+
+
+POLICY_MODES = ("sft", "dpo", "sft+dpo")
+# Full fine-tuning of a model this size with AdamW in fp32 needs ~16 bytes per
+# parameter (weights, gradients, two moments): 8 GB at 500 M, where LoRA takes over.
+LORA_MIN_PARAMS = 500_000_000
+
+
+@dataclass
+class PolicyConfig:
+    """Hyperparameters of one policy update (``python -m training train-policy``)."""
+
+    mode: str = field(
+        default="sft",
+        metadata={
+            "help": "'sft' (best-of-N examples), 'dpo' (chosen/rejected pairs) or "
+            "'sft+dpo' (SFT, then DPO from its result; Llama 3's RS → SFT → DPO)."
+        },
+    )
+    base: str = field(
+        default="builtin:smollm2-135m-instruct",
+        metadata={"help": "Model reference of the base policy (training.models)."},
+    )
+    restart_from: str = field(
+        default="base",
+        metadata={
+            "help": "'base': fine-tune the base on all pooled data every iteration "
+            "(ReST-EM, Singh et al. 2023: transfers better than continuing); "
+            "'latest': continue from `latest` (OpenRLHF's last rejection-sampling "
+            "recipe, Llama 2)."
+        },
+    )
+    latest: str | None = field(
+        default=None,
+        metadata={"help": "Directory of the current policy, for restart_from=latest."},
+    )
+    sft_learning_rate: float = field(
+        default=2e-6,
+        metadata={
+            "help": "SFT peak learning rate (OpenRLHF rejection sampling: 2e-6)."
+        },
+    )
+    sft_epochs: float = field(
+        default=1.0,
+        metadata={"help": "SFT passes over the examples (OpenRLHF: 1 epoch)."},
+    )
+    dpo_learning_rate: float = field(
+        default=5e-7,
+        metadata={"help": "DPO peak learning rate (RLHFlow iterative DPO: 5e-7)."},
+    )
+    dpo_epochs: float = field(
+        default=1.0,
+        metadata={
+            "help": "DPO passes over the pairs (each iteration brings new "
+            "on-policy pairs, RLHFlow)."
+        },
+    )
+    beta: float = field(
+        default=0.1,
+        metadata={
+            "help": "DPO β, the strength of the pull towards the reference "
+            "(RLHFlow iterative DPO and the DPO paper: 0.1). The reference is the "
+            "model the DPO step starts from."
+        },
+    )
+    batch_size: int = field(
+        default=8, metadata={"help": "Sequences (SFT) or pairs (DPO) per micro-batch."}
+    )
+    gradient_accumulation_steps: int = field(
+        default=1, metadata={"help": "Micro-batches per optimizer step."}
+    )
+    max_length: int = field(
+        default=1024,
+        metadata={
+            "help": "Longest example in tokens (TRL's default 1024), capped by the "
+            "model's context; longer examples are an input error, never truncated."
+        },
+    )
+    warmup_ratio: float = field(
+        default=0.03,
+        metadata={"help": "Linear warm-up share of the steps (OpenRLHF: 0.03)."},
+    )
+    lr_scheduler: str = field(
+        default="cosine",
+        metadata={"help": "transformers scheduler name after warm-up (OpenRLHF)."},
+    )
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
+    max_grad_norm: float = field(
+        default=1.0, metadata={"help": "Gradient clipping norm."}
+    )
+    seed: int = field(
+        default=0,
+        metadata={"help": "Seeds data order, LoRA init and dropout (reproducible)."},
+    )
+    lora: bool | None = field(
+        default=None,
+        metadata={
+            "help": "LoRA adapters merged into the weights on save; None: LoRA for "
+            f"models of at least {LORA_MIN_PARAMS:,} parameters, full fine-tuning "
+            "below (tiny and small models train fully on one device)."
+        },
+    )
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (2·r)."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
+    lora_target_modules: str = field(
+        default="all-linear",
+        metadata={"help": "peft target modules ('all-linear': QLoRA's choice)."},
+    )
+    device: str | None = field(
+        default=None, metadata={"help": "cuda when available, else cpu."}
+    )
+    bf16: bool | None = field(
+        default=None, metadata={"help": "bf16 mixed precision; default on CUDA only."}
+    )
+    logging_steps: int = field(
+        default=1, metadata={"help": "Optimizer steps between metric records."}
+    )
+    gradient_checkpointing: bool = field(
+        default=False,
+        metadata={
+            "help": "Recompute activations in the backward pass (TRL turns it on by "
+            "default; off here: small models on CPU pay for it in time, not memory)."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.mode not in POLICY_MODES:
+            problems.append(f"mode must be one of {', '.join(POLICY_MODES)}")
+        if self.restart_from not in ("base", "latest"):
+            problems.append("restart_from must be 'base' or 'latest'")
+        if self.restart_from == "latest" and not self.latest:
+            problems.append("restart_from='latest' needs latest (a policy directory)")
+        for name in ("sft_learning_rate", "dpo_learning_rate", "beta"):
+            if not getattr(self, name) > 0:
+                problems.append(f"{name} must be > 0")
+        if not (self.sft_epochs > 0 and self.dpo_epochs > 0):
+            problems.append("epochs must be > 0")
+        if self.batch_size < 1 or self.gradient_accumulation_steps < 1:
+            problems.append("batch_size and gradient_accumulation_steps must be >= 1")
+        if self.max_length < 8:
+            problems.append("max_length must be >= 8")
+        if problems:
+            raise ValueError("invalid PolicyConfig: " + "; ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class EvalConfig:
+    """Settings of one policy evaluation (``python -m training eval-policy``)."""
+
+    n_samples: int = field(
+        default=2,
+        metadata={
+            "help": "Samples per prompt and model; sample j of both models uses the "
+            "same seed, so the pairs differ by the model only."
+        },
+    )
+    max_new_tokens: int = field(
+        default=256, metadata={"help": "Token limit per sample (the round's)."}
+    )
+    temperature: float = field(
+        default=0.7,
+        metadata={
+            "help": "Sampling temperature; use the round's settings to compare like "
+            "with like. The KL estimate is of the tempered distributions."
+        },
+    )
+    top_p: float = field(default=0.9, metadata={"help": "Nucleus mass."})
+    seed: int = field(default=0, metadata={"help": "Sampling seed shared by both."})
+    tie_epsilon: float = field(
+        default=0.0,
+        metadata={"help": "Reward differences at most this count as ties (½ a win)."},
+    )
+    confidence: float = field(
+        default=0.95, metadata={"help": "Level of the win rate's Wilson interval."}
+    )
+    device: str | None = field(default=None, metadata={"help": "torch device."})
+
+    def __post_init__(self) -> None:
+        if self.n_samples < 1 or self.max_new_tokens < 1:
+            raise ValueError("invalid EvalConfig: n_samples, max_new_tokens >= 1")
+        if not 0 < self.confidence < 1:
+            raise ValueError("invalid EvalConfig: confidence must be in (0, 1)")
+        if self.temperature < 0 or not 0 < self.top_p <= 1:
+            raise ValueError("invalid EvalConfig: temperature >= 0, 0 < top_p <= 1")

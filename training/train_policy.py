@@ -1,0 +1,747 @@
+"""Fine-tune the policy on a round's data: ``python -m training train-policy``.
+
+Modes (``PolicyConfig.mode``):
+
+- ``sft`` — supervised fine-tuning on best-of-N examples with TRL's
+  ``SFTTrainer``. Every example becomes prompt (the conversation, chat template
+  applied with the generation prompt) + completion (the final assistant reply),
+  and the loss is on the completion tokens only: earlier turns are context,
+  not the sample the reward model picked.
+- ``dpo`` — TRL's ``DPOTrainer`` on chosen/rejected pairs, the reference being
+  the model the step starts from (frozen).
+- ``sft+dpo`` — SFT, then DPO from its result (Llama 3's per-round recipe).
+
+Input files (``.jsonl`` or ``.jsonl.gz``, one JSON object per line):
+
+- SFT: ``{"messages": [..., {"role": "assistant", ...}]}`` (TRL conversational;
+  what ``best-of-n`` and the data guard write, and Pairloop's SFT export),
+  ``{"prompt", "completion"}`` with message lists or strings (TRL
+  prompt-completion; Pairloop's SFT export without messages);
+- DPO: ``{"prompt", "chosen", "rejected"}`` (TRL standard or conversational,
+  Pairloop's preference export), ``{"chosen", "rejected"}`` with implicit
+  prompt, or Pairloop pairs ``{"prompt"|"messages", "response_a", "response_b",
+  "p_a"}`` (A is chosen when p_a > ½; ties are left out and counted).
+
+Everything that can be wrong with the input is checked before training: an
+empty file, bad JSON, a role other than user/assistant/system, an example
+longer than ``max_length`` (capped by the model's context). The error names
+file, line and field; the CLI exits 2 and writes nothing.
+
+The output directory is a standard Hugging Face model directory (LoRA adapters
+merged into the weights) with the tokenizer and its chat template, plus
+``policy_config.json`` (the config), ``data_fingerprint.json`` (the files'
+hashes, example counts and a hash of the parsed examples) and ``metrics.json``
+(loss and learning rate per logged step, tokens/s). It is written into a hidden
+temporary directory beside the target and renamed into place, so a reader sees
+no directory or a complete one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import gzip
+import hashlib
+import io
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from training.config import (
+    LORA_MIN_PARAMS,
+    POLICY_MODES,
+    PolicyConfig,
+    dataclass_help,
+)
+
+ROLES = ("system", "user", "assistant")
+EXIT_USAGE = 2
+Progress = Callable[[float, str], None]
+
+
+class PolicyDataError(ValueError):
+    """A training file or line that cannot be used, with where and why."""
+
+    def __init__(self, path: Any, line: int | None, field: str | None, why: str):
+        where = f"{path}:{line}" if line is not None else f"{path}"
+        what = f": field {field!r}" if field else ""
+        super().__init__(f"{where}{what}: {why}")
+        self.path, self.line, self.field = str(path), line, field
+
+
+@dataclass
+class Example:
+    """One training example: a conversation and its completion(s)."""
+
+    prompt: list[dict[str, str]]
+    completion: str | None = None  # SFT
+    chosen: str | None = None  # DPO
+    rejected: str | None = None
+    source: tuple[str, int] = ("", 0)
+
+    def record(self) -> dict[str, Any]:
+        if self.completion is not None:
+            return {
+                "prompt": self.prompt,
+                "completion": [{"role": "assistant", "content": self.completion}],
+            }
+        return {
+            "prompt": self.prompt,
+            "chosen": [{"role": "assistant", "content": self.chosen}],
+            "rejected": [{"role": "assistant", "content": self.rejected}],
+        }
+
+
+@dataclass
+class TrainResult:
+    model: Any
+    tokenizer: Any
+    metrics: dict[str, Any]
+    out_dir: Path | None
+    config: PolicyConfig
+    fingerprint: dict[str, Any] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------- reading
+
+
+def _lines(path: Path) -> list[tuple[int, Any]]:
+    if not path.is_file():
+        raise PolicyDataError(path, None, None, "no such file")
+    try:
+        raw = path.read_bytes()
+        if path.name.endswith(".gz"):
+            raw = gzip.decompress(raw)
+        text = io.StringIO(raw.decode("utf-8"))
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        raise PolicyDataError(path, None, None, f"cannot read: {exc}") from exc
+    records = []
+    for number, line in enumerate(text, start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append((number, json.loads(line)))
+        except json.JSONDecodeError as exc:
+            raise PolicyDataError(path, number, None, f"bad JSON: {exc}") from exc
+    if not records:
+        raise PolicyDataError(path, None, None, "empty file: no examples")
+    return records
+
+
+def _messages(raw: Any, path: Path, line: int, name: str) -> list[dict[str, str]]:
+    if isinstance(raw, str):
+        if not raw.strip():
+            raise PolicyDataError(path, line, name, "empty text")
+        return [{"role": "user", "content": raw}]
+    if not isinstance(raw, list) or not raw:
+        raise PolicyDataError(path, line, name, "expected a non-empty message list")
+    out = []
+    for i, m in enumerate(raw):
+        if not isinstance(m, dict):
+            raise PolicyDataError(path, line, f"{name}[{i}]", "expected an object")
+        role, content = m.get("role"), m.get("content")
+        if role not in ROLES:
+            raise PolicyDataError(
+                path,
+                line,
+                f"{name}[{i}].role",
+                f"role {role!r} is not one of {', '.join(ROLES)}",
+            )
+        if not isinstance(content, str):
+            raise PolicyDataError(
+                path, line, f"{name}[{i}].content", "expected a string"
+            )
+        out.append({"role": role, "content": content})
+    return out
+
+
+def _reply(raw: Any, path: Path, line: int, name: str) -> str:
+    """A completion: a string or messages ending in one assistant reply."""
+    if isinstance(raw, str):
+        text = raw
+    else:
+        msgs = _messages(raw, path, line, name)
+        if len(msgs) != 1 or msgs[0]["role"] != "assistant":
+            raise PolicyDataError(
+                path, line, name, "expected exactly one assistant message"
+            )
+        text = msgs[0]["content"]
+    if not text.strip():
+        raise PolicyDataError(path, line, name, "empty reply")
+    return text
+
+
+def _prompt(raw: Any, path: Path, line: int, name: str) -> list[dict[str, str]]:
+    msgs = _messages(raw, path, line, name)
+    if msgs[-1]["role"] == "assistant":
+        raise PolicyDataError(path, line, name, "the prompt must not end on a reply")
+    return msgs
+
+
+def read_sft(path: str | os.PathLike[str]) -> list[Example]:
+    path = Path(path)
+    out = []
+    for line, rec in _lines(path):
+        if not isinstance(rec, dict):
+            raise PolicyDataError(path, line, None, "expected a JSON object")
+        if "messages" in rec:
+            msgs = _messages(rec["messages"], path, line, "messages")
+            if len(msgs) < 2 or msgs[-1]["role"] != "assistant":
+                raise PolicyDataError(
+                    path, line, "messages", "must end with an assistant reply"
+                )
+            prompt = _prompt(msgs[:-1], path, line, "messages")
+            reply = _reply(msgs[-1]["content"], path, line, "messages[-1].content")
+        elif "prompt" in rec and "completion" in rec:
+            prompt = _prompt(rec["prompt"], path, line, "prompt")
+            reply = _reply(rec["completion"], path, line, "completion")
+        else:
+            raise PolicyDataError(
+                path,
+                line,
+                None,
+                "expected 'messages' or 'prompt' + 'completion' "
+                f"(got keys {sorted(rec)})",
+            )
+        out.append(Example(prompt, completion=reply, source=(str(path), line)))
+    return out
+
+
+def read_dpo(path: str | os.PathLike[str], counts: dict[str, int]) -> list[Example]:
+    """DPO pairs; ``counts['ties_skipped']`` gets the Pairloop pairs with p_a = ½."""
+    path = Path(path)
+    out = []
+    for line, rec in _lines(path):
+        if not isinstance(rec, dict):
+            raise PolicyDataError(path, line, None, "expected a JSON object")
+        if "response_a" in rec or "response_b" in rec:
+            key = "messages" if "messages" in rec else "prompt"
+            for name in (key, "response_a", "response_b", "p_a"):
+                if name not in rec:
+                    raise PolicyDataError(path, line, name, "missing field")
+            p_a = rec["p_a"]
+            if isinstance(p_a, bool) or not isinstance(p_a, int | float):
+                raise PolicyDataError(path, line, "p_a", "expected a number")
+            if not 0 <= p_a <= 1:
+                raise PolicyDataError(path, line, "p_a", "must be in [0, 1]")
+            prompt = _prompt(rec[key], path, line, key)
+            a = _reply(rec["response_a"], path, line, "response_a")
+            b = _reply(rec["response_b"], path, line, "response_b")
+            if p_a == 0.5:
+                counts["ties_skipped"] = counts.get("ties_skipped", 0) + 1
+                continue
+            chosen, rejected = (a, b) if p_a > 0.5 else (b, a)
+        elif "chosen" in rec and "rejected" in rec:
+            if "prompt" in rec:
+                prompt = _prompt(rec["prompt"], path, line, "prompt")
+                chosen = _reply(rec["chosen"], path, line, "chosen")
+                rejected = _reply(rec["rejected"], path, line, "rejected")
+            else:
+                ca = _messages(rec["chosen"], path, line, "chosen")
+                cr = _messages(rec["rejected"], path, line, "rejected")
+                if len(ca) < 2 or ca[:-1] != cr[:-1]:
+                    raise PolicyDataError(
+                        path,
+                        line,
+                        "chosen",
+                        "implicit prompt: chosen and rejected must share every "
+                        "message but the last",
+                    )
+                prompt = _prompt(ca[:-1], path, line, "chosen")
+                chosen = _reply(ca[-1:], path, line, "chosen[-1]")
+                rejected = _reply(cr[-1:], path, line, "rejected[-1]")
+        else:
+            raise PolicyDataError(
+                path,
+                line,
+                None,
+                "expected 'prompt'/'chosen'/'rejected' or 'response_a'/'response_b'"
+                f"/'p_a' (got keys {sorted(rec)})",
+            )
+        out.append(
+            Example(prompt, chosen=chosen, rejected=rejected, source=(str(path), line))
+        )
+    return out
+
+
+def check_lengths(examples: Sequence[Example], tokenizer: Any, max_length: int) -> int:
+    """Raise for the first example longer than ``max_length``; return the tokens
+    of one pass over the data (the tokens/s numerator)."""
+    total = 0
+    for ex in examples:
+        prompt_ids = tokenizer.apply_chat_template(
+            ex.prompt, add_generation_prompt=True, tokenize=True, return_dict=False
+        )
+        fields = (
+            [("completion", ex.completion)]
+            if ex.completion is not None
+            else [("chosen", ex.chosen), ("rejected", ex.rejected)]
+        )
+        for name, text in fields:
+            full = tokenizer.apply_chat_template(
+                [*ex.prompt, {"role": "assistant", "content": text}],
+                tokenize=True,
+                return_dict=False,
+            )
+            length = max(len(full), len(prompt_ids))
+            if length > max_length:
+                raise PolicyDataError(
+                    ex.source[0],
+                    ex.source[1],
+                    name,
+                    f"the example is {length} tokens, longer than the context of "
+                    f"{max_length} (max_length / the model's context)",
+                )
+            total += length
+    return total
+
+
+def fingerprint(
+    files: dict[str, Sequence[str]], examples: dict[str, Sequence[Example]]
+) -> dict[str, Any]:
+    """Which data trained a version: file hashes, counts, and a hash of the
+    parsed examples (stable across re-encodings of the same data)."""
+    out: dict[str, Any] = {"files": [], "examples": {}}
+    for kind, paths in files.items():
+        for p in paths:
+            out["files"].append(
+                {
+                    "kind": kind,
+                    "path": str(p),
+                    "sha256": hashlib.sha256(Path(p).read_bytes()).hexdigest(),
+                }
+            )
+    for kind, exs in examples.items():
+        blob = json.dumps([e.record() for e in exs], sort_keys=True).encode()
+        out["examples"][kind] = {
+            "count": len(exs),
+            "sha256": hashlib.sha256(blob).hexdigest(),
+        }
+    return out
+
+
+# ------------------------------------------------------------------- training
+
+
+def _param_count(model: Any) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def use_lora(config: PolicyConfig, model: Any) -> bool:
+    if config.lora is not None:
+        return config.lora
+    return _param_count(model) >= LORA_MIN_PARAMS
+
+
+def _lora_config(config: PolicyConfig) -> Any:
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=config.lora_target_modules,
+        task_type="CAUSAL_LM",
+    )
+
+
+def _warmup_steps(config: PolicyConfig, examples: int, epochs: float) -> int:
+    """Warm-up steps, rounded down: transformers rounds a ratio up, which on the
+    few steps of a small round spends a whole step (of two) at learning rate 0."""
+    per_epoch = math.ceil(
+        math.ceil(examples / config.batch_size) / config.gradient_accumulation_steps
+    )
+    return int(config.warmup_ratio * math.ceil(per_epoch * epochs))
+
+
+def _common_args(
+    config: PolicyConfig, work: Path, device: str, warmup: int
+) -> dict[str, Any]:
+    bf16 = config.bf16 if config.bf16 is not None else device.startswith("cuda")
+    return {
+        "output_dir": str(work),
+        "per_device_train_batch_size": config.batch_size,
+        "gradient_accumulation_steps": config.gradient_accumulation_steps,
+        "warmup_steps": warmup,
+        "lr_scheduler_type": config.lr_scheduler,
+        "weight_decay": config.weight_decay,
+        "max_grad_norm": config.max_grad_norm,
+        "seed": config.seed,
+        "data_seed": config.seed,
+        "logging_steps": config.logging_steps,
+        "logging_first_step": True,
+        "save_strategy": "no",
+        "report_to": [],
+        "bf16": bf16,
+        "use_cpu": not device.startswith("cuda"),
+        "dataloader_num_workers": 0,
+        "max_length": config.max_length,
+        "disable_tqdm": False,
+        "gradient_checkpointing": config.gradient_checkpointing,
+    }
+
+
+def _callback(phase: str, log: list[dict[str, Any]], progress: Progress | None):
+    from transformers import TrainerCallback
+
+    class Recorder(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kw):
+            if logs:
+                log.append({"phase": phase, "step": state.global_step, **logs})
+
+        def on_step_end(self, args, state, control, **kw):
+            if progress is not None and state.max_steps:
+                progress(state.global_step / state.max_steps, f"{phase} step")
+
+    return Recorder()
+
+
+def _phase_metrics(
+    phase: str, log: list[dict[str, Any]], seconds: float, tokens: float
+) -> dict[str, Any]:
+    losses = [r["loss"] for r in log if r["phase"] == phase and "loss" in r]
+    return {
+        "first_loss": losses[0] if losses else None,
+        "final_loss": losses[-1] if losses else None,
+        "steps": max((r["step"] for r in log if r["phase"] == phase), default=0),
+        "seconds": seconds,
+        "tokens": tokens,
+        "tokens_per_s": tokens / seconds if seconds > 0 else None,
+    }
+
+
+def _run_sft(model, tokenizer, examples, config, work, device, log, tokens, progress):
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    args = SFTConfig(
+        **_common_args(
+            config,
+            work / "sft",
+            device,
+            _warmup_steps(config, len(examples), config.sft_epochs),
+        ),
+        learning_rate=config.sft_learning_rate,
+        num_train_epochs=config.sft_epochs,
+        completion_only_loss=True,
+        packing=False,
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list([e.record() for e in examples]),
+        processing_class=tokenizer,
+        peft_config=_lora_config(config) if use_lora(config, model) else None,
+        callbacks=[_callback("sft", log, progress)],
+    )
+    started = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - started
+    return trainer.model, _phase_metrics(
+        "sft", log, seconds, tokens * args.num_train_epochs
+    )
+
+
+def _run_dpo(model, tokenizer, examples, config, work, device, log, tokens, progress):
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    lora = use_lora(config, model)
+    ref = None
+    if not lora:
+        # The model DPO starts from, frozen (TRL would reload the base from disk,
+        # which after SFT is the wrong model).
+        ref = copy.deepcopy(model).eval()
+        for p in ref.parameters():
+            p.requires_grad_(False)
+    args = DPOConfig(
+        **_common_args(
+            config,
+            work / "dpo",
+            device,
+            _warmup_steps(config, len(examples), config.dpo_epochs),
+        ),
+        learning_rate=config.dpo_learning_rate,
+        num_train_epochs=config.dpo_epochs,
+        beta=config.beta,
+    )
+    trainer = DPOTrainer(
+        model=model,
+        ref_model=ref,
+        args=args,
+        train_dataset=Dataset.from_list([e.record() for e in examples]),
+        processing_class=tokenizer,
+        peft_config=_lora_config(config) if lora else None,
+        callbacks=[_callback("dpo", log, progress)],
+    )
+    started = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - started
+    return trainer.model, _phase_metrics(
+        "dpo", log, seconds, tokens * args.num_train_epochs
+    )
+
+
+def _merged(model: Any) -> Any:
+    from peft import PeftModel
+
+    return model.merge_and_unload() if isinstance(model, PeftModel) else model
+
+
+def check_out_dir(out: str | os.PathLike[str]) -> Path:
+    out = Path(out)
+    if out.exists():
+        raise FileExistsError(
+            f"--out {out} already exists; versions are never overwritten"
+        )
+    return out
+
+
+@dataclass
+class Prepared:
+    config: PolicyConfig
+    start: Path
+    tokenizer: Any
+    sft: list[Example]
+    dpo: list[Example]
+    sft_tokens: int
+    dpo_tokens: int
+    max_length: int
+    counts: dict[str, int]
+    files: dict[str, list[str]]
+
+
+def prepare(
+    config: PolicyConfig,
+    sft_files: Sequence[str] = (),
+    dpo_files: Sequence[str] = (),
+    artifacts_dir: str | None = None,
+) -> Prepared:
+    """Resolve the start model, read and check every input (no training, no
+    writes). Raises ValueError subclasses with a readable message."""
+    from training.models import load_config, load_tokenizer, resolve_model_ref
+
+    needs_sft = config.mode in ("sft", "sft+dpo")
+    needs_dpo = config.mode in ("dpo", "sft+dpo")
+    if needs_sft and not sft_files:
+        raise ValueError(f"mode {config.mode} needs SFT data (--data / --sft-data)")
+    if needs_dpo and not dpo_files:
+        raise ValueError(f"mode {config.mode} needs DPO pairs (--data / --dpo-data)")
+    start_ref = config.latest if config.restart_from == "latest" else config.base
+    start = resolve_model_ref(str(start_ref), artifacts_dir)
+    tokenizer = load_tokenizer(str(start))
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError(f"{start_ref}: the tokenizer has no chat template")
+    model_config = load_config(str(start))
+    context = int(getattr(model_config, "max_position_embeddings", 0) or 0)
+    max_length = min(config.max_length, context) if context else config.max_length
+    counts: dict[str, int] = {}
+    sft = [e for f in sft_files for e in read_sft(f)] if needs_sft else []
+    dpo = [e for f in dpo_files for e in read_dpo(f, counts)] if needs_dpo else []
+    if needs_dpo and not dpo:
+        raise PolicyDataError(dpo_files[0], None, None, "no usable pairs (all ties)")
+    sft_tokens = check_lengths(sft, tokenizer, max_length)
+    dpo_tokens = check_lengths(dpo, tokenizer, max_length)
+    counts |= {"sft_examples": len(sft), "dpo_pairs": len(dpo)}
+    return Prepared(
+        config=config,
+        start=start,
+        tokenizer=tokenizer,
+        sft=sft,
+        dpo=dpo,
+        sft_tokens=sft_tokens,
+        dpo_tokens=dpo_tokens,
+        max_length=max_length,
+        counts=counts,
+        files={
+            "sft": list(sft_files) if needs_sft else [],
+            "dpo": list(dpo_files) if needs_dpo else [],
+        },
+    )
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def train_policy(
+    prepared: Prepared,
+    out_dir: str | os.PathLike[str] | None,
+    *,
+    progress: Progress | None = None,
+    extra_metrics: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Train per ``prepared.config.mode`` and save atomically into ``out_dir``
+    (None: keep in memory only)."""
+    import torch
+    from transformers import AutoModelForCausalLM, set_seed
+
+    from training.models import default_device
+
+    config = prepared.config
+    out = check_out_dir(out_dir) if out_dir is not None else None
+    device = config.device or default_device()
+    set_seed(config.seed)
+    parent = out.parent if out is not None else Path(tempfile.gettempdir())
+    parent.mkdir(parents=True, exist_ok=True)
+    name = out.name if out is not None else "policy"
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent))
+    try:
+        dtype = torch.float32  # trainers keep fp32 master weights; bf16 is autocast
+        model = AutoModelForCausalLM.from_pretrained(str(prepared.start), dtype=dtype)
+        model.to(device)
+        tokenizer = prepared.tokenizer
+        lora = use_lora(config, model)
+        log: list[dict[str, Any]] = []
+        phases: dict[str, Any] = {}
+        work = tmp / "_trainer"
+        modes = ["sft", "dpo"] if config.mode == "sft+dpo" else [config.mode]
+        for i, phase in enumerate(modes):
+
+            def sub(fraction: float, message: str, i: int = i) -> None:
+                if progress is not None:
+                    progress((i + fraction) / len(modes), message)
+
+            if phase == "sft":
+                model, phases["sft"] = _run_sft(
+                    model, tokenizer, prepared.sft, config, work, device, log,
+                    prepared.sft_tokens, sub,
+                )  # fmt: skip
+            else:
+                model, phases["dpo"] = _run_dpo(
+                    model, tokenizer, prepared.dpo, config, work, device, log,
+                    prepared.dpo_tokens, sub,
+                )  # fmt: skip
+            model = _merged(model)
+        model.eval()
+        shutil.rmtree(work, ignore_errors=True)
+        metrics = {
+            "mode": config.mode,
+            "lora": lora,
+            "parameters": _param_count(model),
+            "device": device,
+            "max_length": prepared.max_length,
+            "counts": prepared.counts,
+            **phases,
+            "log": log,
+            **(extra_metrics or {}),
+        }
+        fp = fingerprint(prepared.files, {"sft": prepared.sft, "dpo": prepared.dpo})
+        if out is not None:
+            model.save_pretrained(str(tmp))
+            tokenizer.save_pretrained(str(tmp))
+            saved = {
+                **config.to_dict(),
+                "start": str(prepared.start),
+                "kind": "policy",
+            }
+            _write_json(tmp / "policy_config.json", saved)
+            _write_json(tmp / "data_fingerprint.json", fp)
+            _write_json(tmp / "metrics.json", metrics)
+            tmp.chmod(0o755)
+            os.replace(tmp, out)
+        return TrainResult(model, tokenizer, metrics, out, config, fp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ------------------------------------------------------------------- CLI
+
+
+def register(subparsers: Any) -> None:
+    d, h = PolicyConfig(), dataclass_help(PolicyConfig)
+    p = subparsers.add_parser(
+        "train-policy",
+        help="fine-tune the policy on best-of-N examples (SFT) and/or pairs (DPO)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--data",
+        nargs="*",
+        default=[],
+        metavar="FILE",
+        help="training data: SFT examples for sft, pairs for dpo",
+    )
+    p.add_argument("--sft-data", nargs="*", default=[], metavar="FILE")
+    p.add_argument("--dpo-data", nargs="*", default=[], metavar="FILE")
+    p.add_argument("--base", default=d.base, help=h["base"])
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--mode", default=d.mode, choices=POLICY_MODES, help=h["mode"])
+    p.add_argument(
+        "--restart-from",
+        default=d.restart_from,
+        choices=["base", "latest"],
+        help=h["restart_from"],
+    )
+    p.add_argument("--latest", default=None, metavar="DIR", help=h["latest"])
+    p.add_argument("--sft-lr", type=float, default=d.sft_learning_rate)
+    p.add_argument("--sft-epochs", type=float, default=d.sft_epochs)
+    p.add_argument("--dpo-lr", type=float, default=d.dpo_learning_rate)
+    p.add_argument("--dpo-epochs", type=float, default=d.dpo_epochs)
+    p.add_argument("--beta", type=float, default=d.beta, help=h["beta"])
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--grad-accum", type=int, default=d.gradient_accumulation_steps)
+    p.add_argument("--max-length", type=int, default=d.max_length, help=h["max_length"])
+    p.add_argument("--seed", type=int, default=d.seed)
+    lora = p.add_mutually_exclusive_group()
+    lora.add_argument("--lora", dest="lora", action="store_true", default=None)
+    lora.add_argument("--no-lora", dest="lora", action="store_false")
+    p.add_argument("--device", default=None)
+    p.add_argument("--artifacts-dir", default=None, help="default $ARTIFACTS_DIR")
+    p.set_defaults(func=main)
+
+
+def config_from_args(args: argparse.Namespace) -> PolicyConfig:
+    return PolicyConfig(
+        mode=args.mode,
+        base=args.base,
+        restart_from=args.restart_from,
+        latest=args.latest,
+        sft_learning_rate=args.sft_lr,
+        sft_epochs=args.sft_epochs,
+        dpo_learning_rate=args.dpo_lr,
+        dpo_epochs=args.dpo_epochs,
+        beta=args.beta,
+        batch_size=args.batch_size,
+        gradient_accumulation_steps=args.grad_accum,
+        max_length=args.max_length,
+        seed=args.seed,
+        lora=args.lora,
+        device=args.device,
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        config = config_from_args(args)
+        check_out_dir(args.out)
+        sft_files = list(args.sft_data) or (
+            list(args.data) if config.mode == "sft" else []
+        )
+        dpo_files = list(args.dpo_data) or (
+            list(args.data) if config.mode == "dpo" else []
+        )
+        prepared = prepare(config, sft_files, dpo_files, args.artifacts_dir)
+    except (ValueError, FileExistsError) as exc:  # PolicyDataError, ModelRefError
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    result = train_policy(prepared, args.out)
+    m = result.metrics
+    for phase in ("sft", "dpo"):
+        if phase in m:
+            r = m[phase]
+            print(
+                f"{phase}: {r['steps']} steps, loss {r['first_loss']} → "
+                f"{r['final_loss']}, {r['tokens_per_s'] or 0:.0f} tokens/s"
+            )
+    print(f"saved {result.out_dir}")
+    return 0
