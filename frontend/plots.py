@@ -188,6 +188,33 @@ def throughput_series(project: Project) -> dict[str, dict[date, int]]:
 # ---------------------------------------------------------------------------
 
 
+def accuracy_panel(ax: Any, series: list[dict]) -> None:
+    """Held-out accuracy per version; "no data" (not an empty −0.04..0.04 axis)
+    while no version has held-out pairs."""
+    with_acc = [s for s in series if s["accuracy"] is not None]
+    ax.set_title("eval accuracy")
+    if not with_acc:
+        ax.text(
+            0.5,
+            0.5,
+            "no data",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+            fontsize=12,
+            alpha=0.6,
+        )
+        ax.set_axis_off()
+        return
+    ax.bar(
+        [f"v{s['version']}" for s in with_acc],
+        [s["accuracy"] for s in with_acc],
+        color="#1f5fbf",
+    )
+    ax.set_ylim(0, 1)
+    ax.axhline(0.5, color="grey", linestyle="--", linewidth=0.8)
+
+
 def plot_training(project: Project) -> bytes:
     title = "Reward model: training loss and eval accuracy"
     series = training_series(project)
@@ -208,15 +235,7 @@ def plot_training(project: Project) -> bytes:
             loss_ax.text(
                 0.5, 0.5, "no history yet", ha="center", transform=loss_ax.transAxes
             )
-        with_acc = [s for s in series if s["accuracy"] is not None]
-        acc_ax.bar(
-            [f"v{s['version']}" for s in with_acc],
-            [s["accuracy"] for s in with_acc],
-            color="#1f5fbf",
-        )
-        acc_ax.set_ylim(0, 1)
-        acc_ax.axhline(0.5, color="grey", linestyle="--", linewidth=0.8)
-        acc_ax.set_title("eval accuracy")
+        accuracy_panel(acc_ax, series)
         fig.suptitle(title)
     return _svg(fig)
 

@@ -179,3 +179,15 @@ def test_project_list_links_pages_by_role(demo: DemoProject) -> None:
     assert exports not in reviewer.content.decode()
     admin = client_for(demo.admin).get(reverse("frontend:projects"))
     assert exports in admin.content.decode()
+
+
+def test_accuracy_panel_says_no_data_without_held_out_pairs() -> None:
+    import matplotlib.figure
+
+    from frontend.plots import accuracy_panel
+
+    empty, filled = matplotlib.figure.Figure().subplots(1, 2)
+    accuracy_panel(empty, [{"version": 1, "accuracy": None, "loss": [(1, 0.7)]}])
+    accuracy_panel(filled, [{"version": 1, "accuracy": 0.7, "loss": []}])
+    assert not empty.axison and [t.get_text() for t in empty.texts] == ["no data"]
+    assert filled.axison and len(filled.patches) == 1 and not filled.texts
