@@ -70,6 +70,7 @@ def project_new(request: HttpRequest) -> HttpResponse:
     if not access.can_create_projects(user=request.user):
         raise PermissionDenied("Only staff create projects.")
     form = ProjectForm(request.POST or None, instance=Project())
+    form.fields["name"].widget.attrs["autofocus"] = True
     if request.method == "POST" and form.is_valid():
         try:
             project = project_create_by(by=request.user, values=form.cleaned_data)
