@@ -309,16 +309,35 @@ def upload_preview_page(
             upload_service.upload_discard(project=project, staging_id=staging_id)
             messages.info(request, "Upload discarded; nothing was imported.")
             return redirect("frontend:upload", project_id=project.pk)
+        make_pairs = request.POST.get("make_pairs") == "1"
+        big = (
+            upload_service.staged_bytes(project=project, staging_id=staging_id)
+            > upload_service.JOB_BYTES
+        )
         try:
-            result = upload_service.upload_commit(
-                project=project,
-                by=request.user,
-                staging_id=staging_id,
-                make_pairs=request.POST.get("make_pairs") == "1",
-            )
+            if big:
+                job = upload_service.upload_commit_later(
+                    project=project,
+                    by=request.user,
+                    staging_id=staging_id,
+                    make_pairs=make_pairs,
+                )
+            else:
+                result = upload_service.upload_commit(
+                    project=project,
+                    by=request.user,
+                    staging_id=staging_id,
+                    make_pairs=make_pairs,
+                )
         except DomainError as exc:
             context["error"] = str(exc)
         else:
+            if big:
+                messages.success(
+                    request,
+                    f"Import started as job #{job.pk}; its progress is on this page.",
+                )
+                return redirect("frontend:jobs", project_id=project.pk)
             messages.success(request, f"Imported: {result.summary()}.")
             return redirect("frontend:upload", project_id=project.pk)
     context["previews"] = upload_preview(files=files)

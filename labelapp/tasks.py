@@ -57,6 +57,13 @@ def export(job_id: int) -> None:
     jobs.job_run(job_id=job_id, worker=_worker_id(), service=export_job)
 
 
+@shared_task(name="pairloop.import", **COMMON, **DEFAULT_LIMITS)
+def import_upload(job_id: int) -> None:
+    from labelapp.services.uploads import upload_import_job
+
+    jobs.job_run(job_id=job_id, worker=_worker_id(), service=upload_import_job)
+
+
 @shared_task(name="pairloop.jobs.reap_stale", **COMMON, **DEFAULT_LIMITS)
 def reap_stale_jobs() -> dict[str, int]:
     return jobs.jobs_reap_stale()

@@ -259,3 +259,23 @@ def test_members_numbers_are_the_quality_pages(world):
     assert rows[labellers[1].get_username()]["gold"]["accuracy"] == 0.0
     assert ann["agreement"] == 0.0  # the only other label always disagreed
     assert "100%" in response.content.decode()
+
+
+def test_a_large_upload_goes_through_a_job(
+    world, monkeypatch, django_capture_on_commit_callbacks
+):
+    from labelapp.models import Job
+    from labelapp.services import uploads
+
+    monkeypatch.setattr(uploads, "JOB_BYTES", 10)
+    client = client_for(world["users"]["admin"])
+    project = world["project"]
+    url = reverse(
+        "frontend:upload-preview", args=[project.pk, world["ids"]["staging_id"]]
+    )
+    with django_capture_on_commit_callbacks():
+        response = client.post(url, {"action": "import"})
+    assert response["Location"] == reverse("frontend:jobs", args=[project.pk])
+    job = Job.objects.get(project=project, kind=Job.Kind.IMPORT)
+    assert job.params["staging_id"] == world["ids"]["staging_id"]
+    assert not Prompt.objects.filter(project=project).exists()  # not yet

@@ -126,3 +126,41 @@ def test_a_staging_id_does_not_cross_projects(world):
 )
 def test_record_format_names(obj, name):
     assert name in record_format(obj)
+
+
+def test_a_large_upload_imports_in_a_job(world, django_capture_on_commit_callbacks):
+    from labelapp import tasks
+    from labelapp.models import Job
+    from labelapp.services.uploads import upload_commit_later
+
+    staging = stage(world, ("good.jsonl", GOOD))
+    with django_capture_on_commit_callbacks() as sent:  # the task is not sent
+        job = upload_commit_later(
+            project=world.project, by=world.admin, staging_id=staging, make_pairs=True
+        )
+    assert len(sent) == 1 and job.kind == Job.Kind.IMPORT
+    assert not Prompt.objects.filter(project=world.project).exists()
+    tasks.import_upload(job.pk)  # the worker's task, run here
+    job.refresh_from_db()
+    assert job.status == "succeeded" and job.result["prompts"] == 2
+    assert job.result["summary"].startswith("4 lines")
+    assert Comparison.objects.filter(project=world.project).count() == 4
+
+
+def test_a_job_import_with_a_bad_line_fails_and_writes_nothing(
+    world, django_capture_on_commit_callbacks
+):
+    from labelapp import tasks
+    from labelapp.services.uploads import upload_commit_later
+
+    staging = stage(world, ("bad.jsonl", jsonl({"prompt": "a"}, bad_line=2)))
+    with django_capture_on_commit_callbacks():
+        job = upload_commit_later(
+            project=world.project, by=world.admin, staging_id=staging, make_pairs=False
+        )
+    with pytest.raises(ImportFailed):
+        tasks.import_upload(job.pk)
+    job.refresh_from_db()
+    assert job.status == "failed"
+    assert "bad.jsonl, line 2: invalid JSON" in job.error
+    assert not Prompt.objects.filter(project=world.project).exists()
