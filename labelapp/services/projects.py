@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from labelapp import access
 from labelapp.errors import PermissionDenied, ValidationFailed
-from labelapp.models import Comparison, Membership, Project
+from labelapp.models import Assignment, Comparison, Membership, Project
 
 # Bounds matching the database's CHECK constraints (labelapp.models
 # Project.Meta.constraints) and the column types, so input the database would
@@ -263,9 +263,20 @@ def project_update_effects(*, project: Project, changes: dict[str, Any]) -> Effe
                 status=Comparison.Status.COMPLETE, labels_count__lt=new_k
             ).count()
         else:
-            effects.complete = following.filter(
+            completing = following.filter(
                 status=Comparison.Status.OPEN, labels_count__gte=new_k
+            )
+            effects.complete = completing.count()
+            held = Assignment.objects.filter(
+                comparison__in=completing,
+                state=Assignment.State.LEASED,
+                expires_at__gt=timezone.now(),
             ).count()
+            if held:
+                effects.notes.append(
+                    f"{held} lease{'s' * (held != 1)} held on them will end: a label "
+                    "sent for a completed comparison is refused."
+                )
     lease = changes.get("lease_seconds", project.lease_seconds)
     if lease != project.lease_seconds:
         effects.notes.append(
@@ -278,6 +289,12 @@ def project_update_effects(*, project: Project, changes: dict[str, Any]) -> Effe
             "(where gold items are left)."
         )
     return effects
+
+
+def _check_triggers(project_id: int) -> None:
+    from config.celery import app
+
+    app.send_task("pairloop.loop.check_triggers", args=[project_id])
 
 
 def project_update(
@@ -315,9 +332,13 @@ def project_update(
             rows.filter(
                 status=Comparison.Status.COMPLETE, labels_count__lt=F("labels_required")
             ).update(status=Comparison.Status.OPEN, completed_at=None)
-            rows.filter(
+            completed = rows.filter(
                 status=Comparison.Status.OPEN, labels_count__gte=F("labels_required")
             ).update(status=Comparison.Status.COMPLETE, completed_at=timezone.now())
+            if completed:
+                # Completed comparisons count towards retraining, as when the k-th
+                # label completes one (labelapp.queue.label); checked after commit.
+                transaction.on_commit(lambda: _check_triggers(locked.pk), robust=True)
         for field, value in changes.items():
             setattr(locked, field, value)
         locked.save(update_fields=list(changes) or None)

@@ -8,7 +8,8 @@ import pytest
 
 from labelapp.api.serializers import ProjectSerializer
 from labelapp.errors import PermissionDenied, ValidationFailed
-from labelapp.models import Comparison, Membership
+from labelapp.models import Assignment, Comparison, Membership
+from labelapp.queue import comparison_next_for
 from labelapp.services.projects import (
     project_create_by,
     project_settings_problems,
@@ -91,12 +92,21 @@ def test_raising_k_reopens_completed_comparisons():
     assert own_k.labels_required == 4  # set on its own: keeps it
 
 
-def test_lowering_k_completes_comparisons_with_enough_labels():
+def test_lowering_k_completes_comparisons_with_enough_labels(
+    django_capture_on_commit_callbacks,
+):
     project = make_project(overlap=3)
     admin = make_user(project=project, role="admin")
     enough, short = make_comparisons(project, 2)
     Comparison.objects.filter(pk=enough.pk).update(labels_count=2)
-    project_update(project=project, by=admin, changes={"overlap": 2})
+    holder = make_user(project=project)
+    lease = comparison_next_for(annotator=holder, project=project)
+    Assignment.objects.filter(pk=lease.pk).update(comparison=enough)
+    effects = project_update_effects(project=project, changes={"overlap": 2})
+    assert "1 lease held on them will end" in " ".join(effects.summary())
+    with django_capture_on_commit_callbacks() as sent:
+        project_update(project=project, by=admin, changes={"overlap": 2})
+    assert len(sent) == 1  # the retraining check, after commit
     enough.refresh_from_db(), short.refresh_from_db()
     assert enough.status == "complete" and enough.completed_at is not None
     assert short.status == "open"
