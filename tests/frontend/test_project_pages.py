@@ -240,11 +240,14 @@ def test_members_numbers_are_the_quality_pages(world):
     answers = {labellers[0].pk: "a", labellers[1].pk: "b"}
     for user in labellers:
         while lease := comparison_next_for(annotator=user, project=project):
+            # The choice is of the sides as shown; a swapped pair shows B first.
+            shown = (
+                {"a": "b", "b": "a"}[answers[user.pk]]
+                if lease.swapped
+                else (answers[user.pk])
+            )
             label_submit(
-                assignment_id=lease.pk,
-                annotator=user,
-                choice=answers[user.pk],
-                strength=2,
+                assignment_id=lease.pk, annotator=user, choice=shown, strength=2
             )
     client = client_for(world["users"]["admin"])
     response = client.get(reverse("frontend:members", args=[project.pk]))
