@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from frontend import dashboard, views, views_jobs
+from frontend import dashboard, views, views_jobs, views_projects
 
 app_name = "frontend"
 urlpatterns = [
@@ -62,5 +62,57 @@ urlpatterns += [
         "projects/<int:project_id>/exports/<int:job_id>/<str:filename>",
         dashboard.export_download,
         name="export-download",
+    ),
+]
+
+# Project settings, members, invites and data upload (issue 18).
+urlpatterns += [
+    path("projects/new/", views_projects.project_new, name="project-new"),
+    path("markdown-preview/", views_projects.markdown_preview, name="markdown-preview"),
+    path(
+        "projects/<int:project_id>/settings/",
+        views_projects.project_settings,
+        name="project-settings",
+    ),
+    path(
+        "projects/<int:project_id>/members/",
+        views_projects.members_page,
+        name="members",
+    ),
+    path(
+        "projects/<int:project_id>/members/add/",
+        views_projects.member_add,
+        name="member-add",
+    ),
+    path(
+        "projects/<int:project_id>/members/<int:membership_id>/role/",
+        views_projects.member_role,
+        name="member-role",
+    ),
+    path(
+        "projects/<int:project_id>/members/<int:membership_id>/remove/",
+        views_projects.member_remove,
+        name="member-remove",
+    ),
+    path(
+        "projects/<int:project_id>/invites/",
+        views_projects.invite_new,
+        name="invite-new",
+    ),
+    path(
+        "projects/<int:project_id>/invites/<int:invite_id>/revoke/",
+        views_projects.invite_revoke,
+        name="invite-revoke",
+    ),
+    path("invite/<str:token>/", views_projects.invite_accept, name="invite"),
+    path(
+        "projects/<int:project_id>/upload/",
+        views_projects.upload_page,
+        name="upload",
+    ),
+    path(
+        "projects/<int:project_id>/upload/<str:staging_id>/",
+        views_projects.upload_preview_page,
+        name="upload-preview",
     ),
 ]

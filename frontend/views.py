@@ -62,7 +62,8 @@ def project_list(request: HttpRequest) -> HttpResponse:
                 "progress": project_progress(user, project),
             }
         )
-    return render(request, "frontend/projects.html", {"rows": rows})
+    context = {"rows": rows, "can_create": access.can_create_projects(user=user)}
+    return render(request, "frontend/projects.html", context)
 
 
 @project_page(role="annotate")

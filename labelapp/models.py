@@ -623,3 +623,39 @@ class Job(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} job #{self.pk} ({self.status})"
+
+
+class Invite(models.Model):
+    """A one-time link that creates an account and makes it a member of a project.
+    Only the token's SHA-256 is stored: a database read does not yield a usable
+    link (labelapp.services.members)."""
+
+    project = models.ForeignKey(
+        Project, on_delete=models.CASCADE, related_name="invites"
+    )
+    role = models.CharField(
+        max_length=16,
+        choices=Membership.Role.choices,
+        default=Membership.Role.ANNOTATOR,
+    )
+    token_hash = models.CharField(max_length=64, unique=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+    used_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+
+    def __str__(self) -> str:
+        return f"invite to {self.project} ({self.role})"

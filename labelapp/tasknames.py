@@ -15,12 +15,14 @@ EXPORT = "pairloop.export"
 REAP_STALE_JOBS = "pairloop.jobs.reap_stale"
 CHECK_TRIGGERS = "pairloop.loop.check_triggers"
 RECLAIM_LEASES = "pairloop.leases.reclaim"
+# A large upload from the data page (labelapp.services.uploads).
+IMPORT_UPLOAD = "pairloop.import"
 
-# Job kind → the task that runs it. Imports run in the request (or the
-# ``import_data`` command), never as a job, so the "import" kind has no task and
-# job_enqueue refuses it.
+# Job kind → the task that runs it (job_enqueue refuses a kind without one).
+# Small uploads and ``import_data`` import in the request; large uploads are jobs.
 TASK_FOR_KIND: dict[str, str] = {
     "train_rm": TRAIN_REWARD_MODEL,
     "round": RUN_ROUND,
     "export": EXPORT,
+    "import": IMPORT_UPLOAD,
 }

@@ -18,11 +18,12 @@ from django.db import InterfaceError, OperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from labelapp import jobs, tasknames
-from labelapp.exports_jobs import export_job
+from labelapp.datasets.export_jobs import export_job
 from labelapp.loop.reward import reward_model_train
 from labelapp.loop.rounds import round_run
 from labelapp.loop.triggers import training_maybe_trigger
 from labelapp.queue import leases_reclaim
+from labelapp.services.uploads import upload_import_job
 
 TRANSIENT = (OperationalError, InterfaceError, RedisConnectionError)
 COMMON = {
@@ -56,6 +57,11 @@ def run_round(job_id: int) -> None:
 @shared_task(name=tasknames.EXPORT, **COMMON, **DEFAULT_LIMITS)
 def export(job_id: int) -> None:
     jobs.job_run(job_id=job_id, worker=_worker_id(), service=export_job)
+
+
+@shared_task(name=tasknames.IMPORT_UPLOAD, **COMMON, **DEFAULT_LIMITS)
+def import_upload(job_id: int) -> None:
+    jobs.job_run(job_id=job_id, worker=_worker_id(), service=upload_import_job)
 
 
 @shared_task(name=tasknames.REAP_STALE_JOBS, **COMMON, **DEFAULT_LIMITS)

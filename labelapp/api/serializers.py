@@ -3,9 +3,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-import math
-
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.exceptions import ErrorDetail, ParseError
@@ -38,9 +35,13 @@ from labelapp.queue import (
     label_input_problem,
     label_input_problems,
 )
+from labelapp.services.projects import (
+    PROJECT_BOUNDS,
+    pair_mix_problems,
+    rm_config_problems,
+    top_p_problems,
+)
 from labelapp.services.reviews import REVIEW_NOTE_MAX_CHARS
-from training.config import RewardConfig
-from training.rejection import PAIR_STRATEGIES
 
 
 def enum_field(values: list[str], **kwargs) -> serializers.ChoiceField:
@@ -80,93 +81,18 @@ class AdministeredProjectField(serializers.PrimaryKeyRelatedField):
 
 # --- project settings: every database CHECK and every training config, as a 400 ----
 
-# Set by Pairloop itself when it trains, not by the project's rm_config.
-_RM_CONFIG_RESERVED = {"base", "init_from"}
-_RM_CONFIG_EXTRA = {"warm_start": bool}  # Pairloop's own option (labelapp.loop)
-
-
-def _type_problem(value: object, hint: str) -> str | None:
-    """Why ``value`` does not fit the annotation ``hint`` (a dataclass field's type,
-    as a string: the config modules use postponed annotations), or None."""
-    options = [part.strip() for part in hint.split("|")]
-    if value is None:
-        return None if "None" in options else "must not be null"
-    checks = {
-        "bool": lambda v: isinstance(v, bool),
-        "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-        "float": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
-        "str": lambda v: isinstance(v, str),
-        "tuple[float, ...]": lambda v: (
-            isinstance(v, list)
-            and all(isinstance(x, int | float) and not isinstance(x, bool) for x in v)
-        ),
-    }
-    names = {"tuple[float, ...]": "a list of numbers", "float": "a number"}
-    wanted = [o for o in options if o != "None"]
-    if any(checks[o](value) for o in wanted if o in checks):
-        return None
-    return "must be " + " or ".join(names.get(o, f"a {o}") for o in wanted)
+# The rules live in the project service (labelapp.services.projects), which the
+# project settings page asks too: one validator. These wrap them as DRF validators.
 
 
 def validate_rm_config(value: object) -> dict:
-    """``rm_config`` against training.config.RewardConfig: known keys, their types,
-    then the dataclass's own range checks."""
-    if not isinstance(value, dict):
-        raise serializers.ValidationError(
-            'Must be an object of RewardConfig settings (e.g. {"num_epochs": 2}).'
-        )
-    hints = {
-        f.name: str(f.type)
-        for f in dataclasses.fields(RewardConfig)
-        if f.name not in _RM_CONFIG_RESERVED
-    }
-    problems = []
-    for key, item in value.items():
-        if key in _RM_CONFIG_EXTRA:
-            if not isinstance(item, _RM_CONFIG_EXTRA[key]):
-                problems.append(f"{key}: must be a boolean")
-        elif key not in hints:
-            problems.append(
-                f"{key}: unknown setting; known: "
-                f"{', '.join(sorted([*hints, *_RM_CONFIG_EXTRA]))}"
-            )
-        elif problem := _type_problem(item, hints[key]):
-            problems.append(f"{key}: {problem}")
-    if not problems:
-        options = {k: v for k, v in value.items() if k not in _RM_CONFIG_EXTRA}
-        try:
-            RewardConfig(**options)
-        except (ValueError, TypeError) as exc:
-            problems.append(str(exc))
-    if problems:
+    if problems := rm_config_problems(value):
         raise serializers.ValidationError(problems)
     return value
 
 
 def validate_pair_mix(value: object) -> dict:
-    """``pair_mix`` against training.rejection.RoundConfig: known strategies with
-    finite weights >= 0, not all 0."""
-    if not isinstance(value, dict):
-        raise serializers.ValidationError(
-            "Must be an object of strategy weights, e.g. "
-            '{"best_vs_runner_up": 0.5, "random": 0.5}.'
-        )
-    problems = []
-    for key, weight in value.items():
-        if key not in PAIR_STRATEGIES:
-            problems.append(
-                f"{key}: unknown strategy; known: {', '.join(PAIR_STRATEGIES)}"
-            )
-        elif (
-            not isinstance(weight, int | float)
-            or isinstance(weight, bool)
-            or not math.isfinite(weight)
-            or weight < 0
-        ):
-            problems.append(f"{key}: the weight must be a number >= 0")
-    if not problems and not sum(value.values()) > 0:
-        problems.append("the weights must not all be 0")
-    if problems:
+    if problems := pair_mix_problems(value):
         raise serializers.ValidationError(problems)
     return value
 
@@ -189,17 +115,9 @@ class SafeJSONField(serializers.JSONField):
             raise serializers.ValidationError(str(exc.detail)) from None
 
 
-_CHECKED = {
-    # field: bounds matching the database's CHECK constraints (labelapp.models
-    # Project.Meta.constraints) and the column types, so input the database would
-    # refuse is a field-level 400 instead of an IntegrityError.
-    "overlap": {"min_value": 1, "max_value": 100},
-    "lease_seconds": {"min_value": 10, "max_value": 2**31 - 1},
-    "gold_rate": {"min_value": 0.0, "max_value": 1.0},
-    "n_samples": {"min_value": 1, "max_value": 32767},
-    "temperature": {"min_value": 0.0},
-    "top_p": {"max_value": 1.0},  # and > 0: validate_top_p
-}
+# The bounds of the database's CHECK constraints and column types (the service's
+# table), so input the database would refuse is a field-level 400.
+_CHECKED = {field: dict(bounds) for field, bounds in PROJECT_BOUNDS.items()}
 
 
 class ProjectSerializer(serializers.ModelSerializer):
@@ -223,8 +141,8 @@ class ProjectSerializer(serializers.ModelSerializer):
         extra_kwargs = _CHECKED
 
     def validate_top_p(self, value: float) -> float:
-        if not value > 0:
-            raise serializers.ValidationError("Ensure this value is greater than 0.")
+        if problems := top_p_problems(value):
+            raise serializers.ValidationError(problems[0])
         return value
 
 
