@@ -9,7 +9,7 @@ from typing import Any
 from django.contrib.postgres.aggregates import ArrayAgg
 from django.db.models import Q
 
-from labelapp.aggregation import Aggregate, aggregate_labels
+from labelapp.aggregation import STRENGTH_CHOICES, Aggregate, aggregate_labels
 from labelapp.datasets.export_formats import (
     ExportOptions,
     ProgressFn,
@@ -18,7 +18,7 @@ from labelapp.datasets.export_formats import (
     messages_to_text,
     strength_margin,
 )
-from labelapp.models import Comparison, Label, Project, SFTExample
+from labelapp.models import Comparison, Label, Project, SFTExample, displayed_choice
 
 NOT_REJECTED = ~Q(labels__review_state=Label.ReviewState.REJECTED)
 
@@ -245,7 +245,9 @@ def label_rows(
                     "response_b_id": rb,
                     "annotator": names[uid],
                     "choice": choice,
-                    "strength": strength,
+                    "displayed_choice": displayed_choice(choice, swapped),
+                    # None for tie and both bad, also for rows stored before 0009.
+                    "strength": strength if choice in STRENGTH_CHOICES else None,
                     "p_a": p_a,
                     "shown_swapped": swapped,
                     "duration_ms": dur,
