@@ -250,6 +250,16 @@ ROUND_HELP = "The round's number within its project, as the UI and exports show 
 ROUND_ID_HELP = "The round's id (GET /api/v1/rounds/<id>/); null when none."
 
 
+def _refuse_round_in_input(serializer: serializers.Serializer) -> None:
+    """``round`` used to be the id a client wrote; it is now the (read-only) number.
+    One sent is refused, naming the field to use, rather than silently ignored."""
+    data = getattr(serializer, "initial_data", None)
+    if hasattr(data, "keys") and "round" in data:
+        raise serializers.ValidationError(
+            {"round": ["Read-only: the round number. Send round_id (the round's id)."]}
+        )
+
+
 def _round_number_field() -> serializers.IntegerField:
     return serializers.IntegerField(
         source="round.number", read_only=True, allow_null=True, help_text=ROUND_HELP
@@ -297,6 +307,10 @@ class ResponseSerializer(serializers.ModelSerializer):
             "created_at",
         ]
 
+    def validate(self, attrs: dict) -> dict:
+        _refuse_round_in_input(self)
+        return attrs
+
     def validate_prompt(self, prompt: Prompt) -> Prompt:
         if not access.can_admin(
             user=self.context["request"].user, project=prompt.project_id
@@ -327,6 +341,7 @@ class ComparisonSerializer(serializers.ModelSerializer):
     )
 
     def validate(self, attrs: dict) -> dict:
+        _refuse_round_in_input(self)
         # CHECK comparison_gold_has_answer, as a field error.
         if attrs.get("is_gold") and not attrs.get("gold_choice"):
             raise serializers.ValidationError(

@@ -195,6 +195,14 @@ def test_round_id_is_what_a_client_writes(project, api_client_for, user_factory)
     )
     assert refused.status_code == 400, refused.content
     assert "round_id" in refused.content.decode()
+    # "round" was the id a client wrote: one sent now is refused, naming round_id.
+    old_style = client.post(
+        "/api/v1/responses/",
+        {"prompt": existing.prompt_id, "text": "fourth", "round": round3.pk},
+        format="json",
+    )
+    assert old_style.status_code == 400, old_style.content
+    assert "round_id" in old_style.json()["round"][0]
 
 
 # --- item 9: what the API creates says so ------------------------------------------
