@@ -59,6 +59,13 @@ CHOICE_TEXT = {
     Choice.TIE: "Tie",
     Choice.BOTH_BAD: "Both bad",
 }
+# A label's choice as its annotator saw it (the letters of their rationale).
+DISPLAYED_TEXT = {
+    Choice.A: "A (left)",
+    Choice.B: "B (right)",
+    Choice.TIE: "Tie",
+    Choice.BOTH_BAD: "Both bad",
+}
 # The SVG is its own document when opened directly: no scripts, only its own inline
 # <style> (matplotlib writes one), which the page CSP would block.
 SVG_CSP = "default-src 'none'; style-src 'unsafe-inline'"
@@ -82,6 +89,9 @@ def _label_row(label: Label, comparison: Comparison, filters: ReviewFilters) -> 
     return {
         "label": label,
         "choice_text": CHOICE_TEXT.get(label.choice, label.choice),
+        "displayed_text": DISPLAYED_TEXT.get(
+            label.displayed_choice, label.displayed_choice
+        ),
         "strength_text": STRENGTH_LABELS.get(label.strength or 0, ""),
         "seconds": label.duration_ms / 1000 if label.duration_ms is not None else None,
         "gold_miss": gold_miss,
@@ -166,6 +176,10 @@ def review_label(
             messages.error(request, f"Label {label.pk}: {exc}")
         else:
             messages.success(request, f"Label {label.pk} {form.cleaned_data['state']}.")
+            if form.cleaned_data["state"] == Label.ReviewState.ACCEPTED:
+                # An accepted label needs nothing more: review.js moves on to the
+                # label after it (a rejected one stays selected, to add a note).
+                return _back_to_review(request, project, f"next-after-label-{label.pk}")
     return _back_to_review(request, project, f"label-{label.pk}")
 
 

@@ -278,6 +278,7 @@ class Comparison(models.Model):
         ROUND = "round"
         AUDIT = "audit"
         GOLD = "gold"
+        API = "api", "API"  # created through POST /api/v1/comparisons/
 
     class Status(models.TextChoices):
         OPEN = "open"
@@ -483,6 +484,21 @@ class Label(models.Model):
 
     def __str__(self) -> str:
         return f"{self.annotator}: {self.choice} on {self.comparison_id}"
+
+    @property
+    def displayed_choice(self) -> str:
+        """The choice as the annotator saw it ("a" = the left-hand response): the
+        letters a rationale uses. ``choice`` is canonical (a = response_a)."""
+        return displayed_choice(self.choice, self.shown_swapped)
+
+
+_SWAPPED = {Choice.A.value: Choice.B.value, Choice.B.value: Choice.A.value}
+
+
+def displayed_choice(choice: str, shown_swapped: bool) -> str:
+    """A canonical choice in the annotator's left/right terms (and back: the swap is
+    its own inverse)."""
+    return _SWAPPED.get(choice, choice) if shown_swapped else choice
 
 
 class ModelVersion(models.Model):

@@ -161,9 +161,42 @@ class PromptSerializer(serializers.ModelSerializer):
         read_only_fields = ["created_at"]
 
 
+ROUND_HELP = "The round's number within its project, as the UI and exports show it."
+ROUND_ID_HELP = "The round's id (GET /api/v1/rounds/<id>/); null when none."
+
+
+def _refuse_round_in_input(serializer: serializers.Serializer) -> None:
+    """``round`` used to be the id a client wrote; it is now the (read-only) number.
+    One sent is refused, naming the field to use, rather than silently ignored."""
+    data = getattr(serializer, "initial_data", None)
+    if hasattr(data, "keys") and "round" in data:
+        raise serializers.ValidationError(
+            {"round": ["Read-only: the round number. Send round_id (the round's id)."]}
+        )
+
+
+def _round_number_field() -> serializers.IntegerField:
+    return serializers.IntegerField(
+        source="round.number", read_only=True, allow_null=True, help_text=ROUND_HELP
+    )
+
+
+def _round_id_field() -> serializers.PrimaryKeyRelatedField:
+    return serializers.PrimaryKeyRelatedField(
+        source="round",
+        queryset=Round.objects.all(),
+        required=False,
+        allow_null=True,
+        help_text=ROUND_ID_HELP,
+    )
+
+
 class ResponseSerializer(serializers.ModelSerializer):
     origin = enum_field(Response.Origin.values, required=False)
     text = serializers.CharField(max_length=MAX_TEXT_CHARS)
+    # "round" is the number the UI and exports show; the id is "round_id".
+    round = _round_number_field()
+    round_id = _round_id_field()
 
     class Meta:
         model = Response
@@ -173,6 +206,7 @@ class ResponseSerializer(serializers.ModelSerializer):
             "text",
             "origin",
             "round",
+            "round_id",
             "model_ref",
             "token_count",
             "finish_reason",
@@ -187,6 +221,10 @@ class ResponseSerializer(serializers.ModelSerializer):
             "reward_version",
             "created_at",
         ]
+
+    def validate(self, attrs: dict) -> dict:
+        _refuse_round_in_input(self)
+        return attrs
 
     def validate_prompt(self, prompt: Prompt) -> Prompt:
         if not access.can_admin(
@@ -206,6 +244,9 @@ class ComparisonSerializer(serializers.ModelSerializer):
         required=False, allow_blank=True, help_text=GOLD_HELP
     )
     majority = serializers.CharField(read_only=True, help_text=MAJORITY_HELP)
+    # "round" is the number the UI and exports show; the id is "round_id".
+    round = _round_number_field()
+    round_id = _round_id_field()
 
     def validate_gold_choice(self, value: str) -> str:
         return _check_choice(value)
@@ -215,6 +256,7 @@ class ComparisonSerializer(serializers.ModelSerializer):
     )
 
     def validate(self, attrs: dict) -> dict:
+        _refuse_round_in_input(self)
         # CHECK comparison_gold_has_answer, as a field error.
         if attrs.get("is_gold") and not attrs.get("gold_choice"):
             raise serializers.ValidationError(
@@ -232,6 +274,7 @@ class ComparisonSerializer(serializers.ModelSerializer):
             "response_b",
             "origin",
             "round",
+            "round_id",
             "strategy",
             "priority",
             "labels_required",
@@ -304,6 +347,14 @@ class LabelSerializer(serializers.ModelSerializer):
     """A stored label, choice in canonical terms (A = response_a)."""
 
     choice = enum_field(Choice.values, read_only=True)
+    # A plain string, as gold_choice: the schema already names this value set.
+    displayed_choice = serializers.CharField(
+        read_only=True,
+        help_text="a, b, tie or both_bad as the annotator saw it (a = the left-hand "
+        "response), "
+        "the letters its rationale uses; choice is canonical (a = response_a), the "
+        "two differ when shown_swapped.",
+    )
     review_state = enum_field(Label.ReviewState.values, read_only=True)
 
     class Meta:
@@ -314,6 +365,7 @@ class LabelSerializer(serializers.ModelSerializer):
             "annotator",
             "assignment",
             "choice",
+            "displayed_choice",
             "strength",
             "p_a",
             "rationale",
@@ -431,7 +483,15 @@ def _service_check(field: str) -> object:
 # docstring: drf-spectacular would publish a docstring in the schema.)
 class LabelInputSerializer(serializers.Serializer):
     choice = enum_field(Choice.values, help_text="Display terms.")
-    strength = _SchemaInteger(min_value=STRENGTH_MIN, max_value=STRENGTH_MAX)
+    strength = _SchemaInteger(
+        min_value=STRENGTH_MIN,
+        max_value=STRENGTH_MAX,
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Required for a and b; tie and both_bad have none (one sent "
+        "with them is dropped: stored as null).",
+    )
     rationale = _SchemaText(
         max_length=RATIONALE_MAX_CHARS, required=False, allow_blank=True, default=""
     )
@@ -447,6 +507,22 @@ class LabelInputSerializer(serializers.Serializer):
     validate_rationale = _service_check("rationale")
     validate_duration_ms = _service_check("duration_ms")
     validate_idempotency_key = _service_check("idempotency_key")
+
+    def validate(self, attrs: dict) -> dict:
+        # The one rule across fields (a and b need a strength), the service's too.
+        problems = label_input_problems(
+            {"choice": attrs.get("choice"), "strength": attrs.get("strength")}
+        )
+        if "strength" in problems:
+            raise serializers.ValidationError(
+                {
+                    "strength": [
+                        ErrorDetail(p.message, code=p.code)
+                        for p in problems["strength"]
+                    ]
+                }
+            )
+        return attrs
 
 
 class SubmittedLabelSerializer(serializers.Serializer):
@@ -573,13 +649,14 @@ def plain_label_input(data: object) -> dict | None:
     if not (
         type(data) is dict
         and type(data.get("choice")) is str
-        and type(data.get("strength")) is int
+        and (data.get("strength") is None or type(data["strength"]) is int)
         and _plain_text(data.get("rationale", ""))
         and (data.get("duration_ms") is None or type(data["duration_ms"]) is int)
         and _plain_text(data.get("idempotency_key", ""))
     ):
         return None
     validated = {k: v for k, v in data.items() if k in _LABEL_INPUT_KEYS}
+    validated.setdefault("strength", None)
     validated.setdefault("rationale", "")
     validated.setdefault("idempotency_key", "")
     if label_input_problems(validated):

@@ -184,13 +184,22 @@ class ResponseViewSet(_Scoped, viewsets.ModelViewSet):
 
 
 COMPARISON_STATUS = ["open", "complete", "retired"]
-COMPARISON_ORIGIN = ["import", "round", "audit", "gold"]
+COMPARISON_ORIGIN = models.Comparison.Origin.values
 
 
 @extend_schema_view(
     list=extend_schema(
         parameters=[
-            *_int_params("project", "round"),
+            *_int_params("project"),
+            OpenApiParameter(
+                "round",
+                OpenApiTypes.INT,
+                description="Filter by round number (as the UI and exports show "
+                "it; with project, that project's round).",
+            ),
+            OpenApiParameter(
+                "round_id", OpenApiTypes.INT, description="Filter by round id."
+            ),
             _enum_param("status", COMPARISON_STATUS),
             _enum_param("origin", COMPARISON_ORIGIN),
         ]
@@ -208,7 +217,15 @@ class ComparisonViewSet(_Scoped, viewsets.ModelViewSet):
     def scoped_queryset(self) -> QuerySet:
         request = self.request
         qs = selectors.comparisons_for(request.user)
-        qs = _filter_ints(request, qs, {"project": "project_id", "round": "round_id"})
+        qs = _filter_ints(
+            request,
+            qs,
+            {
+                "project": "project_id",
+                "round": "round__number",
+                "round_id": "round_id",
+            },
+        )
         if value := _choice_param(request, "status", COMPARISON_STATUS):
             qs = qs.filter(status=value)
         if value := _choice_param(request, "origin", COMPARISON_ORIGIN):
@@ -226,7 +243,7 @@ class ComparisonViewSet(_Scoped, viewsets.ModelViewSet):
             project=data.pop("project"),
             response_x=data.pop("response_a"),
             response_y=data.pop("response_b"),
-            origin=data.get("origin", "import"),
+            origin=data.get("origin", models.Comparison.Origin.API),
             priority=data.get("priority", 0),
             labels_required=data.get("labels_required"),
             is_gold=data.get("is_gold", False),

@@ -51,7 +51,10 @@ _DESCRIPTIONS = {
     "labels": (
         "Every individual label, rejected ones included (see `review_state`), in "
         "canonical orientation (A = the response with the lower id; "
-        "`shown_swapped` says A was displayed on the right)."
+        "`shown_swapped` says A was displayed on the right). `displayed_choice` "
+        "is the choice as the annotator saw it (`a` = the left-hand response): "
+        "the letters the `rationale` uses. `strength` is null for `tie` and "
+        "`both_bad`."
     ),
 }
 

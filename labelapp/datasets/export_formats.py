@@ -206,6 +206,7 @@ LABEL_SCHEMA = pa.schema(
         ("response_b_id", pa.int64()),
         ("annotator", pa.string()),
         ("choice", pa.string()),
+        ("displayed_choice", pa.string()),
         ("strength", pa.int32()),
         ("p_a", pa.float64()),
         ("shown_swapped", pa.bool_()),

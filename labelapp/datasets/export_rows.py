@@ -17,8 +17,8 @@ from labelapp.datasets.export_formats import (
     messages_to_text,
     strength_margin,
 )
-from labelapp.models import Comparison, Label, Project, SFTExample
-from labelapp.services.aggregates import Aggregate, aggregate_labels
+from labelapp.models import Comparison, Label, Project, SFTExample, displayed_choice
+from labelapp.services.aggregates import STRENGTH_CHOICES, Aggregate, aggregate_labels
 
 NOT_REJECTED = ~Q(labels__review_state=Label.ReviewState.REJECTED)
 
@@ -245,7 +245,9 @@ def label_rows(
                     "response_b_id": rb,
                     "annotator": names[uid],
                     "choice": choice,
-                    "strength": strength,
+                    "displayed_choice": displayed_choice(choice, swapped),
+                    # None for tie and both bad, also for rows stored before 0009.
+                    "strength": strength if choice in STRENGTH_CHOICES else None,
                     "p_a": p_a,
                     "shown_swapped": swapped,
                     "duration_ms": dur,

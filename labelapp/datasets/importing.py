@@ -267,7 +267,9 @@ def _write_pairs(
             a, b, p_a = b, a, 1.0 - p_a
         if (a, b) in comparisons:
             continue
-        agg = aggregate_labels([(_choice_for(p_a), p_a, rec.strength)])
+        # A tie prefers neither response: no strength (as label_submit stores it).
+        strength = rec.strength if _choice_for(p_a) != "tie" else None
+        agg = aggregate_labels([(_choice_for(p_a), p_a, strength)])
         comparisons[(a, b)] = Comparison(
             project=project,
             prompt_id=prompt_id,
@@ -285,7 +287,7 @@ def _write_pairs(
             both_bad_count=agg.both_bad_count,
             completed_at=now,
         )
-        label_p[(a, b)] = (p_a, rec.strength)
+        label_p[(a, b)] = (p_a, strength)
     rows = list(comparisons.values())
     for chunk in _chunks(rows):
         Comparison.objects.bulk_create(chunk, ignore_conflicts=True)

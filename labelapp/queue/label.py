@@ -26,6 +26,7 @@ from labelapp.services.aggregates import aggregate_labels
 
 # Display choice -> canonical choice when the pair was shown swapped (B on the left).
 _SWAP = {Choice.A: Choice.B, Choice.B: Choice.A}
+_NO_STRENGTH = frozenset({Choice.TIE.value, Choice.BOTH_BAD.value})
 _P_A = {Choice.A: 1.0, Choice.B: 0.0, Choice.TIE: 0.5, Choice.BOTH_BAD: None}
 
 
@@ -130,7 +131,7 @@ SELECT id FROM l
 
 
 def _same_submission(
-    label: Label, choice: str, strength: int, idempotency_key: str
+    label: Label, choice: str, strength: int | None, idempotency_key: str
 ) -> bool:
     if idempotency_key and label.idempotency_key:
         return idempotency_key == label.idempotency_key
@@ -142,7 +143,7 @@ def label_submit(
     assignment_id: int,
     annotator: AbstractBaseUser,
     choice: str,
-    strength: int,
+    strength: int | None = None,
     rationale: str = "",
     duration_ms: int | None = None,
     idempotency_key: str = "",
@@ -150,8 +151,14 @@ def label_submit(
 ) -> tuple[Label, bool]:
     """Store the annotator's label for their assignment. ``choice`` is in display
     terms (what was on the left is "a"). Returns (label, created); a repeat of a stored
-    submission returns the stored label with created=False."""
+    submission returns the stored label with created=False.
+
+    ``strength`` (1-4) is required for a and b; for tie and both_bad it is stored as
+    null, and one sent with them is dropped rather than refused: it carries no
+    meaning, and clients written when the API required it send 1 there."""
     now = _now(now)
+    if choice in _NO_STRENGTH:
+        strength = None
     _validate_label_input(
         {
             "choice": choice,

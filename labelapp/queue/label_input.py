@@ -91,10 +91,18 @@ def _choice(value: object) -> list[Problem]:
 
 
 _duration = _int_in(0, MAX_DURATION_MS)
+_strength = _int_in(STRENGTH_MIN, STRENGTH_MAX)
+
+# Strength grades a preference; a tie or "both bad" prefers neither response, so
+# nobody is asked for one and it is stored as null (labelapp.queue.label drops a
+# strength sent with them: clients written before this rule send 1 there).
+STRENGTH_CHOICES = frozenset({Choice.A.value, Choice.B.value})
+# DRF's own words, as when the field itself was required (the API's contract).
+STRENGTH_REQUIRED = Problem("required", "This field is required.")
 
 CHECKS: dict[str, Check] = {
     "choice": _choice,
-    "strength": _int_in(STRENGTH_MIN, STRENGTH_MAX),
+    "strength": lambda value: [] if value is None else _strength(value),
     "rationale": _text_of_at_most(RATIONALE_MAX_CHARS),
     "duration_ms": lambda value: [] if value is None else _duration(value),
     "idempotency_key": _text_of_at_most(MAX_IDEMPOTENCY_KEY),
@@ -112,4 +120,10 @@ def label_input_problems(values: Mapping[str, object]) -> dict[str, list[Problem
     for field, check in CHECKS.items():
         if field in values and (found := check(values[field])):
             problems[field] = found
+    if (
+        values.get("choice") in STRENGTH_CHOICES
+        and values.get("strength") is None
+        and "strength" not in problems
+    ):
+        problems["strength"] = [STRENGTH_REQUIRED]
     return problems

@@ -83,7 +83,7 @@ def response_create(
     if not text.strip():
         raise ValidationFailed("text: a response needs text")
     if round is not None and round.project_id != prompt.project_id:
-        raise ValidationFailed("round: belongs to another project")
+        raise ValidationFailed("round_id: belongs to another project")
     key = {"prompt": prompt, "text_hash": text_hash(text)}
     values = {"text": text, "origin": origin, "model_ref": model_ref, "round": round}
     if if_exists == "return":
@@ -141,6 +141,9 @@ def comparison_create(
             )
     if project is not None and prompt.project_id != project.pk:
         raise ValidationFailed("response_a: belongs to another project")
+    round_ = fields.get("round")
+    if isinstance(round_, Round) and round_.project_id != prompt.project_id:
+        raise ValidationFailed("round_id: belongs to another project")
     gold_choice_check(is_gold=is_gold, gold_choice=gold_choice)
     k = labels_required if labels_required is not None else prompt.project.overlap
     if k < 1:

@@ -135,15 +135,23 @@ def test_label_five_by_keyboard(
     login(page, live_server.url)
     page.goto(f"{live_server.url}/projects/{project.pk}/compare/")
 
+    # The label bodies as sent: tie and both bad go without a strength.
+    sent: list[dict[str, Any]] = []
+    page.on(
+        "request",
+        lambda r: sent.append(r.post_data_json) if r.url.endswith("/label/") else None,
+    )
+
     # (keys, display choice, strength, rationale, dwell ms before answering)
     plans = [
         (["1", "e"], "a", 3, "", 0),
         (["b", "r"], "b", 4, "", 300),
-        (["t"], "tie", 1, "", 0),
-        (["x"], "both_bad", 1, "", 0),
+        (["t"], "tie", None, "", 0),
+        (["x"], "both_bad", None, "", 0),
         (["2", "q"], "b", 1, "Right one is shorter.", 0),
     ]
-    expected: dict[int, tuple[str, int, str, int]] = {}
+    toasts = []
+    expected: dict[int, tuple[str, int | None, str, int]] = {}
     for keys, choice, strength, rationale, dwell in plans:
         current = wait_shown(page)
         comparison = Comparison.objects.select_related("response_a", "response_b").get(
@@ -163,6 +171,9 @@ def test_label_five_by_keyboard(
             )
             page.keyboard.press("Escape")
         page.keyboard.press("Enter")
+        # A brief confirmation that the key press took (issue 15, item 16).
+        toasts.append(page.inner_text("#toast"))
+        assert page.is_visible("#toast")
         expected[comparison.pk] = (
             expected_canonical(choice, left, comparison),
             strength,
@@ -170,14 +181,30 @@ def test_label_five_by_keyboard(
             dwell,
         )
 
+    assert toasts == [
+        "Submitted: A is better (3)",
+        "Submitted: B is better (4)",
+        "Submitted: Tie",
+        "Submitted: Both bad",
+        "Submitted: B is better (1)",
+    ]
+
     # And skip the sixth, by keyboard too.
     sixth = wait_shown(page)
     page.keyboard.press("s")
+    assert page.inner_text("#toast") == "Skipped"
     page.wait_for_function(
         "id => window.pairloopStats.current.comparisonId !== id",
         arg=sixth["comparisonId"],
     )
     wait_sent(page)
+    # ... and the toast goes away by itself.
+    page.wait_for_selector("#toast", state="hidden", timeout=5_000)
+    by_choice = {b["choice"]: b for b in sent}
+    assert (
+        "strength" not in by_choice["tie"] and "strength" not in by_choice["both_bad"]
+    )
+    assert by_choice["a"]["strength"] == 3
     skipped = Assignment.objects.get(pk=sixth["assignmentId"])
     assert skipped.state == Assignment.State.SKIPPED
     labels = list(Label.objects.filter(annotator=user).select_related("assignment"))
@@ -438,3 +465,58 @@ def test_server_killed_mid_submit_loses_and_duplicates_nothing(
         page.wait_for_function("() => window.pairloopStats.idle")
     finally:
         server.kill()
+
+
+NARROW_TABLE = """| Round | Diversity | Truncation | Reward | Length | Agreement |
+|---|---|---|---|---|---|
+| 1 | 0.8123 | 0.0125 | 1.2345 | 212.5 | 0.8125 |
+| 2 | 0.7931 | 0.0250 | 1.3012 | 230.0 | 0.7750 |
+"""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_narrow_markdown_table_scrolls_instead_of_breaking_words(
+    live_server: Any, page: Any, django_user_model: Any
+) -> None:
+    """A table wider than its column scrolls sideways; its words stay whole (it used
+    to read "Diversi ty", .md's overflow-wrap: anywhere reaching the cells)."""
+    user = django_user_model.objects.create_user(username="ann", password=PASSWORD)
+    project = Project.objects.create(name="Tables", overlap=1)
+    Membership.objects.create(project=project, user=user)
+    make_comparison(
+        project,
+        [{"role": "user", "content": "Summarise the rounds."}],
+        NARROW_TABLE,
+        "No table here.",
+    )
+    page.set_viewport_size({"width": 360, "height": 800})
+    login(page, live_server.url)
+    page.goto(f"{live_server.url}/projects/{project.pk}/compare/")
+    wait_shown(page, prefetched=False)
+    side = (
+        "#response-a"
+        if "Diversity" in page.inner_text("#response-a")
+        else ("#response-b")
+    )
+    cells = page.evaluate(
+        """side => [...document.querySelectorAll(`${side} th, ${side} td`)]
+             .map(cell => {
+               const range = document.createRange();
+               range.selectNodeContents(cell);
+               const lines = new Set(
+                 [...range.getClientRects()].map(r => Math.round(r.top)));
+               return [cell.textContent.trim(), lines.size];
+             })""",
+        side,
+    )
+    assert ("Diversity", 1) in [tuple(c) for c in cells]
+    assert all(lines == 1 for _text, lines in cells), cells
+    table = page.evaluate(
+        """side => { const t = document.querySelector(`${side} table`);
+                     return [t.scrollWidth, t.clientWidth,
+                             getComputedStyle(t).overflowX]; }""",
+        side,
+    )
+    scroll_width, client_width, overflow_x = table
+    assert scroll_width > client_width and overflow_x == "auto"
+    assert not page.js_errors

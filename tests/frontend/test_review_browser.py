@@ -91,13 +91,38 @@ def test_review_by_keyboard(live_server: Any, page: Any) -> None:
     label = Label.objects.get(pk=accepted)
     assert label.review_state == "accepted"
     assert label.review_note == "Matches the guidelines."
-    assert current(page) == accepted
+    # An accepted label needs nothing more: the page moves on to the next one
+    # (issue 15, item 16), in the order the reloaded page shows.
+    order = dom_labels(page)
+    assert current(page) == order[order.index(accepted) + 1]
+    assert focused_label(page) == f"label-{current(page)}"
 
     # Shift+J jumps to the first label of the next comparison.
     here = page.evaluate("() => document.activeElement.closest('.review-item').id")
     page.keyboard.press("Shift+J")
     there = page.evaluate("() => document.activeElement.closest('.review-item').id")
     assert there != here
+
+    # A pair shown swapped says how its annotator saw it: their letters (those of
+    # the rationale) beside the canonical choice (issue 15, item 6).
+    shown = dom_labels(page)
+    swapped = [
+        lb
+        for lb in Label.objects.filter(pk__in=shown).select_related("comparison")
+        if lb.shown_swapped
+    ]
+    assert swapped
+    for lb in swapped:
+        note = page.inner_text(f"#label-{lb.pk} .seen")
+        theirs = {"a": "B (right)", "b": "A (left)"}.get(lb.choice)
+        if theirs:
+            assert f"they picked “{theirs}”" in note
+        assert f"left #{lb.comparison.response_b_id} (B here)" in note
+        assert page.get_attribute(f"#label-{lb.pk} .seen", "data-displayed-choice") == (
+            lb.displayed_choice
+        )
+    unswapped = next(pk for pk in shown if pk not in {lb.pk for lb in swapped})
+    assert page.locator(f"#label-{unswapped} .seen").count() == 0
 
     page.keyboard.press("?")
     assert page.evaluate("() => document.getElementById('help').open")

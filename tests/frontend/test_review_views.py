@@ -117,9 +117,11 @@ def test_reject_and_accept_change_p_a_and_export(
     after = _preference_rows(demo, tmp_path / "after")[comparison.pk]
     assert after["n_labels"] == 2
 
-    client.post(url, {"state": "accepted"})
+    accepted = client.post(url, {"state": "accepted"})
     comparison.refresh_from_db()
     assert comparison.p_a == pytest.approx(2 / 3)
+    # An accepted label sends the reviewer on to the next one (review.js reads it).
+    assert accepted["Location"].endswith(f"#next-after-label-{label.pk}")
 
 
 def test_review_label_refuses_annotators_and_bad_state(demo: DemoProject) -> None:

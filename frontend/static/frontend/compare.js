@@ -42,6 +42,7 @@ const el = {
   help: $("help"),
   helpButton: $("help-button"),
   guidelines: $("guidelines"),
+  toast: $("toast"),
 };
 
 const state = {
@@ -486,8 +487,8 @@ function choose(name, value) {
   syncStrength();
 }
 
-// Strength only qualifies a preference; tie and "both bad" are sent with the
-// weakest level ("negligibly better / unsure"), which the API requires.
+// Strength only qualifies a preference; tie and "both bad" prefer neither response,
+// so they are sent without one (the API stores null for them).
 function strengthNeeded() {
   const choice = selected("choice");
   return choice === "a" || choice === "b";
@@ -506,8 +507,8 @@ function submitLabel(startedAt) {
     el.formHint.textContent = "Pick A, B, tie or both bad first (1, 2, t, x).";
     return;
   }
-  const strength = strengthNeeded() ? Number(selected("strength")) : 1;
-  if (!strength) {
+  const strength = strengthNeeded() ? Number(selected("strength")) : null;
+  if (strengthNeeded() && !strength) {
     el.formHint.textContent = "Pick how much better (q, w, e, r).";
     return;
   }
@@ -521,13 +522,30 @@ function submitLabel(startedAt) {
     url: cfg.labelUrl.replace("{id}", String(current.assignment_id)),
     body: {
       choice,
-      strength,
+      ...(strength === null ? {} : { strength }),
       rationale: el.rationale.value.trim(),
       duration_ms: Math.max(1, Math.round(stopwatch.elapsed())),
       idempotency_key: key,
     },
   });
+  toast(`Submitted: ${CHOICE_TEXT[choice]}${strength === null ? "" : ` (${strength})`}`);
   advance(startedAt);
+}
+
+// A brief confirmation that a key press took, for an annotator who is already
+// reading the next pair. It says the answer is on its way (the outbox sends it and
+// warns if it cannot), so it appears at once, not after the round trip.
+const TOAST_MS = 1600;
+const CHOICE_TEXT = { a: "A is better", b: "B is better", tie: "Tie", both_bad: "Both bad" };
+let toastTimer = null;
+
+function toast(text) {
+  el.toast.textContent = text;
+  el.toast.hidden = false;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => {
+    el.toast.hidden = true;
+  }, TOAST_MS);
 }
 
 function skipCurrent(startedAt) {
@@ -541,6 +559,7 @@ function skipCurrent(startedAt) {
     url: cfg.skipUrl.replace("{id}", String(current.assignment_id)),
     body: {},
   });
+  toast("Skipped");
   advance(startedAt);
 }
 

@@ -111,13 +111,21 @@ document.addEventListener("keydown", (event) => {
   }
 });
 
-// After a decision the server redirects back to #label-<id>: continue from there.
+// After a decision the server redirects back to #label-<id> (a rejection: stay, a
+// note may follow) or #next-after-label-<id> (an acceptance: move on to the next
+// label, or stay on the last one).
 function boot() {
-  const hash = decodeURIComponent(location.hash.slice(1));
+  let hash = decodeURIComponent(location.hash.slice(1));
+  const after = /^next-after-(label-\d+)$/.exec(hash);
+  if (after) hash = after[1];
   const target = hash ? document.getElementById(hash) : null;
   let row = null;
   if (target && target.classList.contains("review-label")) row = target;
   else if (target) row = target.querySelector(".review-label");
+  if (row && after) {
+    const all = rows();
+    row = all[all.indexOf(row) + 1] || row;
+  }
   // A fresh page keeps the filters in view; a return from a decision scrolls back.
   if (row) select(row);
   else select(rows()[0], false);

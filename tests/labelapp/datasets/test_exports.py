@@ -217,6 +217,36 @@ def test_sft_export(db: None, artifacts: Path, tmp_path: Path) -> None:
     assert _load_dataset(only2 / "sft.parquet", tmp_path).num_rows == 2
 
 
+def test_labels_export_the_displayed_choice_and_no_strength_for_tie_or_both_bad(
+    demo: dict[str, Any], artifacts: Path, tmp_path: Path
+) -> None:
+    """A rationale's letters are the annotator's: the row says which choice they saw
+    (issue 15, item 6); tie and both bad carry no strength (item 7), also for a label
+    stored with the 1 the UI used to send."""
+    out = export_run(project=demo["project"], kind="labels")
+    rows = _read_jsonl(out / "labels.jsonl")
+    for row in rows:
+        swap = {"a": "b", "b": "a"}
+        expected = swap.get(row["choice"], row["choice"])
+        assert row["displayed_choice"] == (
+            expected if row["shown_swapped"] else row["choice"]
+        )
+        if row["choice"] in ("tie", "both_bad"):
+            assert row["strength"] is None
+    swapped = [r for r in rows if r["shown_swapped"]]
+    assert [(r["choice"], r["displayed_choice"]) for r in swapped] == [("b", "a")]
+    assert any(r["choice"] == "both_bad" for r in rows)
+    assert "displayed_choice" in (out / "README.md").read_text()
+    parquet = export_run(
+        project=demo["project"], kind="labels", options={"format": "parquet"}
+    )
+    table = pq.read_table(parquet / "labels.parquet").to_pylist()
+    assert [r["displayed_choice"] for r in table] == [
+        r["displayed_choice"] for r in rows
+    ]
+    assert [r["strength"] for r in table] == [r["strength"] for r in rows]
+
+
 def test_labels_export_pseudonymous_unless_revealed(
     demo: dict[str, Any], artifacts: Path, tmp_path: Path
 ) -> None:

@@ -146,9 +146,10 @@ def test_pair_formats_store_imported_labels_in_canonical_orientation(project, tm
         assert label.p_a == expected[a_text]
     soft = Label.objects.get(comparison__prompt__messages__0__content="P3")
     assert soft.strength == 3 and soft.comparison.mean_strength == 3.0
-    # A tie keeps the strength it came with, but it does not enter mean_strength.
+    # A tie prefers neither response: the strength it came with is dropped (null,
+    # as label_submit stores it), and it does not enter mean_strength.
     tie = Label.objects.get(comparison__prompt__messages__0__content="P4")
-    assert tie.choice == "tie" and tie.strength == 2
+    assert tie.choice == "tie" and tie.strength is None
     assert tie.comparison.mean_strength is None and tie.comparison.majority == "tie"
 
 

@@ -75,7 +75,18 @@ def _fast(data: object) -> tuple[str, object]:
         return "error", exc.detail
 
 
-@pytest.mark.parametrize("data", LABEL_INPUTS)
+# Strength is optional for tie and both bad (issue 15, item 7), still required for
+# a and b: inputs the old field-level rule would have refused.
+STRENGTH_OPTIONAL_INPUTS = [
+    {"choice": "tie"},
+    {"choice": "both_bad", "strength": None, "rationale": "neither"},
+    {"choice": "a", "strength": None},
+    {"choice": "b"},
+    {"choice": "tie", "strength": 9},
+]
+
+
+@pytest.mark.parametrize("data", LABEL_INPUTS + STRENGTH_OPTIONAL_INPUTS)
 def test_label_input_matches_the_serializer(data):
     assert _fast(data) == _slow(data)
 
