@@ -257,11 +257,8 @@ class ComparisonSerializer(serializers.ModelSerializer):
 
     def validate(self, attrs: dict) -> dict:
         _refuse_round_in_input(self)
-        # CHECK comparison_gold_has_answer, as a field error.
-        if attrs.get("is_gold") and not attrs.get("gold_choice"):
-            raise serializers.ValidationError(
-                {"gold_choice": ["A gold comparison needs its answer."]}
-            )
+        # The gold rules (CHECK comparison_gold_has_answer among them) are the
+        # gold service's: services.gold.gold_choice_check, one rule.
         return attrs
 
     class Meta:

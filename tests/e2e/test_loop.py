@@ -291,23 +291,27 @@ def test_dropped_connections_do_not_orphan_a_job(procs, tiny_models, tmp_path, k
         else round_start(project=project)
     )
     _wait_running(job, min_progress=0.0)
+    hit_running = 0
     for burst in range(3):
         before = timezone.now()
         with connection.cursor() as cursor:
             cursor.execute(TERMINATE_ALL)
             killed = cursor.rowcount
         assert killed >= 1, "the worker held no connection to terminate"
-        # The event: the heartbeat thread reconnected and beat again (or, after
-        # the last burst, the job may already have finished).
+        # The event: the heartbeat thread reconnected and beat again, or the job
+        # finished (a round on a quiet machine can outrun the later bursts).
         wait_until(
-            lambda t=before: (_refreshed(job).heartbeat_at or t) > t,
+            lambda t=before: (_refreshed(job).heartbeat_at or t) > t or job_done(job),
             timeout=HANG,
-            what=f"a heartbeat after burst {burst + 1}",
+            what=f"a heartbeat (or the end of the job) after burst {burst + 1}",
             every=0.1,
         )
-        assert job.status == "running" or burst == 2, (
-            f"the {kind} job ended after burst {burst + 1} of 3; make it longer"
-        )
+        if job_done(job):
+            break
+        hit_running += 1
+    assert hit_running >= 2, (
+        f"the {kind} job ended after {hit_running + 1} of 3 bursts; make it longer"
+    )
     wait_until(lambda: job_done(job), timeout=HANG, what=f"the {kind} job")
     job.refresh_from_db()
     assert job.attempts == 1, job.message

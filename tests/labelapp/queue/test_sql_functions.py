@@ -14,6 +14,7 @@ from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 from django.db import connection
 
+import labelapp.migrations as migrations_pkg
 from labelapp.queue import checks, functions
 
 pytestmark = pytest.mark.django_db
@@ -94,9 +95,10 @@ def test_the_written_migration_installs_the_edit_and_reverts_it(tmp_path):
         "queue_sql_migration", sql_dir=folder, output_dir=out_dir, stdout=io.StringIO()
     )
     (written,) = out_dir.iterdir()
-    assert written.name == "0008_queue_sql.py"
+    leaf = max(p.stem for p in Path(migrations_pkg.__file__).parent.glob("[0-9]*.py"))
+    assert written.name == f"{int(leaf[:4]) + 1:04d}_queue_sql.py"
     module = _load(written)
-    assert module.Migration.dependencies == [("labelapp", "0007_queue_sql_files")]
+    assert module.Migration.dependencies == [("labelapp", leaf)]
     # Frozen copies: the files' text now, and as the previous migration had them.
     assert {f: (folder / f).read_text() for f in functions.FILES} == module.QUEUE_SQL
     assert {
