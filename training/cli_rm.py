@@ -150,6 +150,13 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="leave out bad lines (reported with their count) instead of failing",
     )
+    e.add_argument(
+        "--predictions",
+        default=None,
+        metavar="FILE",
+        help="write one JSON line per pair: id, r_a, r_b, predicted P(A>B), the "
+        "label p_a, strength, reply lengths (characters), correct",
+    )
     e.set_defaults(func=cmd_eval)
 
 
@@ -314,6 +321,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         return _fail(_read_error(exc, args.skip_invalid))
     _report_skipped(skipped)
+    predictions: list[dict[str, Any]] | None = None
+    if args.predictions:
+        try:
+            out = open(args.predictions, "x", encoding="utf-8")  # noqa: SIM115
+        except OSError as exc:
+            return _fail(f"cannot write --predictions {args.predictions}: {exc}")
+        predictions = []
     max_length = args.max_length or int(meta.get("config", {}).get("max_length", 512))
     bars = _PairBars(tqdm, "eval-rm")
     metrics = evaluate_pairs(
@@ -324,8 +338,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=args.device,
         counter=lambda done, total: bars.count("eval", done, total),
+        predictions=predictions,
     )
     bars.close()
+    if predictions is not None:
+        with out:
+            for rec in predictions:
+                out.write(json.dumps(rec, ensure_ascii=False) + "\n")
     metrics["skipped_invalid"] = len(skipped or [])
     print(json.dumps({"model": str(args.model), "pairs": args.pairs, **metrics}))
     return 0

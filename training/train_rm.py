@@ -28,7 +28,12 @@ import torch
 from training.config import RewardConfig
 from training.data import Formatter, Pair, TruncationStats
 from training.losses import preference_loss
-from training.metrics import expected_calibration_error
+from training.metrics import (
+    length_gap_bucket,
+    pick_longer_rate,
+    wilson_interval,
+    winner_calibration_error,
+)
 from training.models import resolve_model_ref
 from training.reward_model import (
     META_FILE,
@@ -52,6 +57,11 @@ class EncodedPair:
     b: list[int]
     p_a: float
     strength: int  # 0 = unknown
+    # Characters of the two replies as written (before tokenising or truncation):
+    # what eval-rm's length diagnostics and the length covariate measure.
+    len_a: int = 0
+    len_b: int = 0
+    id: str = ""
 
     @property
     def length(self) -> int:
@@ -135,7 +145,18 @@ def encode_pairs(formatter: Formatter, pairs: Sequence[Pair]) -> list[EncodedPai
     out = []
     for pair in pairs:
         prefix, a, b = formatter.encode_pair(pair)
-        out.append(EncodedPair(prefix, a, b, pair.p_a, pair.strength or 0))
+        out.append(
+            EncodedPair(
+                prefix,
+                a,
+                b,
+                pair.p_a,
+                pair.strength or 0,
+                len(pair.response_a),
+                len(pair.response_b),
+                pair.id,
+            )
+        )
     return out
 
 
@@ -208,8 +229,14 @@ def preference_metrics(
     p_a: torch.Tensor,
     strength: torch.Tensor,
     n_bins: int = 10,
+    *,
+    len_a: Sequence[float] | None = None,
+    len_b: Sequence[float] | None = None,
 ) -> dict[str, Any]:
-    """Accuracy (overall and per strength), soft log loss, ECE, reward mean/std."""
+    """Accuracy (with a 95 % Wilson interval, per strength and per length-gap
+    bucket), soft log loss, ECE on the predicted winner's confidence, reward
+    mean/std, and — given the replies' lengths — the share of pairs where the
+    model and where the humans pick the longer reply."""
     r_a, r_b, p_a = r_a.double(), r_b.double(), p_a.double()
     diff = r_a - r_b
     q = torch.sigmoid(diff)
@@ -221,27 +248,82 @@ def preference_metrics(
     log_loss = -(p_a * torch.nn.functional.logsigmoid(diff)) - (
         1 - p_a
     ) * torch.nn.functional.logsigmoid(-diff)
-    ece = expected_calibration_error(q.tolist(), p_a.tolist(), bins=n_bins)
+    ece = winner_calibration_error(q.tolist(), p_a.tolist(), bins=n_bins)
     rewards = torch.cat([r_a, r_b])
+
+    def acc(sel: torch.Tensor) -> dict[str, Any]:
+        n_sel = int(sel.sum())
+        wins = float(correct[sel].sum()) if n_sel else 0.0
+        ci = wilson_interval(wins, n_sel)
+        return {
+            "accuracy": wins / n_sel if n_sel else None,
+            "ci95": list(ci) if ci else None,
+            "n": n_sel,
+        }
+
     by_strength = {}
     for level in range(1, 5):
         sel = decided & (strength == level)
         if sel.any():
-            by_strength[str(level)] = {
-                "accuracy": correct[sel].mean().item(),
-                "n": int(sel.sum()),
-            }
+            by_strength[str(level)] = acc(sel)
     n = len(diff)
-    return {
+    overall = acc(decided)
+    out: dict[str, Any] = {
         "n": n,
         "n_decided": int(decided.sum()),
-        "accuracy": correct[decided].mean().item() if decided.any() else None,
+        "accuracy": overall["accuracy"],
+        "accuracy_ci95": overall["ci95"],
         "accuracy_by_strength": by_strength,
         "log_loss": log_loss.mean().item() if n else None,
         "ece": ece,
         "reward_mean": rewards.mean().item() if n else None,
         "reward_std": rewards.std().item() if n > 1 else None,
     }
+    if len_a is not None and len_b is not None:
+        buckets = [length_gap_bucket(a, b) for a, b in zip(len_a, len_b, strict=True)]
+        by_gap = {}
+        for name in sorted(set(buckets)):
+            sel = decided & torch.tensor([b == name for b in buckets], dtype=torch.bool)
+            if sel.any():
+                by_gap[name] = acc(sel)
+        dec = decided.tolist()
+        la = [x for x, d in zip(len_a, dec, strict=True) if d]
+        lb = [x for x, d in zip(len_b, dec, strict=True) if d]
+        picks_model = [d > 0 for d, k in zip(diff.tolist(), dec, strict=True) if k]
+        picks_human = [p > 0.5 for p, k in zip(p_a.tolist(), dec, strict=True) if k]
+        model_rate, n_model = pick_longer_rate(la, lb, picks_model)
+        human_rate, _ = pick_longer_rate(la, lb, picks_human)
+        out["accuracy_by_length_gap"] = by_gap
+        out["pick_longer"] = {"model": model_rate, "human": human_rate, "n": n_model}
+    return out
+
+
+def pair_predictions(
+    encoded: Sequence[EncodedPair],
+    r_a: torch.Tensor,
+    r_b: torch.Tensor,
+    head_var: torch.Tensor | None = None,
+) -> list[dict[str, Any]]:
+    """One record per pair (``eval-rm --predictions``): rewards, predicted
+    P(A ≻ B), the label, and whether the predicted winner is the labelled one."""
+    out = []
+    for i, e in enumerate(encoded):
+        ra, rb = float(r_a[i]), float(r_b[i])
+        rec: dict[str, Any] = {
+            "id": e.id,
+            "r_a": ra,
+            "r_b": rb,
+            "p_a_pred": 1.0 / (1.0 + math.exp(-(ra - rb))),
+            "p_a": e.p_a,
+            "strength": e.strength or None,
+            "len_a": e.len_a,
+            "len_b": e.len_b,
+            "correct": None if e.p_a == 0.5 else (ra > rb) == (e.p_a > 0.5),
+        }
+        if head_var is not None:
+            rec["diff_var"] = float(head_var[i])
+        out.append(rec)
+    return out
 
 
 @torch.no_grad()
@@ -256,7 +338,10 @@ def evaluate_encoded(
     autocast: bool = False,
     progress: _Progress | None = None,
     counter: Callable[[int, int], None] | None = None,
+    predictions: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    """Metrics of ``model`` on encoded pairs; per-pair records are appended to
+    ``predictions`` when a list is given."""
     if not encoded:
         return preference_metrics(*(torch.zeros(0) for _ in range(4)))
     device = torch.device(device or next(model.parameters()).device)
@@ -280,7 +365,16 @@ def evaluate_encoded(
     model.train(was_training)
     p = torch.tensor([e.p_a for e in encoded])
     s = torch.tensor([e.strength for e in encoded])
-    return preference_metrics(ra, rb, p, s)
+    if predictions is not None:
+        predictions.extend(pair_predictions(encoded, ra, rb))
+    return preference_metrics(
+        ra,
+        rb,
+        p,
+        s,
+        len_a=[e.len_a for e in encoded],
+        len_b=[e.len_b for e in encoded],
+    )
 
 
 def evaluate_pairs(
@@ -292,9 +386,11 @@ def evaluate_pairs(
     batch_size: int = 32,
     device: str | None = None,
     counter: Callable[[int, int], None] | None = None,
+    predictions: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Metrics of a loaded reward model on pairs (used by ``eval-rm``);
-    ``counter(pairs done, pairs)`` after each batch."""
+    ``counter(pairs done, pairs)`` after each batch; per-pair records go to
+    ``predictions`` when a list is given."""
     formatter = Formatter(tokenizer, max_length, model.is_encoder)
     encoded = encode_pairs(formatter, pairs)
     metrics = evaluate_encoded(
@@ -304,6 +400,7 @@ def evaluate_pairs(
         batch_size=batch_size,
         device=device,
         counter=counter,
+        predictions=predictions,
     )
     metrics["truncation"] = formatter.stats.as_dict()
     return metrics
