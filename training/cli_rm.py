@@ -81,6 +81,16 @@ def register(subparsers: Any) -> None:
         "--pairs", nargs="+", required=True, metavar="FILE", help="training pairs"
     )
     p.add_argument(
+        "--eval",
+        nargs="+",
+        default=None,
+        metavar="FILE",
+        dest="validation",
+        help="validation pairs (periodic validation, best-checkpoint selection, "
+        "reported as eval); every --pairs pair then trains and --eval-fraction "
+        "is not used",
+    )
+    p.add_argument(
         "--eval-pairs",
         nargs="*",
         default=[],
@@ -209,6 +219,11 @@ def metrics_table(metrics: dict[str, Any]) -> str:
         f"responses {t['truncation']['response_truncated']} "
         f"of {t['truncation']['sequences']} sequences"
     )
+    if metrics.get("validation"):
+        passes = ", ".join(
+            f"step {v['step']}: {_fmt(v['log_loss'])}" for v in metrics["validation"]
+        )
+        lines.append(f"validation log loss {passes}; kept step {metrics['best_step']}")
     return "\n".join(lines)
 
 
@@ -284,6 +299,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         eval_pairs = (
             read_pairs(args.eval_pairs, skipped=skipped) if args.eval_pairs else None
         )
+        validation_pairs = (
+            read_pairs(args.validation, skipped=skipped) if args.validation else None
+        )
+        if validation_pairs is not None and not validation_pairs:
+            raise ValueError("no pairs in --eval " + ", ".join(args.validation))
     except (ValueError, ModelRefError, FileNotFoundError, FileExistsError) as exc:
         return _fail(_read_error(exc, args.skip_invalid))
     if not pairs:
@@ -297,6 +317,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         progress=bars.message,
         counter=bars.count,
         eval_pairs=eval_pairs,
+        validation_pairs=validation_pairs,
         out_dir=args.out,
         artifacts_dir=args.artifacts_dir,
     )

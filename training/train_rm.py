@@ -519,11 +519,16 @@ def train(
     out_dir: str | os.PathLike[str] | None = None,
     artifacts_dir: str | os.PathLike[str] | None = None,
     counter: CountFn | None = None,
+    validation_pairs: Sequence[Pair] | None = None,
 ) -> TrainResult:
     """Train a reward model on ``pairs``; save it to ``out_dir`` when given.
 
     ``eval_pairs`` is an extra evaluation set reported as ``metrics["extra_eval"]``;
-    the held-out split (``config.eval_fraction``) is ``metrics["eval"]``.
+    the held-out split (``config.eval_fraction``) is ``metrics["eval"]``, or
+    ``validation_pairs`` when given (then every pair of ``pairs`` trains). The
+    held-out pairs are validated ``config.validations`` times, evenly spaced; with
+    ``config.select_best`` the weights of the pass with the lowest held-out log
+    loss are kept (``metrics["validation"]`` lists every pass).
     ``progress(fraction, message)`` is called at least every
     ``config.progress_interval_s`` seconds while work proceeds; ``counter`` (see
     :data:`CountFn`) after every batch, for progress bars in pairs.
@@ -557,7 +562,10 @@ def train(
     )
     pad_id = _pad_id(tokenizer)
 
-    train_pairs, held_pairs = split_train_eval(pairs, config.eval_fraction)
+    if validation_pairs is not None:
+        train_pairs, held_pairs = list(pairs), list(validation_pairs)
+    else:
+        train_pairs, held_pairs = split_train_eval(pairs, config.eval_fraction)
     if not train_pairs:
         raise ValueError("eval_fraction left no training pairs")
     report(0.0, f"tokenising {len(pairs)} pairs", force=True)
@@ -598,6 +606,42 @@ def train(
     t_train = time.perf_counter()
     running = 0.0
     n_scheduled, n_done = sum(len(b) for b in schedule), 0
+    # Validation after these micro-batches (the last one always): evenly spaced.
+    n_val = max(1, config.validations)
+    val_at = {math.ceil(total_micro * j / n_val) for j in range(1, n_val + 1)}
+    validation: list[dict[str, Any]] = []
+    best: dict[str, Any] = {}
+    best_state: dict[str, torch.Tensor] | None = None
+    val_runtime = 0.0
+
+    def validate(micro_done: int) -> None:
+        nonlocal best_state, val_runtime
+        t_val = time.perf_counter()
+        m = evaluate_encoded(
+            model,
+            held_enc,
+            pad_id=pad_id,
+            batch_size=config.eval_batch_size,
+            prefix_reuse=prefix_reuse,
+            device=device,
+            autocast=autocast,
+        )
+        step = math.ceil(micro_done / accum)
+        validation.append(
+            {"step": step, "log_loss": m["log_loss"], "accuracy": m["accuracy"]}
+        )
+        if not best or m["log_loss"] < best["metrics"]["log_loss"]:
+            best.update(step=step, metrics=m)
+            if config.select_best and micro_done < total_micro:
+                # A copy on the CPU: the live weights keep training.
+                best_state = {
+                    k: v.detach().to("cpu", copy=True)
+                    for k, v in model.state_dict().items()
+                }
+            else:
+                best_state = None  # the final weights are the best ones
+        val_runtime += time.perf_counter() - t_val
+
     for micro, idx in enumerate(schedule):
         batch = [train_enc[i] for i in idx]
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
@@ -630,7 +674,9 @@ def train(
             f"step {micro + 1}/{total_micro} loss {loss.item():.4f} "
             f"epoch {(micro + 1) / per_epoch:.2f}",
         )
-    train_runtime = time.perf_counter() - t_train
+        if held_enc and micro + 1 in val_at and micro + 1 < total_micro:
+            validate(micro + 1)
+    train_runtime = time.perf_counter() - t_train - val_runtime
 
     metrics: dict[str, Any] = {
         "train": {
@@ -656,7 +702,7 @@ def train(
         config.progress_interval_s,
     )
     report(train_share, f"evaluating {len(held_enc)} held-out pairs", force=True)
-    metrics["eval"] = evaluate_encoded(
+    final_eval = evaluate_encoded(
         model,
         held_enc,
         pad_id=pad_id,
@@ -667,6 +713,22 @@ def train(
         progress=eval_progress,
         counter=counter and (lambda d, t: counter("eval", d, t)),
     )
+    if held_enc:
+        validation.append(
+            {
+                "step": total_steps,
+                "log_loss": final_eval["log_loss"],
+                "accuracy": final_eval["accuracy"],
+            }
+        )
+    if best_state is not None and final_eval["log_loss"] >= best["metrics"]["log_loss"]:
+        model.load_state_dict(best_state)
+        metrics["eval"] = best["metrics"]
+        metrics["best_step"] = best["step"]
+    else:
+        metrics["eval"] = final_eval
+        metrics["best_step"] = total_steps
+    metrics["validation"] = validation
     metrics["eval"]["truncation"] = held_trunc.as_dict()
     if eval_pairs:
         formatter.stats = TruncationStats()
