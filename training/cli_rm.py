@@ -114,6 +114,22 @@ def register(subparsers: Any) -> None:
         _add_config_flag(p, dest)
     p.add_argument("--use-margins", action="store_true", help=_help("use_margins"))
     p.add_argument(
+        "--length-control",
+        action=argparse.BooleanOptionalAction,
+        default=defaults.length_control,
+        help=_help("length_control"),
+    )
+    p.add_argument(
+        "--ensemble-heads",
+        type=int,
+        default=defaults.ensemble_heads,
+        help=_help("ensemble_heads"),
+    )
+    p.add_argument(
+        "--validations", type=int, default=defaults.validations,
+        help=_help("validations"),
+    )  # fmt: skip
+    p.add_argument(
         "--margins",
         default=",".join(f"{m:.4g}" for m in defaults.margins),
         help=_help("margins") + " Comma-separated.",
@@ -285,6 +301,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = RewardConfig(
             **{name: getattr(args, dest) for dest, name in CONFIG_FLAGS.items()},
             use_margins=args.use_margins,
+            length_control=args.length_control,
+            ensemble_heads=args.ensemble_heads,
+            validations=args.validations,
             margins=margins,
             prefix_reuse=not args.no_prefix_reuse,
             device=args.device,

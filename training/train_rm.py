@@ -27,7 +27,7 @@ import torch
 
 from training.config import RewardConfig
 from training.data import Formatter, Pair, TruncationStats
-from training.losses import preference_loss
+from training.losses import length_feature, preference_loss
 from training.metrics import (
     length_gap_bucket,
     pick_longer_rate,
@@ -46,6 +46,8 @@ from training.reward_model import (
 )
 
 ProgressFn = Callable[[float, str], None]
+# Adam step size of the length-control coefficient β (see train()).
+LENGTH_BETA_LR = 0.02
 # counter(phase, pairs done, pairs in the phase): train, eval, extra_eval.
 CountFn = Callable[[str, int, int], None]
 
@@ -596,6 +598,15 @@ def train(
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
 
     optimizer = _optimizer(model, config)
+    # Length control: β of the covariate, fitted with the loss, never part of the
+    # reward (scoring drops it). It is one scalar and starts at 0, so it gets its
+    # own, much larger step size than the backbone's (at 3e-5 it would hardly move
+    # in a run); the schedule scales it like the rest.
+    beta = torch.zeros((), device=device, requires_grad=True)
+    if config.length_control:
+        optimizer.add_param_group(
+            {"params": [beta], "lr": LENGTH_BETA_LR, "weight_decay": 0.0}
+        )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
     margins = config.margins if config.use_margins else None
     # Train and eval need ~5 % and ~2 % of the time each; eval gets the tail.
@@ -653,6 +664,15 @@ def train(
             strength=torch.tensor([e.strength for e in batch], device=device),
             margins=margins,
             center_coef=config.center_rewards_coefficient,
+            offset=(
+                beta
+                * length_feature(
+                    torch.tensor([e.len_a for e in batch], device=device),
+                    torch.tensor([e.len_b for e in batch], device=device),
+                )
+                if config.length_control
+                else None
+            ),
         )
         (loss / accum).backward()
         running += loss.item()
@@ -695,6 +715,9 @@ def train(
             "truncation": train_trunc.as_dict(),
             "prefix_reuse": prefix_reuse,
             "padding_free": model.padding_free,
+            # The fitted length effect (logits per unit of normalised length
+            # difference); None without length control.
+            "length_beta": float(beta.detach()) if config.length_control else None,
         }
     }
     eval_progress = _Progress(
