@@ -351,25 +351,33 @@ def evaluate_encoded(
     model.eval()
     reuse = prefix_reuse and not model.is_encoder
     order = sorted(range(len(encoded)), key=lambda i: encoded[i].batch_key(reuse))
-    ra = torch.zeros(len(encoded))
-    rb = torch.zeros(len(encoded))
+    heads = model.spec.heads
+    ra = torch.zeros(len(encoded), heads)
+    rb = torch.zeros(len(encoded), heads)
+    was_per_head, model.per_head = model.per_head, True
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             a, b = pair_rewards(
                 model, [encoded[i] for i in idx], pad_id, device, prefix_reuse
             )
-        ra[idx], rb[idx] = a.float().cpu(), b.float().cpu()
+        a, b = a.float().cpu(), b.float().cpu()
+        ra[idx], rb[idx] = a.view(len(idx), heads), b.view(len(idx), heads)
         if progress is not None:
             progress(start / len(order), f"evaluating {start}/{len(order)} pairs")
         if counter is not None:
             counter(start + len(idx), len(order))
     model.train(was_training)
+    model.per_head = was_per_head
+    # The reward is the heads' mean; disagreement is the variance across heads of
+    # the predicted difference r_a − r_b.
+    diff_var = (ra - rb).var(-1, unbiased=False) if heads > 1 else None
+    ra, rb = ra.mean(-1), rb.mean(-1)
     p = torch.tensor([e.p_a for e in encoded])
     s = torch.tensor([e.strength for e in encoded])
     if predictions is not None:
-        predictions.extend(pair_predictions(encoded, ra, rb))
-    return preference_metrics(
+        predictions.extend(pair_predictions(encoded, ra, rb, diff_var))
+    metrics = preference_metrics(
         ra,
         rb,
         p,
@@ -377,6 +385,10 @@ def evaluate_encoded(
         len_a=[e.len_a for e in encoded],
         len_b=[e.len_b for e in encoded],
     )
+    if diff_var is not None:
+        metrics["heads"] = heads
+        metrics["head_diff_var_mean"] = diff_var.mean().item()
+    return metrics
 
 
 def evaluate_pairs(
@@ -487,7 +499,12 @@ def prepare_model(
         return model, tokenizer, meta["reward_model"].get("base") or config.base
     base_dir = resolve_model_ref(config.base, artifacts_dir)
     torch.manual_seed(config.seed)  # the head init
-    model = build_reward_model(base_dir, pooling=config.pooling, base_ref=config.base)
+    model = build_reward_model(
+        base_dir,
+        pooling=config.pooling,
+        base_ref=config.base,
+        heads=config.ensemble_heads,
+    )
     tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -613,6 +630,7 @@ def train(
     train_share = 0.9
     history: list[dict[str, float]] = []
     model.train()
+    model.per_head = True  # every head gets its own loss (losses broadcast)
     torch.manual_seed(config.seed)
     t_train = time.perf_counter()
     running = 0.0
@@ -769,6 +787,7 @@ def train(
         )
         metrics["extra_eval"]["truncation"] = formatter.stats.as_dict()
     model.eval()
+    model.per_head = False
     result = TrainResult(model, tokenizer, metrics, None, history)
     if out_dir is not None:
         report(0.99, f"saving to {out_dir}", force=True)
