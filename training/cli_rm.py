@@ -81,6 +81,16 @@ def register(subparsers: Any) -> None:
         "--pairs", nargs="+", required=True, metavar="FILE", help="training pairs"
     )
     p.add_argument(
+        "--eval",
+        nargs="+",
+        default=None,
+        metavar="FILE",
+        dest="validation",
+        help="validation pairs (periodic validation, best-checkpoint selection, "
+        "reported as eval); every --pairs pair then trains and --eval-fraction "
+        "is not used",
+    )
+    p.add_argument(
         "--eval-pairs",
         nargs="*",
         default=[],
@@ -103,6 +113,22 @@ def register(subparsers: Any) -> None:
     ):
         _add_config_flag(p, dest)
     p.add_argument("--use-margins", action="store_true", help=_help("use_margins"))
+    p.add_argument(
+        "--length-control",
+        action=argparse.BooleanOptionalAction,
+        default=defaults.length_control,
+        help=_help("length_control"),
+    )
+    p.add_argument(
+        "--ensemble-heads",
+        type=int,
+        default=defaults.ensemble_heads,
+        help=_help("ensemble_heads"),
+    )
+    p.add_argument(
+        "--validations", type=int, default=defaults.validations,
+        help=_help("validations"),
+    )  # fmt: skip
     p.add_argument(
         "--margins",
         default=",".join(f"{m:.4g}" for m in defaults.margins),
@@ -149,6 +175,13 @@ def register(subparsers: Any) -> None:
         "--skip-invalid",
         action="store_true",
         help="leave out bad lines (reported with their count) instead of failing",
+    )
+    e.add_argument(
+        "--predictions",
+        default=None,
+        metavar="FILE",
+        help="write one JSON line per pair: id, r_a, r_b, predicted P(A>B), the "
+        "label p_a, strength, reply lengths (characters), correct",
     )
     e.set_defaults(func=cmd_eval)
 
@@ -202,6 +235,11 @@ def metrics_table(metrics: dict[str, Any]) -> str:
         f"responses {t['truncation']['response_truncated']} "
         f"of {t['truncation']['sequences']} sequences"
     )
+    if metrics.get("validation"):
+        passes = ", ".join(
+            f"step {v['step']}: {_fmt(v['log_loss'])}" for v in metrics["validation"]
+        )
+        lines.append(f"validation log loss {passes}; kept step {metrics['best_step']}")
     return "\n".join(lines)
 
 
@@ -263,6 +301,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = RewardConfig(
             **{name: getattr(args, dest) for dest, name in CONFIG_FLAGS.items()},
             use_margins=args.use_margins,
+            length_control=args.length_control,
+            ensemble_heads=args.ensemble_heads,
+            validations=args.validations,
             margins=margins,
             prefix_reuse=not args.no_prefix_reuse,
             device=args.device,
@@ -277,6 +318,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         eval_pairs = (
             read_pairs(args.eval_pairs, skipped=skipped) if args.eval_pairs else None
         )
+        validation_pairs = (
+            read_pairs(args.validation, skipped=skipped) if args.validation else None
+        )
+        if validation_pairs is not None and not validation_pairs:
+            raise ValueError("no pairs in --eval " + ", ".join(args.validation))
     except (ValueError, ModelRefError, FileNotFoundError, FileExistsError) as exc:
         return _fail(_read_error(exc, args.skip_invalid))
     if not pairs:
@@ -290,6 +336,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         progress=bars.message,
         counter=bars.count,
         eval_pairs=eval_pairs,
+        validation_pairs=validation_pairs,
         out_dir=args.out,
         artifacts_dir=args.artifacts_dir,
     )
@@ -314,6 +361,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         return _fail(_read_error(exc, args.skip_invalid))
     _report_skipped(skipped)
+    predictions: list[dict[str, Any]] | None = None
+    if args.predictions:
+        try:
+            out = open(args.predictions, "x", encoding="utf-8")  # noqa: SIM115
+        except OSError as exc:
+            return _fail(f"cannot write --predictions {args.predictions}: {exc}")
+        predictions = []
     max_length = args.max_length or int(meta.get("config", {}).get("max_length", 512))
     bars = _PairBars(tqdm, "eval-rm")
     metrics = evaluate_pairs(
@@ -324,8 +378,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=args.device,
         counter=lambda done, total: bars.count("eval", done, total),
+        predictions=predictions,
     )
     bars.close()
+    if predictions is not None:
+        with out:
+            for rec in predictions:
+                out.write(json.dumps(rec, ensure_ascii=False) + "\n")
     metrics["skipped_invalid"] = len(skipped or [])
     print(json.dumps({"model": str(args.model), "pairs": args.pairs, **metrics}))
     return 0

@@ -80,7 +80,42 @@ class RewardConfig:
         default=0.1,
         metadata={
             "help": "Fraction of pairs held out for evaluation, chosen by hashing the "
-            "pair id so a pair stays on the same side across versions."
+            "pair id so a pair stays on the same side across versions. Not used "
+            "when a separate validation set is given (train-rm --eval FILE): "
+            "then every pair trains."
+        },
+    )
+    validations: int = field(
+        default=4,
+        metadata={
+            "help": "Validation passes over the held-out pairs during training, "
+            "evenly spaced (the last at the end); 0 validates once at the end."
+        },
+    )
+    select_best: bool = field(
+        default=True,
+        metadata={
+            "help": "Keep the weights of the validation pass with the lowest "
+            "held-out log loss (best-checkpoint selection) instead of the last."
+        },
+    )
+    length_control: bool = field(
+        default=False,
+        metadata={
+            "help": "Fit a length covariate with the Bradley-Terry loss, "
+            "P(A>B) = sigmoid(r_a - r_b + beta*(len_a - len_b)/(len_a + len_b)) "
+            "(reply lengths in characters, beta learned), and drop it at scoring "
+            "time, as LMArena's style control does: the reward is then not paid "
+            "for length the labels prefer."
+        },
+    )
+    ensemble_heads: int = field(
+        default=1,
+        metadata={
+            "help": "Reward heads on the one shared backbone, each trained on the "
+            "loss from its own initialisation; the reward is their mean and their "
+            "variance measures disagreement (pair selection, reward-hacking "
+            "monitor). 1 = a single head."
         },
     )
     eval_batch_size: int = field(
@@ -177,6 +212,10 @@ class RewardConfig:
             problems.append(
                 f"eval_fraction must be in [0, 1) (got {self.eval_fraction})"
             )
+        if self.validations < 0:
+            problems.append(f"validations must be >= 0 (got {self.validations})")
+        if self.ensemble_heads < 1:
+            problems.append(f"ensemble_heads must be >= 1 (got {self.ensemble_heads})")
         if not 0.0 <= self.warmup_ratio <= 1.0:
             problems.append(f"warmup_ratio must be in [0, 1] (got {self.warmup_ratio})")
         if len(self.margins) != 4:

@@ -148,3 +148,61 @@ def bootstrap_interval(
     lo = stats[min(resamples - 1, math.floor(tail * resamples))]
     hi = stats[min(resamples - 1, math.ceil((1 - tail) * resamples) - 1)]
     return lo, hi
+
+
+def winner_calibration_error(
+    probs: Sequence[float], targets: Sequence[float], *, bins: int = 10
+) -> float | None:
+    """ECE on the confidence of the predicted winner (the standard definition).
+
+    ``probs`` are predicted P(A ≻ B), ``targets`` the (soft) label p_a. Each pair
+    enters with confidence ``max(q, 1 − q)`` and, as its outcome, the label's
+    weight on the side it predicted (``p_a`` when it picked A, else ``1 − p_a``;
+    1/0 for hard labels: right/wrong). Binning P(A ≻ B) itself instead, as
+    :func:`expected_calibration_error` does, collapses to ``1 − mean q`` when A
+    is always the chosen side (most pair files store the chosen reply first) and
+    says nothing about calibration. ``None`` for no points.
+    """
+    if len(probs) != len(targets):
+        raise ValueError("probs and targets differ in length")
+    conf = [max(q, 1.0 - q) for q in probs]
+    hit = [t if q >= 0.5 else 1.0 - t for q, t in zip(probs, targets, strict=True)]
+    return expected_calibration_error(conf, hit, bins=bins)
+
+
+# Relative length gap |len_a − len_b| / (len_a + len_b): the bucket edges eval-rm
+# reports accuracy by (near-equal, moderate, large, one reply much longer).
+LENGTH_GAP_EDGES = (0.0, 0.1, 0.3, 0.6)
+
+
+def relative_length_gap(len_a: float, len_b: float) -> float:
+    total = len_a + len_b
+    return abs(len_a - len_b) / total if total else 0.0
+
+
+def length_gap_bucket(len_a: float, len_b: float) -> str:
+    """Name of the LENGTH_GAP_EDGES bucket of a pair, e.g. ``"0.1-0.3"``."""
+    gap = relative_length_gap(len_a, len_b)
+    edges = LENGTH_GAP_EDGES
+    for lo, hi in zip(edges, (*edges[1:], None), strict=True):
+        if hi is None or gap < hi:
+            return f"{lo:g}-{hi:g}" if hi is not None else f"{lo:g}-1"
+    raise AssertionError("unreachable")
+
+
+def pick_longer_rate(
+    len_a: Sequence[float], len_b: Sequence[float], picks_a: Sequence[bool]
+) -> tuple[float | None, int]:
+    """(share of pairs whose picked reply is the longer one, pairs counted).
+
+    Pairs of equal length do not count. ``picks_a[i]`` is whether A was picked
+    (by the humans' label or by the model). ``None`` when no pair counts."""
+    if not len(len_a) == len(len_b) == len(picks_a):
+        raise ValueError("len_a, len_b and picks_a differ in length")
+    longer = n = 0
+    for la, lb, pa in zip(len_a, len_b, picks_a, strict=True):
+        if la == lb:
+            continue
+        n += 1
+        longer += (la > lb) == bool(pa)
+    return (longer / n if n else None), n

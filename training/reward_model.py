@@ -70,6 +70,7 @@ class RewardModelSpec:
     kind: str  # "encoder" | "decoder"
     pooling: str = "mean"  # encoders only: "mean" | "cls"
     base: str = ""  # model reference the weights started from
+    heads: int = 1  # ensemble reward heads on the shared backbone
 
 
 class RewardModel(nn.Module):
@@ -78,10 +79,16 @@ class RewardModel(nn.Module):
         self.backbone = backbone
         self.spec = spec
         hidden = backbone.config.hidden_size
-        self.head = nn.Linear(hidden, 1)
+        # One output per ensemble head; each row has its own random init, which
+        # is where the heads' disagreement comes from.
+        self.head = nn.Linear(hidden, spec.heads)
         # Small init so the untrained model starts near r = 0 (loss ≈ log 2).
         nn.init.normal_(self.head.weight, std=1.0 / (hidden + 1) ** 0.5)
         nn.init.zeros_(self.head.bias)
+        # False: forward returns the reward (the heads' mean) ``[batch]``; True:
+        # every head's ``[batch, heads]`` (training, disagreement). One head is
+        # always ``[batch]``.
+        self.per_head = False
         params = inspect.signature(backbone.forward).parameters
         # transformers renamed past_key_values → cache; support both.
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
@@ -92,6 +99,12 @@ class RewardModel(nn.Module):
             if self.is_encoder
             else supports_packed_decoder(backbone)
         )
+
+    def _rewards(self, pooled: torch.Tensor) -> torch.Tensor:
+        r = self.head(pooled.to(self.head.weight.dtype))  # [batch, heads]
+        if self.per_head and self.spec.heads > 1:
+            return r
+        return r.mean(-1)
 
     @property
     def is_encoder(self) -> bool:
@@ -118,7 +131,7 @@ class RewardModel(nn.Module):
                 pooled = packing.first(hidden)
             else:
                 pooled = packing.mean(hidden)
-            return self.head(pooled.to(self.head.weight.dtype)).squeeze(-1)
+            return self._rewards(pooled)
         kwargs: dict[str, Any] = {}
         if not self.is_encoder:
             # Explicit positions keep rotary embeddings identical to the prefix path.
@@ -128,7 +141,7 @@ class RewardModel(nn.Module):
             input_ids=input_ids, attention_mask=attention_mask, **kwargs
         )
         pooled = self._pool(out.last_hidden_state, attention_mask)
-        return self.head(pooled.to(self.head.weight.dtype)).squeeze(-1)
+        return self._rewards(pooled)
 
     def forward_prefix_shared(
         self,
@@ -151,7 +164,7 @@ class RewardModel(nn.Module):
             pooled = packed_prefix_shared_forward(
                 self.backbone, prefix_ids, prefix_mask, suffix_ids, suffix_mask, repeats
             )
-            return self.head(pooled.to(self.head.weight.dtype)).squeeze(-1)
+            return self._rewards(pooled)
         prefix_pos = (prefix_mask.long().cumsum(1) - 1).clamp(min=0)
         out = self.backbone(
             input_ids=prefix_ids,
@@ -181,11 +194,15 @@ class RewardModel(nn.Module):
         hidden = out.last_hidden_state
         last = suffix_mask.long().sum(1) - 1
         pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
-        return self.head(pooled.to(self.head.weight.dtype)).squeeze(-1)
+        return self._rewards(pooled)
 
 
 def build_reward_model(
-    base_dir: str | os.PathLike[str], *, pooling: str = "mean", base_ref: str = ""
+    base_dir: str | os.PathLike[str],
+    *,
+    pooling: str = "mean",
+    base_ref: str = "",
+    heads: int = 1,
 ) -> RewardModel:
     """A reward model from a pretrained backbone dir (head freshly initialised)."""
     from transformers import AutoConfig, AutoModel
@@ -201,7 +218,7 @@ def build_reward_model(
     finally:
         hf_logging.set_verbosity(verbosity)
     spec = RewardModelSpec(
-        kind=backbone_kind(hf_config), pooling=pooling, base=base_ref
+        kind=backbone_kind(hf_config), pooling=pooling, base=base_ref, heads=heads
     )
     return RewardModel(backbone, spec)
 
@@ -336,6 +353,15 @@ def export_hf(
     token), so they get a modeling file and load with ``trust_remote_code=True``.
     Returns what was written (``loader``: ``native`` or ``remote_code``)."""
     model, tokenizer = load_reward_model(model_dir)
+    if model.spec.heads > 1:
+        # The reward is the heads' mean, which is one linear head with the mean
+        # weights and bias: export that (the standard heads have one output).
+        mean_head = nn.Linear(model.head.in_features, 1)
+        with torch.no_grad():
+            mean_head.weight.copy_(model.head.weight.mean(0, keepdim=True))
+            mean_head.bias.copy_(model.head.bias.mean(0, keepdim=True))
+        model.head = mean_head
+        model.spec = RewardModelSpec(**{**asdict(model.spec), "heads": 1})
     meta = read_meta(model_dir)
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
@@ -411,3 +437,20 @@ def _export_remote_code(
         "pooling": pooling,
         "pad_token_id": tokenizer.pad_token_id,
     }
+
+
+@torch.no_grad()
+def head_rewards(
+    model: RewardModel, input_ids: torch.Tensor, attention_mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, variance) across the ensemble heads of each sequence's reward,
+    ``[batch]`` each; the variance is 0 with one head (or identical heads)."""
+    was = model.per_head
+    model.per_head = True
+    try:
+        r = model(input_ids, attention_mask)
+    finally:
+        model.per_head = was
+    if r.ndim == 1:
+        return r, torch.zeros_like(r)
+    return r.mean(-1), r.var(-1, unbiased=False)

@@ -27,8 +27,13 @@ import torch
 
 from training.config import RewardConfig
 from training.data import Formatter, Pair, TruncationStats
-from training.losses import preference_loss
-from training.metrics import expected_calibration_error
+from training.losses import length_feature, preference_loss
+from training.metrics import (
+    length_gap_bucket,
+    pick_longer_rate,
+    wilson_interval,
+    winner_calibration_error,
+)
 from training.models import resolve_model_ref
 from training.reward_model import (
     META_FILE,
@@ -41,6 +46,8 @@ from training.reward_model import (
 )
 
 ProgressFn = Callable[[float, str], None]
+# Adam step size of the length-control coefficient β (see train()).
+LENGTH_BETA_LR = 0.02
 # counter(phase, pairs done, pairs in the phase): train, eval, extra_eval.
 CountFn = Callable[[str, int, int], None]
 
@@ -52,6 +59,11 @@ class EncodedPair:
     b: list[int]
     p_a: float
     strength: int  # 0 = unknown
+    # Characters of the two replies as written (before tokenising or truncation):
+    # what eval-rm's length diagnostics and the length covariate measure.
+    len_a: int = 0
+    len_b: int = 0
+    id: str = ""
 
     @property
     def length(self) -> int:
@@ -135,7 +147,18 @@ def encode_pairs(formatter: Formatter, pairs: Sequence[Pair]) -> list[EncodedPai
     out = []
     for pair in pairs:
         prefix, a, b = formatter.encode_pair(pair)
-        out.append(EncodedPair(prefix, a, b, pair.p_a, pair.strength or 0))
+        out.append(
+            EncodedPair(
+                prefix,
+                a,
+                b,
+                pair.p_a,
+                pair.strength or 0,
+                len(pair.response_a),
+                len(pair.response_b),
+                pair.id,
+            )
+        )
     return out
 
 
@@ -208,8 +231,14 @@ def preference_metrics(
     p_a: torch.Tensor,
     strength: torch.Tensor,
     n_bins: int = 10,
+    *,
+    len_a: Sequence[float] | None = None,
+    len_b: Sequence[float] | None = None,
 ) -> dict[str, Any]:
-    """Accuracy (overall and per strength), soft log loss, ECE, reward mean/std."""
+    """Accuracy (with a 95 % Wilson interval, per strength and per length-gap
+    bucket), soft log loss, ECE on the predicted winner's confidence, reward
+    mean/std, and — given the replies' lengths — the share of pairs where the
+    model and where the humans pick the longer reply."""
     r_a, r_b, p_a = r_a.double(), r_b.double(), p_a.double()
     diff = r_a - r_b
     q = torch.sigmoid(diff)
@@ -221,27 +250,82 @@ def preference_metrics(
     log_loss = -(p_a * torch.nn.functional.logsigmoid(diff)) - (
         1 - p_a
     ) * torch.nn.functional.logsigmoid(-diff)
-    ece = expected_calibration_error(q.tolist(), p_a.tolist(), bins=n_bins)
+    ece = winner_calibration_error(q.tolist(), p_a.tolist(), bins=n_bins)
     rewards = torch.cat([r_a, r_b])
+
+    def acc(sel: torch.Tensor) -> dict[str, Any]:
+        n_sel = int(sel.sum())
+        wins = float(correct[sel].sum()) if n_sel else 0.0
+        ci = wilson_interval(wins, n_sel)
+        return {
+            "accuracy": wins / n_sel if n_sel else None,
+            "ci95": list(ci) if ci else None,
+            "n": n_sel,
+        }
+
     by_strength = {}
     for level in range(1, 5):
         sel = decided & (strength == level)
         if sel.any():
-            by_strength[str(level)] = {
-                "accuracy": correct[sel].mean().item(),
-                "n": int(sel.sum()),
-            }
+            by_strength[str(level)] = acc(sel)
     n = len(diff)
-    return {
+    overall = acc(decided)
+    out: dict[str, Any] = {
         "n": n,
         "n_decided": int(decided.sum()),
-        "accuracy": correct[decided].mean().item() if decided.any() else None,
+        "accuracy": overall["accuracy"],
+        "accuracy_ci95": overall["ci95"],
         "accuracy_by_strength": by_strength,
         "log_loss": log_loss.mean().item() if n else None,
         "ece": ece,
         "reward_mean": rewards.mean().item() if n else None,
         "reward_std": rewards.std().item() if n > 1 else None,
     }
+    if len_a is not None and len_b is not None:
+        buckets = [length_gap_bucket(a, b) for a, b in zip(len_a, len_b, strict=True)]
+        by_gap = {}
+        for name in sorted(set(buckets)):
+            sel = decided & torch.tensor([b == name for b in buckets], dtype=torch.bool)
+            if sel.any():
+                by_gap[name] = acc(sel)
+        dec = decided.tolist()
+        la = [x for x, d in zip(len_a, dec, strict=True) if d]
+        lb = [x for x, d in zip(len_b, dec, strict=True) if d]
+        picks_model = [d > 0 for d, k in zip(diff.tolist(), dec, strict=True) if k]
+        picks_human = [p > 0.5 for p, k in zip(p_a.tolist(), dec, strict=True) if k]
+        model_rate, n_model = pick_longer_rate(la, lb, picks_model)
+        human_rate, _ = pick_longer_rate(la, lb, picks_human)
+        out["accuracy_by_length_gap"] = by_gap
+        out["pick_longer"] = {"model": model_rate, "human": human_rate, "n": n_model}
+    return out
+
+
+def pair_predictions(
+    encoded: Sequence[EncodedPair],
+    r_a: torch.Tensor,
+    r_b: torch.Tensor,
+    head_var: torch.Tensor | None = None,
+) -> list[dict[str, Any]]:
+    """One record per pair (``eval-rm --predictions``): rewards, predicted
+    P(A ≻ B), the label, and whether the predicted winner is the labelled one."""
+    out = []
+    for i, e in enumerate(encoded):
+        ra, rb = float(r_a[i]), float(r_b[i])
+        rec: dict[str, Any] = {
+            "id": e.id,
+            "r_a": ra,
+            "r_b": rb,
+            "p_a_pred": 1.0 / (1.0 + math.exp(-(ra - rb))),
+            "p_a": e.p_a,
+            "strength": e.strength or None,
+            "len_a": e.len_a,
+            "len_b": e.len_b,
+            "correct": None if e.p_a == 0.5 else (ra > rb) == (e.p_a > 0.5),
+        }
+        if head_var is not None:
+            rec["diff_var"] = float(head_var[i])
+        out.append(rec)
+    return out
 
 
 @torch.no_grad()
@@ -256,7 +340,10 @@ def evaluate_encoded(
     autocast: bool = False,
     progress: _Progress | None = None,
     counter: Callable[[int, int], None] | None = None,
+    predictions: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    """Metrics of ``model`` on encoded pairs; per-pair records are appended to
+    ``predictions`` when a list is given."""
     if not encoded:
         return preference_metrics(*(torch.zeros(0) for _ in range(4)))
     device = torch.device(device or next(model.parameters()).device)
@@ -264,23 +351,44 @@ def evaluate_encoded(
     model.eval()
     reuse = prefix_reuse and not model.is_encoder
     order = sorted(range(len(encoded)), key=lambda i: encoded[i].batch_key(reuse))
-    ra = torch.zeros(len(encoded))
-    rb = torch.zeros(len(encoded))
+    heads = model.spec.heads
+    ra = torch.zeros(len(encoded), heads)
+    rb = torch.zeros(len(encoded), heads)
+    was_per_head, model.per_head = model.per_head, True
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             a, b = pair_rewards(
                 model, [encoded[i] for i in idx], pad_id, device, prefix_reuse
             )
-        ra[idx], rb[idx] = a.float().cpu(), b.float().cpu()
+        a, b = a.float().cpu(), b.float().cpu()
+        ra[idx], rb[idx] = a.view(len(idx), heads), b.view(len(idx), heads)
         if progress is not None:
             progress(start / len(order), f"evaluating {start}/{len(order)} pairs")
         if counter is not None:
             counter(start + len(idx), len(order))
     model.train(was_training)
+    model.per_head = was_per_head
+    # The reward is the heads' mean; disagreement is the variance across heads of
+    # the predicted difference r_a − r_b.
+    diff_var = (ra - rb).var(-1, unbiased=False) if heads > 1 else None
+    ra, rb = ra.mean(-1), rb.mean(-1)
     p = torch.tensor([e.p_a for e in encoded])
     s = torch.tensor([e.strength for e in encoded])
-    return preference_metrics(ra, rb, p, s)
+    if predictions is not None:
+        predictions.extend(pair_predictions(encoded, ra, rb, diff_var))
+    metrics = preference_metrics(
+        ra,
+        rb,
+        p,
+        s,
+        len_a=[e.len_a for e in encoded],
+        len_b=[e.len_b for e in encoded],
+    )
+    if diff_var is not None:
+        metrics["heads"] = heads
+        metrics["head_diff_var_mean"] = diff_var.mean().item()
+    return metrics
 
 
 def evaluate_pairs(
@@ -292,9 +400,11 @@ def evaluate_pairs(
     batch_size: int = 32,
     device: str | None = None,
     counter: Callable[[int, int], None] | None = None,
+    predictions: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Metrics of a loaded reward model on pairs (used by ``eval-rm``);
-    ``counter(pairs done, pairs)`` after each batch."""
+    ``counter(pairs done, pairs)`` after each batch; per-pair records go to
+    ``predictions`` when a list is given."""
     formatter = Formatter(tokenizer, max_length, model.is_encoder)
     encoded = encode_pairs(formatter, pairs)
     metrics = evaluate_encoded(
@@ -304,6 +414,7 @@ def evaluate_pairs(
         batch_size=batch_size,
         device=device,
         counter=counter,
+        predictions=predictions,
     )
     metrics["truncation"] = formatter.stats.as_dict()
     return metrics
@@ -388,7 +499,12 @@ def prepare_model(
         return model, tokenizer, meta["reward_model"].get("base") or config.base
     base_dir = resolve_model_ref(config.base, artifacts_dir)
     torch.manual_seed(config.seed)  # the head init
-    model = build_reward_model(base_dir, pooling=config.pooling, base_ref=config.base)
+    model = build_reward_model(
+        base_dir,
+        pooling=config.pooling,
+        base_ref=config.base,
+        heads=config.ensemble_heads,
+    )
     tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -422,11 +538,16 @@ def train(
     out_dir: str | os.PathLike[str] | None = None,
     artifacts_dir: str | os.PathLike[str] | None = None,
     counter: CountFn | None = None,
+    validation_pairs: Sequence[Pair] | None = None,
 ) -> TrainResult:
     """Train a reward model on ``pairs``; save it to ``out_dir`` when given.
 
     ``eval_pairs`` is an extra evaluation set reported as ``metrics["extra_eval"]``;
-    the held-out split (``config.eval_fraction``) is ``metrics["eval"]``.
+    the held-out split (``config.eval_fraction``) is ``metrics["eval"]``, or
+    ``validation_pairs`` when given (then every pair of ``pairs`` trains). The
+    held-out pairs are validated ``config.validations`` times, evenly spaced; with
+    ``config.select_best`` the weights of the pass with the lowest held-out log
+    loss are kept (``metrics["validation"]`` lists every pass).
     ``progress(fraction, message)`` is called at least every
     ``config.progress_interval_s`` seconds while work proceeds; ``counter`` (see
     :data:`CountFn`) after every batch, for progress bars in pairs.
@@ -460,7 +581,10 @@ def train(
     )
     pad_id = _pad_id(tokenizer)
 
-    train_pairs, held_pairs = split_train_eval(pairs, config.eval_fraction)
+    if validation_pairs is not None:
+        train_pairs, held_pairs = list(pairs), list(validation_pairs)
+    else:
+        train_pairs, held_pairs = split_train_eval(pairs, config.eval_fraction)
     if not train_pairs:
         raise ValueError("eval_fraction left no training pairs")
     report(0.0, f"tokenising {len(pairs)} pairs", force=True)
@@ -491,16 +615,62 @@ def train(
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
 
     optimizer = _optimizer(model, config)
+    # Length control: β of the covariate, fitted with the loss, never part of the
+    # reward (scoring drops it). It is one scalar and starts at 0, so it gets its
+    # own, much larger step size than the backbone's (at 3e-5 it would hardly move
+    # in a run); the schedule scales it like the rest.
+    beta = torch.zeros((), device=device, requires_grad=True)
+    if config.length_control:
+        optimizer.add_param_group(
+            {"params": [beta], "lr": LENGTH_BETA_LR, "weight_decay": 0.0}
+        )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
     margins = config.margins if config.use_margins else None
     # Train and eval need ~5 % and ~2 % of the time each; eval gets the tail.
     train_share = 0.9
     history: list[dict[str, float]] = []
     model.train()
+    model.per_head = True  # every head gets its own loss (losses broadcast)
     torch.manual_seed(config.seed)
     t_train = time.perf_counter()
     running = 0.0
     n_scheduled, n_done = sum(len(b) for b in schedule), 0
+    # Validation after these micro-batches (the last one always): evenly spaced.
+    n_val = max(1, config.validations)
+    val_at = {math.ceil(total_micro * j / n_val) for j in range(1, n_val + 1)}
+    validation: list[dict[str, Any]] = []
+    best: dict[str, Any] = {}
+    best_state: dict[str, torch.Tensor] | None = None
+    val_runtime = 0.0
+
+    def validate(micro_done: int) -> None:
+        nonlocal best_state, val_runtime
+        t_val = time.perf_counter()
+        m = evaluate_encoded(
+            model,
+            held_enc,
+            pad_id=pad_id,
+            batch_size=config.eval_batch_size,
+            prefix_reuse=prefix_reuse,
+            device=device,
+            autocast=autocast,
+        )
+        step = math.ceil(micro_done / accum)
+        validation.append(
+            {"step": step, "log_loss": m["log_loss"], "accuracy": m["accuracy"]}
+        )
+        if not best or m["log_loss"] < best["metrics"]["log_loss"]:
+            best.update(step=step, metrics=m)
+            if config.select_best and micro_done < total_micro:
+                # A copy on the CPU: the live weights keep training.
+                best_state = {
+                    k: v.detach().to("cpu", copy=True)
+                    for k, v in model.state_dict().items()
+                }
+            else:
+                best_state = None  # the final weights are the best ones
+        val_runtime += time.perf_counter() - t_val
+
     for micro, idx in enumerate(schedule):
         batch = [train_enc[i] for i in idx]
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
@@ -512,6 +682,15 @@ def train(
             strength=torch.tensor([e.strength for e in batch], device=device),
             margins=margins,
             center_coef=config.center_rewards_coefficient,
+            offset=(
+                beta
+                * length_feature(
+                    torch.tensor([e.len_a for e in batch], device=device),
+                    torch.tensor([e.len_b for e in batch], device=device),
+                )
+                if config.length_control
+                else None
+            ),
         )
         (loss / accum).backward()
         running += loss.item()
@@ -533,7 +712,9 @@ def train(
             f"step {micro + 1}/{total_micro} loss {loss.item():.4f} "
             f"epoch {(micro + 1) / per_epoch:.2f}",
         )
-    train_runtime = time.perf_counter() - t_train
+        if held_enc and micro + 1 in val_at and micro + 1 < total_micro:
+            validate(micro + 1)
+    train_runtime = time.perf_counter() - t_train - val_runtime
 
     metrics: dict[str, Any] = {
         "train": {
@@ -552,6 +733,9 @@ def train(
             "truncation": train_trunc.as_dict(),
             "prefix_reuse": prefix_reuse,
             "padding_free": model.padding_free,
+            # The fitted length effect (logits per unit of normalised length
+            # difference); None without length control.
+            "length_beta": float(beta.detach()) if config.length_control else None,
         }
     }
     eval_progress = _Progress(
@@ -559,7 +743,7 @@ def train(
         config.progress_interval_s,
     )
     report(train_share, f"evaluating {len(held_enc)} held-out pairs", force=True)
-    metrics["eval"] = evaluate_encoded(
+    final_eval = evaluate_encoded(
         model,
         held_enc,
         pad_id=pad_id,
@@ -570,6 +754,22 @@ def train(
         progress=eval_progress,
         counter=counter and (lambda d, t: counter("eval", d, t)),
     )
+    if held_enc:
+        validation.append(
+            {
+                "step": total_steps,
+                "log_loss": final_eval["log_loss"],
+                "accuracy": final_eval["accuracy"],
+            }
+        )
+    if best_state is not None and final_eval["log_loss"] >= best["metrics"]["log_loss"]:
+        model.load_state_dict(best_state)
+        metrics["eval"] = best["metrics"]
+        metrics["best_step"] = best["step"]
+    else:
+        metrics["eval"] = final_eval
+        metrics["best_step"] = total_steps
+    metrics["validation"] = validation
     metrics["eval"]["truncation"] = held_trunc.as_dict()
     if eval_pairs:
         formatter.stats = TruncationStats()
@@ -587,6 +787,7 @@ def train(
         )
         metrics["extra_eval"]["truncation"] = formatter.stats.as_dict()
     model.eval()
+    model.per_head = False
     result = TrainResult(model, tokenizer, metrics, None, history)
     if out_dir is not None:
         report(0.99, f"saving to {out_dir}", force=True)
