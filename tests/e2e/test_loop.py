@@ -179,7 +179,7 @@ def _wait_running(job: Job, min_progress: float = 0.0) -> Job:
     )
 
 
-def long_job_project(tiny_models, tmp_path, kind: str) -> Project:
+def long_job_project(tiny_models, tmp_path, kind: str, scale: int = 1) -> Project:
     """A project whose next ``kind`` job runs long enough, counted in steps, to be
     interrupted mid-way: a slower machine only makes it longer."""
     overrides: dict = {"auto_rounds": False}
@@ -193,8 +193,8 @@ def long_job_project(tiny_models, tmp_path, kind: str) -> Project:
             "progress_interval_s": 0.2,
         }
     else:
-        # 6 prompts x 64 samples x up to 96 new tokens.
-        overrides.update(n_samples=64, max_new_tokens=96)
+        # 6 prompts x (64 x ``scale``) samples x up to 96 new tokens.
+        overrides.update(n_samples=64 * scale, max_new_tokens=96)
     project = make_project(tiny_models, tmp_path, **overrides)
     if kind == "train":
         pairs = tmp_path / "pairs.jsonl"
@@ -282,7 +282,9 @@ def test_dropped_connections_do_not_orphan_a_job(procs, tiny_models, tmp_path, k
     """Issue 14 item 2: every backend of the database is terminated three times
     while the job runs. The worker never stopped, so the job finishes once, on its
     first attempt, with one version or round and no duplicate rows."""
-    project = long_job_project(tiny_models, tmp_path, kind)
+    # Three bursts need the job running for several heartbeats (1 s each): a
+    # round of the kill test's size can finish in ~2 s on a quiet machine.
+    project = long_job_project(tiny_models, tmp_path, kind, scale=5)
     procs.start_worker()
     procs.start_beat()  # the reaper runs every 2 s: it must leave the job alone
     job = (
