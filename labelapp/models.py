@@ -279,6 +279,7 @@ class Comparison(models.Model):
         AUDIT = "audit"
         GOLD = "gold"
         API = "api", "API"  # created through POST /api/v1/comparisons/
+        RANKING = "ranking"  # a pair implied by rankings (labelapp.services.rankings)
 
     class Status(models.TextChoices):
         OPEN = "open"
@@ -421,6 +422,7 @@ class Label(models.Model):
     class Source(models.TextChoices):
         HUMAN = "human"
         IMPORTED = "imported"
+        RANKING = "ranking"  # implied by a ranking; deleted and rewritten with it
 
     comparison = models.ForeignKey(
         Comparison, on_delete=models.CASCADE, related_name="labels"
@@ -434,6 +436,14 @@ class Label(models.Model):
         blank=True,
         on_delete=models.SET_NULL,
         related_name="label",
+    )
+    ranking = models.ForeignKey(
+        "Ranking",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="implied_labels",
+        help_text="The ranking this label's preference is implied by.",
     )
     choice = models.CharField(max_length=16, choices=Choice.choices)
     strength = models.PositiveSmallIntegerField(null=True, blank=True)
@@ -499,6 +509,70 @@ def displayed_choice(choice: str, shown_swapped: bool) -> str:
     """A canonical choice in the annotator's left/right terms (and back: the swap is
     its own inverse)."""
     return _SWAPPED.get(choice, choice) if shown_swapped else choice
+
+
+class RankingItem(models.Model):
+    """A prompt with K responses (2..9) to be ranked; ``response_ids`` in the order
+    they are shown. Each annotator ranks it at most once (``Ranking``)."""
+
+    class Status(models.TextChoices):
+        OPEN = "open"
+        COMPLETE = "complete"
+
+    project = models.ForeignKey(
+        Project, on_delete=models.CASCADE, related_name="ranking_items"
+    )
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="+")
+    response_ids = models.JSONField(help_text="The K response ids, as shown.")
+    # The sorted ids joined by commas: the same K responses are one item.
+    responses_key = models.CharField(max_length=200)
+    labels_required = models.PositiveSmallIntegerField(default=1)
+    labels_count = models.PositiveSmallIntegerField(default=0)
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.OPEN
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "responses_key"], name="rankingitem_unique"
+            ),
+            models.CheckConstraint(
+                condition=Q(labels_required__gte=1), name="rankingitem_k_gte_1"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"ranking item #{self.pk} ({len(self.response_ids)} responses)"
+
+
+class Ranking(models.Model):
+    """One annotator's order over a ranking item's responses: ``tiers`` is a list
+    of lists of response ids, best first (a tier of several is a tie); responses
+    in no tier are unranked (a top-k ranking)."""
+
+    item = models.ForeignKey(
+        RankingItem, on_delete=models.CASCADE, related_name="rankings"
+    )
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="rankings"
+    )
+    tiers = models.JSONField()
+    source = models.CharField(
+        max_length=16, choices=Label.Source.choices, default=Label.Source.HUMAN
+    )
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["item", "annotator"], name="ranking_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.annotator} on ranking item {self.item_id}"
 
 
 class ModelVersion(models.Model):

@@ -1,4 +1,5 @@
-"""Import prompts, responses and labelled pairs into a project (the writes).
+"""Import prompts, responses, labelled pairs and rankings into a project (the
+writes).
 
 The line formats are parsed by :mod:`labelapp.datasets.records`. All files of one
 call import in one transaction: a bad line aborts everything with an
@@ -22,6 +23,7 @@ from django.utils import timezone
 from labelapp.datasets.records import (
     Limits,
     PairRec,
+    RankingRec,
     Record,
     ResponseRec,
     read_records,
@@ -35,11 +37,14 @@ from labelapp.models import (
     Membership,
     Project,
     Prompt,
+    Ranking,
+    RankingItem,
     Response,
     content_hash,
     text_hash,
 )
 from labelapp.services.aggregates import aggregate_labels
+from labelapp.services.rankings import ranking_item_create, ranking_submit
 
 IMPORTED_USERNAME = "imported"
 # The API's limits and the columns' sizes: an import stores nothing the API would
@@ -62,7 +67,9 @@ class ImportResult:
 
     def summary(self) -> str:
         parts = [f"{self.lines} lines"]
-        parts += [f"{n} new {what}" for what, n in self.created.items()]
+        parts += [
+            f"{n} new {what.replace('_', ' ')}" for what, n in self.created.items()
+        ]
         if self.skipped:
             parts.append(f"{len(self.skipped)} invalid lines skipped")
         return ", ".join(parts)
@@ -119,13 +126,22 @@ def import_files(
             project, records, prompt_ids, skip_invalid, result
         )
         _write_pairs(project, records, prompt_ids, response_ids, rng, progress)
+        _write_rankings(project, records, prompt_ids, response_ids)
         if make_pairs:
             _make_pairs(project, set(prompt_ids.values()), max_pairs_per_prompt, rng)
         counts_after = _counts(project)
-    result.created = {k: counts_after[k] - counts_before[k] for k in counts_after}
+    result.created = {
+        k: counts_after[k] - counts_before[k]
+        for k in counts_after
+        # Ranking counts are reported only for files that hold rankings.
+        if k in _ALWAYS_COUNTED or counts_after[k] != counts_before[k]
+    }
     if progress:
         progress(1.0, result.summary())
     return result
+
+
+_ALWAYS_COUNTED = ("prompts", "responses", "comparisons", "labels")
 
 
 def _counts(project: Project) -> dict[str, int]:
@@ -134,6 +150,8 @@ def _counts(project: Project) -> dict[str, int]:
         "responses": Response.objects.filter(prompt__project=project).count(),
         "comparisons": Comparison.objects.filter(project=project).count(),
         "labels": Label.objects.filter(comparison__project=project).count(),
+        "ranking_items": RankingItem.objects.filter(project=project).count(),
+        "rankings": Ranking.objects.filter(item__project=project).count(),
     }
 
 
@@ -227,6 +245,10 @@ def _write_responses(
             prompt_id = prompt_ids[content_hash(rec.messages)]
             add(prompt_id, rec.text_a)
             add(prompt_id, rec.text_b)
+        elif isinstance(rec, RankingRec):
+            prompt_id = prompt_ids[content_hash(rec.messages)]
+            for text in rec.texts:
+                add(prompt_id, text)
     for chunk in _chunks(list(wanted.values())):
         Response.objects.bulk_create(chunk, ignore_conflicts=True)
     ids: dict[tuple[int, str], int] = {}
@@ -318,6 +340,40 @@ def _write_pairs(
             progress(
                 0.5 + 0.5 * done / len(labels), f"pairs {done:,} / {len(labels):,}"
             )
+
+
+def _write_rankings(
+    project: Project,
+    records: list,
+    prompt_ids: dict[str, int],
+    response_ids: dict[tuple[int, str], int],
+) -> None:
+    """A ranking item per ranking record and, where the line has a ranking, the
+    ``imported`` pseudo-annotator's ranking of it (its implied pairs accepted, as
+    imported pairs are). A second line with the same responses and a ranking
+    replaces the first's ranking: one ranking per annotator and item."""
+    annotator = None
+    for _, rec in records:
+        if not isinstance(rec, RankingRec):
+            continue
+        prompt_id = prompt_ids[content_hash(rec.messages)]
+        ids = [response_ids[(prompt_id, text_hash(t))] for t in rec.texts]
+        # A ranked line is complete as it stands (k = 1), as an imported pair is.
+        item = ranking_item_create(
+            project=project,
+            prompt_id=prompt_id,
+            response_ids=ids,
+            labels_required=1 if rec.tiers is not None else None,
+        )
+        if rec.tiers is None:
+            continue
+        annotator = annotator or imported_annotator()
+        ranking_submit(
+            item=item,
+            annotator=annotator,
+            tiers=[[ids[i] for i in tier] for tier in rec.tiers],
+            source=Label.Source.IMPORTED,
+        )
 
 
 def _make_pairs(

@@ -20,6 +20,12 @@ Line formats (detected per line):
   ``\\n\\nAssistant:`` turns; ``{"prompt"|"messages", "response_a", "response_b",
   "p_a", "strength"?}``. Labels are stored as labels of the ``imported``
   pseudo-annotator.
+* ranking: ``{"prompt"|"messages": ..., "responses": ["...", ...], "ranking"?:
+  [...]}`` with 2..9 distinct responses; ``ranking`` lists 0-based indices into
+  ``responses``, best first, an inner list being a tie (``[2, [0, 3]]``: 2 is best,
+  0 and 3 tie second, 1 is unranked). Without ``ranking`` the prompt becomes a
+  ranking item for annotators; with it, also a ranking by the ``imported``
+  pseudo-annotator (:mod:`training.rankings` says which pairs it implies).
 
 Files are JSON lines (``.gz`` too) or Parquet (``.parquet``, one record per row).
 Every record is then checked against :class:`Limits` (the importer passes the
@@ -46,6 +52,7 @@ from training.formats import (
     split_hh_reply,
     strength_level,
 )
+from training.rankings import MAX_RESPONSES, MIN_RESPONSES, RankingError, check_tiers
 
 ROLES = {"system", "user", "assistant"}
 
@@ -80,7 +87,15 @@ class PairRec:
     strength: int | None = None
 
 
-Record = PromptRec | ResponseRec | PairRec
+@dataclass
+class RankingRec:
+    messages: Messages
+    texts: list[str]
+    # Tiers of indices into ``texts``, best first; None: no ranking (an item only).
+    tiers: list[list[int]] | None = None
+
+
+Record = PromptRec | ResponseRec | PairRec | RankingRec
 
 
 @dataclass(frozen=True)
@@ -110,6 +125,8 @@ def check_record(rec: Record, limits: Limits) -> None:
         texts.append(("the response", rec.text))
     elif isinstance(rec, PairRec):
         texts += [("the first response", rec.text_a), ("the second", rec.text_b)]
+    elif isinstance(rec, RankingRec):
+        texts += [(f"responses[{i}]", t) for i, t in enumerate(rec.texts)]
     for what, text in texts:
         if "\x00" in text:
             raise LineError(
@@ -242,9 +259,48 @@ def _probability(obj: dict, key: str) -> float:
     return float(value)
 
 
+def _ranking(obj: dict) -> RankingRec:
+    """A prompt with K responses and, optionally, their ranking."""
+    messages = _prompt_messages(obj)
+    raw = obj["responses"]
+    if not isinstance(raw, list):
+        raise LineError(
+            f"field 'responses'={raw!r} must be a list of {MIN_RESPONSES}.."
+            f"{MAX_RESPONSES} response texts"
+        )
+    if not MIN_RESPONSES <= len(raw) <= MAX_RESPONSES:
+        raise LineError(
+            f"field 'responses' has {len(raw)} responses; a ranking needs "
+            f"{MIN_RESPONSES}..{MAX_RESPONSES}"
+        )
+    texts: list[str] = []
+    for i, text in enumerate(raw):
+        if not isinstance(text, str) or not text.strip():
+            raise LineError(
+                f"field 'responses'[{i}]={text!r} must be a non-empty string"
+            )
+        if text in texts:
+            raise LineError(
+                f"field 'responses'[{i}] repeats responses[{texts.index(text)}] "
+                "(the responses of a ranking must differ)"
+            )
+        texts.append(text)
+    tiers = None
+    if obj.get("ranking") is not None:
+        try:
+            tiers = check_tiers(obj["ranking"], list(range(len(texts))))
+        except RankingError as exc:
+            raise LineError(f"field 'ranking'={obj['ranking']!r}: {exc}") from None
+    return RankingRec(messages, texts, tiers)
+
+
 def parse_record(obj: object) -> Record:
     if not isinstance(obj, dict):
         raise LineError(f"expected a JSON object, got {type(obj).__name__}")
+    if "responses" in obj:
+        return _ranking(obj)
+    if "ranking" in obj:
+        raise LineError("field 'ranking' needs a 'responses' list beside it")
     if "chosen" in obj or "rejected" in obj:
         if "prompt" in obj or "messages" in obj:
             messages = _prompt_messages(obj)
