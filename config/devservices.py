@@ -13,6 +13,13 @@ wheel's server binary) start with their data under ./var/, listening on 127.0.0.
 only, and stop when the runner that started them exits. ``run``, and ``exec`` on the
 embedded servers, default ``DEBUG`` to 1; in debug ``SECRET_KEY`` defaults to the key
 kept in ``var/secret_key``.
+
+``run`` with ``DEBUG=0`` is production-like: the web process is docker-compose's
+(``collectstatic``, then gunicorn with compose's workers and threads), so static
+files are served by WhiteNoise from STATIC_ROOT as they would be in production;
+``runserver`` serves none with DEBUG off. The settings' production rules apply
+(SECRET_KEY and ALLOWED_HOSTS must be set; HTTPS unless SECURE_SSL_REDIRECT=0 or a
+proxy says so with TRUST_X_FORWARDED_PROTO=1).
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,6 +47,11 @@ PG_PORT = int(os.environ.get("PAIRLOOP_PG_PORT", "54329"))
 REDIS_PORT = int(os.environ.get("PAIRLOOP_REDIS_PORT", "63799"))
 PG_DBNAME = "pairloop"
 STATE_FILE = "services.json"  # under VAR: the URLs a running runner serves with
+# docker-compose.yml's web command after its --bind (tests/config/test_compose.py
+# holds the two equal).
+GUNICORN_ARGS = ["--workers", "4", "--threads", "4", "--worker-class", "gthread"]
+# DEBUG's true values as config.env reads them (this module imports no Django).
+ENV_TRUE = {"1", "true", "yes", "on"}
 
 
 def log(message: str) -> None:
@@ -57,6 +71,29 @@ def _wait_for_port(port: int, what: str, timeout: float = 30.0) -> None:
             return
         time.sleep(0.1)
     raise RuntimeError(f"{what} did not start listening on 127.0.0.1:{port}")
+
+
+def _wait_for_redis_loaded(url: str, timeout: float = 60.0) -> None:
+    """Redis accepts connections while it replays its append-only file and answers
+    every command with LOADING until done; wait for a PING to succeed so that no
+    client (a test, the web, a worker) meets that error on a second start."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=3)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                client.ping()
+                return
+            except redis.exceptions.BusyLoadingError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"Redis at {url} was still loading its data after {timeout:.0f} s"
+                    ) from None
+                time.sleep(0.1)
+    finally:
+        client.close()
 
 
 def _postgres_bin() -> Path:
@@ -241,7 +278,9 @@ class EmbeddedRedis:
             start_new_session=True,
         )
         _wait_for_port(self.port, "Redis")
-        return f"redis://127.0.0.1:{self.port}/0"
+        url = f"redis://127.0.0.1:{self.port}/0"
+        _wait_for_redis_loaded(url)
+        return url
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
@@ -318,6 +357,17 @@ def _write_state(env: dict[str, str], var: Path, **extra: str | int) -> Path:
     return path
 
 
+def _publish_url(url: str, var: Path) -> None:
+    """Add the web URL to this runner's state file, so that `exec` (and
+    ./pairloop manage) tell commands that talk HTTP where Pairloop serves
+    (PAIRLOOP_URL): `make run --port 8001` is then reached without --url."""
+    path = var / STATE_FILE
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        state = json.loads(path.read_text())
+        if int(state["pid"]) == os.getpid():
+            _write_state(state, var, PAIRLOOP_URL=url)
+
+
 def _remove_state(var: Path) -> None:
     path = var / STATE_FILE
     with contextlib.suppress(OSError, ValueError, KeyError):
@@ -343,6 +393,8 @@ def services(environ: dict[str, str]) -> Iterator[dict[str, str]]:
         if state is not None:
             for key in missing:
                 env[key] = str(state[key])
+            if state.get("PAIRLOOP_URL") and not env.get("PAIRLOOP_URL"):
+                env["PAIRLOOP_URL"] = str(state["PAIRLOOP_URL"])
             log(
                 f"using the running services of {var} (pid {state['pid']}): "
                 + "  ".join(f"{k}={env[k]}" for k in missing)
@@ -420,7 +472,9 @@ def _summary(
         "  ./pairloop manage <command> ...",
         f"DATABASE_URL={env['DATABASE_URL']}",
         f"REDIS_URL={env['REDIS_URL']}",
-        "DEBUG=1 (SECRET_KEY from var/secret_key)",
+        "DEBUG=1 (SECRET_KEY from var/secret_key)"
+        if _debug(env)
+        else "DEBUG=0: production-like (collectstatic, gunicorn, WhiteNoise)",
     ]
     if not ready:
         lines += ["", "(the worker has not reported ready yet; see its log above)"]
@@ -428,17 +482,22 @@ def _summary(
     return lines
 
 
-def _wait_web(url: str, children: dict[str, subprocess.Popen], timeout: float) -> None:
-    import urllib.error
-    import urllib.request
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None  # a 3xx is raised as HTTPError: the server answered
 
+
+def _wait_web(url: str, children: dict[str, subprocess.Popen], timeout: float) -> None:
+    opener = urllib.request.build_opener(_NoRedirect)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if any(child.poll() is not None for child in children.values()):
             return
         try:
-            with urllib.request.urlopen(url + "admin/login/", timeout=2):
+            with opener.open(url + "admin/login/", timeout=2):
                 return
+        except urllib.error.HTTPError:
+            return  # it answers (with DEBUG off: a redirect to https, refused here)
         except (urllib.error.URLError, OSError):
             time.sleep(0.5)
 
@@ -452,12 +511,41 @@ def _relay(stream: object, ready: object, marker: str) -> None:
             ready.set()  # type: ignore[attr-defined]
 
 
+def _debug(env: dict[str, str]) -> bool:
+    """DEBUG as the settings read it (config.env)."""
+    return env.get("DEBUG", "").strip().lower() in ENV_TRUE
+
+
+def _web_command(
+    manage: list[str], env: dict[str, str], host: str, port: int
+) -> list[str] | None:
+    """runserver in debug; with DEBUG off, docker-compose's web process: static files
+    collected into STATIC_ROOT, then gunicorn (None: collectstatic failed)."""
+    if _debug(env):
+        return [*manage, "runserver", f"{host}:{port}", "--noreload"]
+    log("DEBUG=0: collecting static files, then gunicorn as docker-compose runs it")
+    collect = [*manage, "collectstatic", "--noinput", "--verbosity", "0"]
+    if subprocess.run(collect, env=env).returncode != 0:
+        return None
+    return [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "config.wsgi:application",
+        "--bind",
+        f"{host}:{port}",
+        *GUNICORN_ARGS,
+    ]
+
+
 def _run_all(env: dict[str, str], host: str, port: int) -> int:
     import threading
 
     python = sys.executable
     manage = [python, str(ROOT / "manage.py")]
     url = f"http://{host}:{port}/"
+    reach = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    _publish_url(f"http://{reach}:{port}", VAR)
     log(f"DATABASE_URL={env['DATABASE_URL']}  REDIS_URL={env['REDIS_URL']}")
     log(f"web: {url}  (DEBUG={env.get('DEBUG', '')})")
     if subprocess.run([*manage, "migrate", "--no-input"], env=env).returncode != 0:
@@ -477,8 +565,11 @@ def _run_all(env: dict[str, str], host: str, port: int) -> int:
     # Model loading in the worker draws tqdm bars on stderr, which Celery's log
     # redirection would print as WARNING lines; the jobs page shows progress.
     worker_env = {**env, "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TQDM_DISABLE": "1"}
+    web = _web_command(manage, env, host, port)
+    if web is None:
+        return 1
     procs = {
-        "web": ([*manage, "runserver", f"{host}:{port}", "--noreload"], env),
+        "web": (web, env),
         "worker": (
             [
                 python,

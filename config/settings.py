@@ -299,6 +299,9 @@ PAIRLOOP_JOB_HEARTBEAT_SECONDS = ENV.int(
     "PAIRLOOP_JOB_HEARTBEAT_SECONDS", default=5, minimum=1
 )
 PAIRLOOP_JOB_MAX_ATTEMPTS = ENV.int("PAIRLOOP_JOB_MAX_ATTEMPTS", default=3, minimum=1)
+# Training jobs (reward model, policy) run data-parallel on this many local
+# processes (one per GPU; gloo on CPU) when above 1; 1 trains in the worker.
+PAIRLOOP_TRAIN_NPROC = ENV.int("PAIRLOOP_TRAIN_NPROC", default=1, minimum=1)
 _beat_every = ENV.int("PAIRLOOP_BEAT_SECONDS", default=30, minimum=1)
 CELERY_BEAT_SCHEDULE = {
     "reap-stale-jobs": {"task": tasknames.REAP_STALE_JOBS, "schedule": _beat_every},

@@ -26,7 +26,13 @@ from django.urls import reverse
 from django.utils.http import urlencode
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from frontend.forms import GOLD_LABELS, ExportForm, GoldForm, ReviewForm
+from frontend.forms import (
+    GOLD_LABELS,
+    BulkAcceptForm,
+    ExportForm,
+    GoldForm,
+    ReviewForm,
+)
 from frontend.guards import project_page
 from frontend.plots import PLOTS
 from frontend.rendering import render_markdown
@@ -45,12 +51,13 @@ from labelapp.models import (
 from labelapp.selectors.quality import project_quality_report
 from labelapp.selectors.review import (
     ReviewFilters,
+    bulk_accept_labels,
     review_filter_choices,
     review_queue,
 )
 from labelapp.services.annotators import annotators_flag_and_pause
 from labelapp.services.gold import comparison_mark_gold
-from labelapp.services.reviews import label_review
+from labelapp.services.reviews import label_review, labels_bulk_accept
 
 REVIEW_PAGE_SIZE = 20
 CHOICE_TEXT = {
@@ -132,8 +139,55 @@ def review(request: HttpRequest, project: Project, role: str) -> HttpResponse:
         "filters": filters,
         "filter_query": urlencode(filters.as_query()),
         "choices": review_filter_choices(project),
+        "bulk_count": _bulk_labels(request, project, filters).count(),
+        "bulk_form": BulkAcceptForm(),
     }
     return render(request, "frontend/review.html", context)
+
+
+def _bulk_labels(request, project, filters, min_gold_accuracy=None):
+    own = None if access.can_review_own_label(user=request.user) else request.user.pk
+    return bulk_accept_labels(
+        project=project,
+        filters=filters,
+        min_gold_accuracy=min_gold_accuracy,
+        exclude_annotator=own,
+    )
+
+
+@require_POST
+@project_page(role="review")
+def review_bulk_accept(
+    request: HttpRequest, project: Project, role: str
+) -> HttpResponse:
+    """Accept every pending label the queue's filters (posted as hidden fields)
+    select, optionally only those of annotators above a gold accuracy."""
+    filters = ReviewFilters.from_query(request.POST)
+    form = BulkAcceptForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, f"Bulk accept: {form.errors.as_text()}")
+        return _back_to_review(request, project, "bulk-accept")
+    threshold = form.cleaned_data["min_gold_accuracy"]
+    labels = _bulk_labels(
+        request, project, filters, None if threshold is None else threshold / 100
+    )
+    try:
+        n = labels_bulk_accept(
+            project_id=project.pk, reviewer=request.user, labels=labels
+        )
+    except DomainError as exc:
+        messages.error(request, f"Bulk accept: {exc}")
+    else:
+        messages.success(
+            request,
+            f"Accepted {n} pending label{'s' * (n != 1)}"
+            + (
+                f" of annotators with gold accuracy ≥ {threshold:g} %."
+                if threshold is not None
+                else "."
+            ),
+        )
+    return _back_to_review(request, project, "bulk-accept")
 
 
 def _back_to_review(

@@ -24,6 +24,15 @@ class ReviewForm(forms.Form):
     note = forms.CharField(required=False, max_length=REVIEW_NOTE_MAX_CHARS)
 
 
+class BulkAcceptForm(forms.Form):
+    min_gold_accuracy = forms.FloatField(
+        required=False,
+        min_value=0,
+        max_value=100,
+        label="only annotators with gold accuracy of at least (%)",
+    )
+
+
 class GoldForm(forms.Form):
     gold_choice = forms.ChoiceField(
         choices=[("", "Not gold"), *((c, GOLD_LABELS[c]) for c in GOLD_CHOICES)],

@@ -4,12 +4,17 @@ settings' rules are the project service's (labelapp.services.projects), asked in
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django import forms
 
 from labelapp.models import Membership, Project
-from labelapp.services.projects import EDITABLE_FIELDS, project_settings_problems
+from labelapp.services.projects import (
+    EDITABLE_FIELDS,
+    SECRET_REFUSED,
+    project_settings_problems,
+)
 
 ROLE_CHOICES = Membership.Role.choices
 SECTIONS: list[tuple[str, tuple[str, ...]]] = [
@@ -26,7 +31,10 @@ SECTIONS: list[tuple[str, tuple[str, ...]]] = [
             "pause_flagged_annotators",
         ),
     ),
-    ("Models", ("policy_ref", "reward_base_ref")),
+    (
+        "Models",
+        ("policy_ref", "reward_base_ref", "sampler_backend", "sampler_config"),
+    ),
     (
         "Sampling",
         (
@@ -43,6 +51,7 @@ SECTIONS: list[tuple[str, tuple[str, ...]]] = [
         "Retraining and the loop",
         ("retrain_threshold", "promote_tolerance", "auto_rounds", "rm_config"),
     ),
+    ("Policy training", ("auto_policy", "policy_min_examples", "policy_config")),
 ]
 assert {f for _s, fs in SECTIONS for f in fs} == set(EDITABLE_FIELDS)
 
@@ -55,6 +64,8 @@ class ProjectForm(forms.ModelForm):
             "guidelines": forms.Textarea(attrs={"rows": 10, "data-md-source": "1"}),
             "pair_mix": forms.Textarea(attrs={"rows": 3}),
             "rm_config": forms.Textarea(attrs={"rows": 3}),
+            "policy_config": forms.Textarea(attrs={"rows": 3}),
+            "sampler_config": forms.Textarea(attrs={"rows": 3}),
         }
         labels = {
             "overlap": "Overlap k",
@@ -67,23 +78,46 @@ class ProjectForm(forms.ModelForm):
             "auto_rounds": "Start a round automatically after each promotion",
             "rm_config": "Reward-model training settings (JSON)",
             "pair_mix": "Pair-selection mix (JSON)",
+            "auto_policy": "Train the policy automatically after a round",
+            "policy_min_examples": "Usable examples needed to train the policy",
+            "policy_config": "Policy training, guard and promotion settings (JSON)",
+            "sampler_backend": "Sampler backend",
+            "sampler_config": "Sampler settings (JSON; the API key by its "
+            "environment variable's name, api_key_env)",
         }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["rm_config"].required = False
+        self.fields["policy_config"].required = False
+        self.fields["sampler_config"].required = False
         self.fields["guidelines"].required = False
 
     def clean_rm_config(self) -> Any:
         value = self.cleaned_data.get("rm_config")
         return {} if value in (None, "") else value
 
+    def clean_policy_config(self) -> Any:
+        value = self.cleaned_data.get("policy_config")
+        return {} if value in (None, "") else value
+
+    def clean_sampler_config(self) -> Any:
+        value = self.cleaned_data.get("sampler_config")
+        return {} if value in (None, "") else value
+
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
         present = {f: v for f, v in cleaned.items() if f not in self.errors}
-        for field, problems in project_settings_problems(present).items():
+        # ModelForm copies the values onto the instance after clean(): it holds
+        # the stored settings here, against which a one-field change is checked.
+        found = project_settings_problems(present, project=self.instance)
+        for field, problems in found.items():
             for problem in problems:
                 self.add_error(field, problem)
+        if any(SECRET_REFUSED in p for p in found.get("sampler_config", [])):
+            # The page shows the form again: not with the secret in it.
+            self.data = self.data.copy()
+            self.data["sampler_config"] = json.dumps(self.instance.sampler_config)
         return cleaned
 
     def sections(self) -> list[tuple[str, list[forms.BoundField]]]:

@@ -168,6 +168,64 @@ def agreement_series(project: Project) -> list[dict[str, Any]]:
     ]
 
 
+def label_curve_series(project: Project) -> list[dict[str, Any]]:
+    """Per reward-model version: the labelled pairs it trained on and its held-out
+    accuracy with the 95 % interval (``metrics["eval"]``), oldest first."""
+    out = []
+    for mv in ModelVersion.objects.filter(
+        project=project, kind=ModelVersion.Kind.REWARD
+    ).order_by("version"):
+        metrics = mv.metrics if isinstance(mv.metrics, dict) else {}
+        ev = metrics.get("eval") if isinstance(metrics.get("eval"), dict) else {}
+        ci = ev.get("accuracy_ci95")
+        low, high = (
+            (_number(ci[0]), _number(ci[1]))
+            if isinstance(ci, list | tuple) and len(ci) == 2
+            else (None, None)
+        )
+        out.append(
+            {
+                "version": mv.version,
+                "labels": mv.n_pairs,
+                "accuracy": _number(ev.get("accuracy")),
+                "low": low,
+                "high": high,
+                "promoted": mv.status == ModelVersion.Status.PROMOTED,
+            }
+        )
+    return out
+
+
+def policy_series(project: Project) -> list[dict[str, Any]]:
+    """Per policy version: the RM's and the human audit's win rate against the
+    policy it was evaluated against (with their 95 % intervals), the mean reward
+    gain, and its status. Tolerant of missing or odd metrics (a version that
+    failed before its evaluation has none)."""
+
+    def part(value: Any, key: str) -> dict:
+        got = value.get(key) if isinstance(value, dict) else None
+        return got if isinstance(got, dict) else {}
+
+    out = []
+    for mv in ModelVersion.objects.filter(
+        project=project, kind=ModelVersion.Kind.POLICY
+    ).order_by("version"):
+        metrics = mv.metrics if isinstance(mv.metrics, dict) else {}
+        ev = part(metrics, "eval")
+        win = part(ev, "win")
+        human = part(part(metrics, "audit"), "human")
+        out.append(
+            {
+                "version": mv.version,
+                "status": mv.status,
+                "rm": [_number(win.get(k)) for k in ("win_rate", "ci_low", "ci_high")],
+                "human": [_number(human.get(k)) for k in ("rate", "ci_low", "ci_high")],
+                "reward_gain": _number(ev.get("reward_gain")),
+            }
+        )
+    return out
+
+
 def throughput_series(project: Project) -> dict[str, dict[date, int]]:
     """Labels per day per annotator (username → day → count)."""
     rows = (
@@ -320,9 +378,103 @@ def plot_throughput(project: Project) -> bytes:
     return _svg(fig)
 
 
+def plot_label_curve(project: Project) -> bytes:
+    title = "Reward model: labels vs held-out accuracy per version"
+    series = [s for s in label_curve_series(project) if s["accuracy"] is not None]
+    if not series:
+        return _empty(title)
+    with matplotlib.rc_context(RC):
+        fig = _figure()
+        ax = fig.add_subplot()
+        xs = [s["labels"] for s in series]
+        ys = [s["accuracy"] for s in series]
+        low = [
+            s["accuracy"] - s["low"] if s["low"] is not None else 0.0 for s in series
+        ]
+        high = [
+            s["high"] - s["accuracy"] if s["high"] is not None else 0.0 for s in series
+        ]
+        ax.errorbar(xs, ys, yerr=[low, high], marker="o", capsize=3)
+        for s in series:
+            ax.annotate(
+                f"v{s['version']}" + (" ★" if s["promoted"] else ""),
+                (s["labels"], s["accuracy"]),
+                textcoords="offset points",
+                xytext=(4, 4),
+                fontsize=7,
+            )
+        ax.axhline(0.5, color="grey", linestyle="--", linewidth=0.8)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("labelled pairs trained on")
+        ax.set_ylabel("held-out accuracy [95 % CI]")
+        ax.set_title(title + " (★ promoted)")
+    return _svg(fig)
+
+
+def _rate_with_ci(ax: Any, xs: list[float], rows: list[list], **style: Any) -> bool:
+    """Points with asymmetric 95 % error bars where the rate is known."""
+    known = [(x, r) for x, r in zip(xs, rows, strict=True) if r[0] is not None]
+    if not known:
+        return False
+    px = [x for x, _ in known]
+    py = [r[0] for _, r in known]
+    low = [r[0] - r[1] if r[1] is not None else 0.0 for _, r in known]
+    high = [r[2] - r[0] if r[2] is not None else 0.0 for _, r in known]
+    ax.errorbar(px, py, yerr=[low, high], capsize=3, linestyle="-", **style)
+    return True
+
+
+def plot_policy(project: Project) -> bytes:
+    title = "Policy versions: win rate vs the policy they replace, and reward gain"
+    series = policy_series(project)
+    if not series:
+        return _empty(title)
+    labels = [f"v{s['version']}" for s in series]
+    xs = list(range(len(series)))
+    with matplotlib.rc_context(RC):
+        fig = _figure()
+        win_ax, gain_ax = fig.subplots(1, 2, width_ratios=[3, 2])
+        drawn = _rate_with_ci(
+            win_ax,
+            [x - 0.06 for x in xs],
+            [s["rm"] for s in series],
+            marker="o",
+            label="reward model",
+        )
+        drawn |= _rate_with_ci(
+            win_ax,
+            [x + 0.06 for x in xs],
+            [s["human"] for s in series],
+            marker="s",
+            label="human audit",
+        )
+        win_ax.axhline(0.5, color="grey", linestyle="--", linewidth=0.8)
+        win_ax.set_ylim(0, 1)
+        win_ax.set_xticks(xs, labels)
+        win_ax.set_title("win rate [95 % CI]")
+        if drawn:
+            win_ax.legend(fontsize=7)
+        gains = [s["reward_gain"] for s in series]
+        colors = ["#1f5fbf" if s["status"] == "promoted" else "#9aa9c2" for s in series]
+        gain_ax.bar(xs, [g if g is not None else 0.0 for g in gains], color=colors)
+        gain_ax.axhline(0.0, color="grey", linewidth=0.8)
+        gain_ax.set_xticks(xs, labels)
+        gain_ax.set_title("mean reward gain (dark = promoted)", fontsize=8)
+        fig.suptitle(title)
+    return _svg(fig)
+
+
 PLOTS: dict[str, tuple[str, Callable[[Project], bytes]]] = {
     "training": ("Reward model training loss and eval accuracy", plot_training),
+    "labels": (
+        "Reward model: labelled pairs vs held-out accuracy per version",
+        plot_label_curve,
+    ),
     "rewards": ("Reward distribution per round", plot_rewards),
     "agreement": ("Agreement over time", plot_agreement),
     "throughput": ("Labels per day per annotator", plot_throughput),
+    "policy": (
+        "Policy versions: RM and human win rate with 95% CIs, and reward gain",
+        plot_policy,
+    ),
 }

@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from frontend import dashboard, views, views_jobs, views_projects
+from frontend import dashboard, views, views_jobs, views_projects, views_rank
 
 app_name = "frontend"
 urlpatterns = [
@@ -20,6 +20,12 @@ urlpatterns = [
         views.compare_next,
         name="compare-next",
     ),
+    path("projects/<int:project_id>/rank/", views_rank.rank, name="rank"),
+    path(
+        "projects/<int:project_id>/rank/next.json",
+        views_rank.rank_next,
+        name="rank-next",
+    ),
     path("projects/<int:project_id>/jobs/", views_jobs.jobs_page, name="jobs"),
     path("projects/<int:project_id>/jobs.json", views_jobs.jobs_json, name="jobs-json"),
     path(
@@ -36,6 +42,11 @@ urlpatterns = [
 
 urlpatterns += [
     path("projects/<int:project_id>/review/", dashboard.review, name="review"),
+    path(
+        "projects/<int:project_id>/review/bulk-accept/",
+        dashboard.review_bulk_accept,
+        name="review-bulk-accept",
+    ),
     path(
         "projects/<int:project_id>/review/labels/<int:label_id>/",
         dashboard.review_label,
@@ -58,6 +69,11 @@ urlpatterns += [
         name="plot",
     ),
     path("projects/<int:project_id>/exports/", dashboard.exports, name="exports"),
+    path(
+        "projects/<int:project_id>/policy-versions/<int:version>.zip",
+        views_jobs.policy_download,
+        name="policy-download",
+    ),
     path(
         "projects/<int:project_id>/exports/<int:job_id>/<str:filename>",
         dashboard.export_download,

@@ -81,6 +81,19 @@ def can_annotate(*, user: User, project: ProjectRef) -> bool:
     return membership_role(user=user, project=project) is not None
 
 
+def annotation_paused(*, user: User, project: ProjectRef) -> bool | None:
+    """For work outside the pairwise queue (rankings): None when the user may not
+    annotate in ``project`` (non-members, staff included, as ``can_annotate``),
+    else whether their membership is paused (paused members get no new work)."""
+    if not user.is_authenticated:
+        return None
+    return (
+        Membership.objects.filter(project_id=_project_id(project), user=user)
+        .values_list("paused", flat=True)
+        .first()
+    )
+
+
 def can_review(*, user: User, project: ProjectRef) -> bool:
     return role_allows(role=role_in(user=user, project=project), action="review")
 

@@ -1,6 +1,10 @@
+import json
+
+from django import forms
 from django.contrib import admin
 
 from labelapp import models
+from labelapp.services.projects import SECRET_REFUSED, project_settings_problems
 
 
 class MembershipInline(admin.TabularInline):
@@ -9,8 +13,40 @@ class MembershipInline(admin.TabularInline):
     autocomplete_fields = ["user"]
 
 
+class ProjectAdminForm(forms.ModelForm):
+    """The sampler settings are refused here as everywhere (the one validator in
+    labelapp.services.projects): no secret reaches the database through the admin."""
+
+    class Meta:
+        model = models.Project
+        # Every editable column; the inline edits the memberships.
+        fields = [
+            f.name
+            for f in models.Project._meta.fields
+            if f.editable and not f.auto_created
+        ]
+
+    def clean(self):
+        cleaned = super().clean()
+        sampler = {
+            f: cleaned[f]
+            for f in ("sampler_backend", "sampler_config")
+            if f in cleaned and f not in self.errors
+        }
+        found = project_settings_problems(sampler, project=self.instance)
+        for field, problems in found.items():
+            for problem in problems:
+                self.add_error(field, problem)
+        if any(SECRET_REFUSED in p for p in found.get("sampler_config", [])):
+            # The page shows the form again: not with the secret in it.
+            self.data = self.data.copy()
+            self.data["sampler_config"] = json.dumps(self.instance.sampler_config)
+        return cleaned
+
+
 @admin.register(models.Project)
 class ProjectAdmin(admin.ModelAdmin):
+    form = ProjectAdminForm
     list_display = ["name", "overlap", "gold_rate", "retrain_threshold", "auto_rounds"]
     search_fields = ["name"]
     inlines = [MembershipInline]

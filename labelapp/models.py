@@ -40,6 +40,12 @@ def default_pair_mix() -> dict[str, float]:
 
 
 class Project(models.Model):
+    class SamplerBackend(models.TextChoices):
+        # training.sampling.BACKENDS (a test keeps the two lists equal).
+        TRANSFORMERS = "transformers", "transformers (in the worker)"
+        VLLM = "vllm", "vLLM (in the worker, GPU)"
+        OPENAI = "openai", "OpenAI-compatible server"
+
     name = models.CharField(max_length=200, unique=True)
     guidelines = models.TextField(blank=True, help_text="Markdown shown to annotators.")
     overlap = models.PositiveSmallIntegerField(
@@ -73,6 +79,21 @@ class Project(models.Model):
     round_prompt_limit = models.PositiveIntegerField(
         default=32, help_text="Prompts sampled per rejection-sampling round."
     )
+    sampler_backend = models.CharField(
+        max_length=16,
+        choices=SamplerBackend.choices,
+        default=SamplerBackend.TRANSFORMERS,
+        help_text="What samples a round: transformers or vllm in the worker, or "
+        "an OpenAI-compatible server (openai).",
+    )
+    # Checked by labelapp.services.projects.sampler_config_problems: no secrets,
+    # only the name of the environment variable that holds the API key.
+    sampler_config = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="The backend's settings (openai: base_url, model, api_key_env, "
+        "mode, timeout_s, max_retries, max_concurrency).",
+    )
     # Loop.
     retrain_threshold = models.PositiveIntegerField(
         default=50, help_text="Completed comparisons since the last reward model."
@@ -82,6 +103,19 @@ class Project(models.Model):
         default=0.0, help_text="A new reward model may be this much less accurate."
     )
     rm_config = models.JSONField(default=dict, blank=True)
+    # Policy loop (issue 16): a train_policy job after a round with enough usable
+    # examples; its settings (training.config.PolicyConfig keys plus the data
+    # guard's and the promotion gate's, labelapp.loop.policy) in policy_config.
+    auto_policy = models.BooleanField(
+        default=False,
+        help_text="Train the policy after a round yields enough usable examples.",
+    )
+    policy_min_examples = models.PositiveIntegerField(
+        default=16, help_text="Usable SFT examples (after the data guard) to train on."
+    )
+    policy_config = models.JSONField(default=dict, blank=True)
+    # Drawn once by the first policy job and kept: never trained on.
+    policy_eval_prompt_ids = models.JSONField(default=list, blank=True, editable=False)
     members = models.ManyToManyField(
         settings.AUTH_USER_MODEL, through="Membership", related_name="projects"
     )
@@ -107,6 +141,10 @@ class Project(models.Model):
             ),
             models.CheckConstraint(
                 condition=Q(top_p__gt=0) & Q(top_p__lte=1), name="project_top_p_0_1"
+            ),
+            models.CheckConstraint(
+                condition=Q(sampler_backend__in=["transformers", "vllm", "openai"]),
+                name="project_sampler_backend_known",
             ),
         ]
 
@@ -216,6 +254,7 @@ class Response(models.Model):
         IMPORT = "import"
         ROUND = "round"
         HUMAN = "human"
+        AUDIT = "audit"  # a policy candidate's or the current policy's eval sample
 
     prompt = models.ForeignKey(
         Prompt, on_delete=models.CASCADE, related_name="responses"
@@ -658,6 +697,7 @@ class Job(models.Model):
         ROUND = "round", "Rejection-sampling round"
         IMPORT = "import", "Import"
         EXPORT = "export", "Export"
+        TRAIN_POLICY = "train_policy", "Policy training"
 
     class Status(models.TextChoices):
         PENDING = "pending"

@@ -11,6 +11,7 @@ from __future__ import annotations
 # Routed to the "gpu" queue by the "pairloop.gpu.*" pattern in settings.
 TRAIN_REWARD_MODEL = "pairloop.gpu.train_reward_model"
 RUN_ROUND = "pairloop.gpu.run_round"
+TRAIN_POLICY = "pairloop.gpu.train_policy"
 EXPORT = "pairloop.export"
 REAP_STALE_JOBS = "pairloop.jobs.reap_stale"
 CHECK_TRIGGERS = "pairloop.loop.check_triggers"
@@ -23,6 +24,7 @@ IMPORT_UPLOAD = "pairloop.import"
 TASK_FOR_KIND: dict[str, str] = {
     "train_rm": TRAIN_REWARD_MODEL,
     "round": RUN_ROUND,
+    "train_policy": TRAIN_POLICY,
     "export": EXPORT,
     "import": IMPORT_UPLOAD,
 }

@@ -19,6 +19,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from labelapp import jobs, tasknames
 from labelapp.datasets.export_jobs import export_job
+from labelapp.loop.policy import policy_train
 from labelapp.loop.reward import reward_model_train
 from labelapp.loop.rounds import round_run
 from labelapp.loop.triggers import training_maybe_trigger
@@ -52,6 +53,11 @@ def train_reward_model(job_id: int) -> None:
 @shared_task(name=tasknames.RUN_ROUND, **COMMON, **GPU_LIMITS)
 def run_round(job_id: int) -> None:
     jobs.job_run(job_id=job_id, worker=_worker_id(), service=round_run)
+
+
+@shared_task(name=tasknames.TRAIN_POLICY, **COMMON, **GPU_LIMITS)
+def train_policy(job_id: int) -> None:
+    jobs.job_run(job_id=job_id, worker=_worker_id(), service=policy_train)
 
 
 @shared_task(name=tasknames.EXPORT, **COMMON, **DEFAULT_LIMITS)

@@ -35,6 +35,11 @@ ALLOWED_LAZY: dict[tuple[str, str], str] = {
     ("labelapp.loop.rounds", "training.rejection"): "torch: worker only",
     ("labelapp.loop.rounds", "training.sampling"): "torch: worker only",
     ("labelapp.loop.rounds", "training.scoring"): "torch: worker only",
+    ("labelapp.loop.policy", "training.sampling"): "torch: worker only",
+    ("labelapp.loop.policy", "training.scoring"): "torch: worker only",
+    # The launcher forks torchrun workers and sets up torch.distributed.
+    ("labelapp.loop.policy", "training.distributed"): "torch: worker only",
+    ("labelapp.loop.reward", "training.distributed"): "torch: worker only",
     # Django's idiom: system checks register in AppConfig.ready(), once the app
     # registry is loaded (the checks module queries models).
     ("labelapp.apps", "labelapp.queue.checks"): "registered in ready()",

@@ -113,6 +113,35 @@ TRACKED = {
 }
 
 
+def heads_disagreement(
+    per_prompt: Sequence[Sequence[Sequence[float]]],
+) -> dict[str, Any] | None:
+    """How often an ensemble reward model's heads disagree on a prompt's best
+    sample: ``per_prompt[i][j]`` holds sample j's rewards by head. A prompt counts
+    when it has at least two samples; it disagrees when the heads' argmaxes are
+    not all the same sample. Best-of-N picks what the mean head likes best, so a
+    rising share says the selection leans on what the heads do not agree on — an
+    early sign of reward hacking (the ensemble as a monitor, Coste et al. 2024).
+    None with one head (nothing to disagree)."""
+    rows = [p for p in per_prompt if len(p) >= 2]
+    heads = max((len(s) for p in rows for s in p), default=0)
+    if heads < 2:
+        return None
+    disagree = 0
+    for samples in rows:
+        winners = {
+            max(range(len(samples)), key=lambda j, h=h: (samples[j][h], -j))
+            for h in range(heads)
+        }
+        disagree += len(winners) > 1
+    return {
+        "heads": heads,
+        "prompts": len(rows),
+        "disagree": disagree,
+        "share": disagree / len(rows) if rows else None,
+    }
+
+
 def flatten_round_stats(stats: dict[str, Any]) -> dict[str, float | None]:
     """The tracked numbers of one round's ``stats`` (as made by ``run_round``)."""
     reward = stats.get("reward") or {}
@@ -126,6 +155,7 @@ def flatten_round_stats(stats: dict[str, Any]) -> dict[str, float | None]:
         "length_spearman": length.get("spearman"),
         "duplicate_rate": stats.get("duplicate_rate"),
         "mean_tokens": stats.get("mean_tokens"),
+        "heads_disagree_share": (stats.get("heads_disagreement") or {}).get("share"),
     }
 
 

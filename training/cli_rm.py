@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from training.config import RewardConfig, config_field
@@ -149,6 +151,14 @@ def register(subparsers: Any) -> None:
         help="leave out bad lines (reported with their count) instead of failing",
     )
     p.add_argument("--artifacts-dir", default=None, help="default $ARTIFACTS_DIR")
+    p.add_argument(
+        "--config",
+        default=None,
+        metavar="FILE",
+        help="every setting from this JSON file (RewardConfig fields, as a "
+        "version's pairloop.json 'config' holds them); the setting flags may not "
+        "be given with it",
+    )
     p.set_defaults(func=cmd_train)
 
     e = subparsers.add_parser(
@@ -287,6 +297,59 @@ class _PairBars:
             self.bar = None
 
 
+# Flags that set a RewardConfig field (refused beside --config).
+SETTING_DESTS = (
+    *CONFIG_FLAGS, "use_margins", "length_control", "ensemble_heads", "validations",
+    "margins", "no_prefix_reuse", "device",
+)  # fmt: skip
+
+
+def _config_flags(args: argparse.Namespace) -> RewardConfig:
+    margins = tuple(float(x) for x in args.margins.split(","))
+    return RewardConfig(
+        **{name: getattr(args, dest) for dest, name in CONFIG_FLAGS.items()},
+        use_margins=args.use_margins,
+        length_control=args.length_control,
+        ensemble_heads=args.ensemble_heads,
+        validations=args.validations,
+        margins=margins,
+        prefix_reuse=not args.no_prefix_reuse,
+        device=args.device,
+    )
+
+
+def _config_file(args: argparse.Namespace) -> RewardConfig:
+    """``--config FILE``: the settings as saved (a training job writes them so);
+    a setting flag beside it would silently lose to the file, so it is refused."""
+    fresh = argparse.ArgumentParser()
+    register(fresh.add_subparsers())
+    defaults = vars(fresh.parse_args(["train-rm", "--pairs", "x", "--out", "x"]))
+    given = [
+        "--" + d.replace("_", "-")
+        for d in SETTING_DESTS
+        if vars(args)[d] != defaults[d]
+    ]
+    if given:
+        raise ValueError(
+            f"--config {args.config} takes every setting; drop {', '.join(given)}"
+        )
+    try:
+        data = json.loads(Path(args.config).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"--config {args.config}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"--config {args.config}: not a JSON object")
+    known = {f.name for f in dataclasses.fields(RewardConfig)}
+    if unknown := sorted(set(data) - known):
+        raise ValueError(f"--config {args.config}: unknown settings {unknown}")
+    if isinstance(data.get("margins"), list):
+        data["margins"] = tuple(data["margins"])
+    try:
+        return RewardConfig(**data)
+    except TypeError as exc:
+        raise ValueError(f"--config {args.config}: {exc}") from None
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -297,17 +360,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     # Everything that can be wrong with the inputs is checked before any training.
     try:
-        margins = tuple(float(x) for x in args.margins.split(","))
-        config = RewardConfig(
-            **{name: getattr(args, dest) for dest, name in CONFIG_FLAGS.items()},
-            use_margins=args.use_margins,
-            length_control=args.length_control,
-            ensemble_heads=args.ensemble_heads,
-            validations=args.validations,
-            margins=margins,
-            prefix_reuse=not args.no_prefix_reuse,
-            device=args.device,
-        )
+        config = _config_file(args) if args.config else _config_flags(args)
         check_out_dir(args.out)
         if args.init_from:
             read_meta(args.init_from)
@@ -329,20 +382,30 @@ def cmd_train(args: argparse.Namespace) -> int:
         return _fail("no pairs in " + ", ".join(args.pairs))
     _report_skipped(skipped)
 
+    from training import distributed
+
+    # Under torchrun: join the process group; only rank 0 prints.
+    world = distributed.init(args.device)
     bars = _PairBars(tqdm, "train-rm")
-    result = train(
-        pairs,
-        config,
-        progress=bars.message,
-        counter=bars.count,
-        eval_pairs=eval_pairs,
-        validation_pairs=validation_pairs,
-        out_dir=args.out,
-        artifacts_dir=args.artifacts_dir,
-    )
+    try:
+        result = train(
+            pairs,
+            config,
+            progress=bars.message if world.is_main else None,
+            counter=bars.count if world.is_main else None,
+            eval_pairs=eval_pairs,
+            validation_pairs=validation_pairs,
+            out_dir=args.out,
+            artifacts_dir=args.artifacts_dir,
+        )
+    finally:
+        distributed.shutdown()
     bars.close()
-    print(metrics_table(result.metrics))
-    print(f"saved {result.out_dir}")
+    if world.is_main:
+        print(metrics_table(result.metrics))
+        print(f"saved {result.out_dir}")
+        if world.size > 1:
+            print(f"data parallel: {world.as_dict(config.batch_size)}")
     return 0
 
 

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import math
 import os
@@ -114,13 +115,24 @@ def _warmup_steps(config: PolicyConfig, examples: int, epochs: float) -> int:
     return int(config.warmup_ratio * math.ceil(per_epoch * epochs))
 
 
+def per_rank_batch(config: PolicyConfig, world_size: int) -> int:
+    """``batch_size`` is the global batch (per optimizer micro-step, over every
+    rank), so K ranks of batch_size/K see the same examples per step as one."""
+    if config.batch_size % world_size:
+        raise ValueError(
+            f"batch_size {config.batch_size} does not split over {world_size} "
+            "processes; use a multiple of --nproc_per_node"
+        )
+    return config.batch_size // world_size
+
+
 def _common_args(
-    config: PolicyConfig, work: Path, device: str, warmup: int
+    config: PolicyConfig, work: Path, device: str, warmup: int, world_size: int = 1
 ) -> dict[str, Any]:
     bf16 = config.bf16 if config.bf16 is not None else device.startswith("cuda")
     return {
         "output_dir": str(work),
-        "per_device_train_batch_size": config.batch_size,
+        "per_device_train_batch_size": per_rank_batch(config, world_size),
         "gradient_accumulation_steps": config.gradient_accumulation_steps,
         "warmup_steps": warmup,
         "lr_scheduler_type": config.lr_scheduler,
@@ -170,7 +182,9 @@ def _phase_metrics(
     }
 
 
-def _run_sft(model, tokenizer, examples, config, work, device, log, tokens, progress):
+def _run_sft(
+    model, tokenizer, examples, config, work, device, log, tokens, progress, world=1
+):
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
@@ -180,6 +194,7 @@ def _run_sft(model, tokenizer, examples, config, work, device, log, tokens, prog
             work / "sft",
             device,
             _warmup_steps(config, len(examples), config.sft_epochs),
+            world,
         ),
         learning_rate=config.sft_learning_rate,
         num_train_epochs=config.sft_epochs,
@@ -202,7 +217,9 @@ def _run_sft(model, tokenizer, examples, config, work, device, log, tokens, prog
     )
 
 
-def _run_dpo(model, tokenizer, examples, config, work, device, log, tokens, progress):
+def _run_dpo(
+    model, tokenizer, examples, config, work, device, log, tokens, progress, world=1
+):
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
@@ -220,6 +237,7 @@ def _run_dpo(model, tokenizer, examples, config, work, device, log, tokens, prog
             work / "dpo",
             device,
             _warmup_steps(config, len(examples), config.dpo_epochs),
+            world,
         ),
         learning_rate=config.dpo_learning_rate,
         num_train_epochs=config.dpo_epochs,
@@ -336,11 +354,21 @@ def train_policy(
     import torch
     from transformers import AutoModelForCausalLM, set_seed
 
+    from training import distributed
     from training.models import default_device
 
     config = prepared.config
     out = check_out_dir(out_dir) if out_dir is not None else None
-    device = config.device or default_device()
+    # Under torchrun: join the process group (gloo on CPU, NCCL on GPU); the
+    # trainers then run data-parallel on it. Only rank 0 writes and reports.
+    world = distributed.init(config.device)
+    per_rank_batch(config, world.size)
+    if world.size > 1:
+        device = str(distributed.device_for(world, config.device))
+    else:
+        device = config.device or default_device()
+    if not world.is_main:
+        progress = None
     set_seed(config.seed)
     parent = out.parent if out is not None else Path(tempfile.gettempdir())
     parent.mkdir(parents=True, exist_ok=True)
@@ -365,12 +393,12 @@ def train_policy(
             if phase == "sft":
                 model, phases["sft"] = _run_sft(
                     model, tokenizer, prepared.sft, config, work, device, log,
-                    prepared.sft_tokens, sub,
+                    prepared.sft_tokens, sub, world.size,
                 )  # fmt: skip
             else:
                 model, phases["dpo"] = _run_dpo(
                     model, tokenizer, prepared.dpo, config, work, device, log,
-                    prepared.dpo_tokens, sub,
+                    prepared.dpo_tokens, sub, world.size,
                 )  # fmt: skip
             model = _merged(model)
         model.eval()
@@ -382,12 +410,13 @@ def train_policy(
             "device": device,
             "max_length": prepared.max_length,
             "counts": prepared.counts,
+            "distributed": world.as_dict(config.batch_size),
             **phases,
             "log": log,
             **(extra_metrics or {}),
         }
         fp = fingerprint(prepared.files, {"sft": prepared.sft, "dpo": prepared.dpo})
-        if out is not None:
+        if out is not None and world.is_main:
             model.save_pretrained(str(tmp))
             tokenizer.save_pretrained(str(tmp))
             saved = {
@@ -400,6 +429,9 @@ def train_policy(
             _write_json(tmp / "metrics.json", metrics)
             tmp.chmod(0o755)
             os.replace(tmp, out)
+        # The others wait for rank 0's checkpoint, so that every rank returns
+        # with the version on disk.
+        distributed.barrier(world)
         return TrainResult(model, tokenizer, metrics, out, config, fp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -449,7 +481,53 @@ def register(subparsers: Any) -> None:
     lora.add_argument("--no-lora", dest="lora", action="store_false")
     p.add_argument("--device", default=None)
     p.add_argument("--artifacts-dir", default=None, help="default $ARTIFACTS_DIR")
+    p.add_argument(
+        "--config",
+        default=None,
+        metavar="FILE",
+        help="every setting from this JSON file (a version's training_config.json, "
+        "PolicyConfig fields); the setting flags may not be given with it",
+    )
     p.set_defaults(func=main)
+
+
+SETTING_FLAGS = {
+    "mode": "--mode", "base": "--base", "restart_from": "--restart-from",
+    "latest": "--latest", "sft_lr": "--sft-lr", "sft_epochs": "--sft-epochs",
+    "dpo_lr": "--dpo-lr", "dpo_epochs": "--dpo-epochs", "beta": "--beta",
+    "batch_size": "--batch-size", "grad_accum": "--grad-accum",
+    "max_length": "--max-length", "seed": "--seed", "lora": "--lora/--no-lora",
+    "device": "--device",
+}  # fmt: skip
+
+
+def config_from_file(path: str, args: argparse.Namespace) -> PolicyConfig:
+    """``--config FILE``: the settings as saved; refuses setting flags beside it
+    (one of them would silently lose to the file or win over it)."""
+    fresh = argparse.ArgumentParser()
+    register(fresh.add_subparsers())
+    defaults = vars(fresh.parse_args(["train-policy", "--out", "x"]))
+    given = [
+        flag for key, flag in SETTING_FLAGS.items() if vars(args)[key] != defaults[key]
+    ]
+    if given:
+        raise ValueError(
+            f"--config {path} takes every setting; drop {', '.join(given)}"
+        )
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"--config {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"--config {path}: not a JSON object")
+    known = {f.name for f in dataclasses.fields(PolicyConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"--config {path}: unknown settings {unknown}")
+    try:
+        return PolicyConfig(**data)
+    except TypeError as exc:
+        raise ValueError(f"--config {path}: {exc}") from None
 
 
 def config_from_args(args: argparse.Namespace) -> PolicyConfig:
@@ -474,7 +552,10 @@ def config_from_args(args: argparse.Namespace) -> PolicyConfig:
 
 def main(args: argparse.Namespace) -> int:
     try:
-        config = config_from_args(args)
+        if args.config:
+            config = config_from_file(args.config, args)
+        else:
+            config = config_from_args(args)
         check_out_dir(args.out)
         sft_files = list(args.sft_data) or (
             list(args.data) if config.mode == "sft" else []
@@ -486,7 +567,18 @@ def main(args: argparse.Namespace) -> int:
     except (ValueError, FileExistsError) as exc:  # PolicyDataError, ModelRefError
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    result = train_policy(prepared, args.out)
+    from training import distributed
+
+    try:
+        result = train_policy(prepared, args.out)
+    except ValueError as exc:  # a batch that does not split over the ranks
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        world = distributed.current()
+        distributed.shutdown()
+    if not world.is_main:
+        return 0
     m = result.metrics
     for phase in ("sft", "dpo"):
         if phase in m:
@@ -496,4 +588,6 @@ def main(args: argparse.Namespace) -> int:
                 f"{r['final_loss']}, {r['tokens_per_s'] or 0:.0f} tokens/s"
             )
     print(f"saved {result.out_dir}")
+    if world.size > 1:
+        print(f"data parallel: {m['distributed']}")
     return 0

@@ -25,15 +25,10 @@ from typing import Any
 
 import torch
 
+from training import distributed
 from training.config import RewardConfig
 from training.data import Formatter, Pair, TruncationStats
 from training.losses import length_feature, preference_loss
-from training.metrics import (
-    length_gap_bucket,
-    pick_longer_rate,
-    wilson_interval,
-    winner_calibration_error,
-)
 from training.models import resolve_model_ref
 from training.reward_model import (
     META_FILE,
@@ -44,6 +39,7 @@ from training.reward_model import (
     save_weights,
     spec_dict,
 )
+from training.rm_metrics import pair_predictions, preference_metrics
 
 ProgressFn = Callable[[float, str], None]
 # Adam step size of the length-control coefficient β (see train()).
@@ -222,112 +218,6 @@ def pair_rewards(
     return r[: len(batch)], r[len(batch) :]
 
 
-# ----------------------------------------------------------------------- metrics
-
-
-def preference_metrics(
-    r_a: torch.Tensor,
-    r_b: torch.Tensor,
-    p_a: torch.Tensor,
-    strength: torch.Tensor,
-    n_bins: int = 10,
-    *,
-    len_a: Sequence[float] | None = None,
-    len_b: Sequence[float] | None = None,
-) -> dict[str, Any]:
-    """Accuracy (with a 95 % Wilson interval, per strength and per length-gap
-    bucket), soft log loss, ECE on the predicted winner's confidence, reward
-    mean/std, and — given the replies' lengths — the share of pairs where the
-    model and where the humans pick the longer reply."""
-    r_a, r_b, p_a = r_a.double(), r_b.double(), p_a.double()
-    diff = r_a - r_b
-    q = torch.sigmoid(diff)
-    decided = p_a != 0.5
-    # A reward tie counts as half right rather than silently as A or B.
-    correct = torch.where(
-        diff == 0, torch.full_like(diff, 0.5), ((diff > 0) == (p_a > 0.5)).double()
-    )
-    log_loss = -(p_a * torch.nn.functional.logsigmoid(diff)) - (
-        1 - p_a
-    ) * torch.nn.functional.logsigmoid(-diff)
-    ece = winner_calibration_error(q.tolist(), p_a.tolist(), bins=n_bins)
-    rewards = torch.cat([r_a, r_b])
-
-    def acc(sel: torch.Tensor) -> dict[str, Any]:
-        n_sel = int(sel.sum())
-        wins = float(correct[sel].sum()) if n_sel else 0.0
-        ci = wilson_interval(wins, n_sel)
-        return {
-            "accuracy": wins / n_sel if n_sel else None,
-            "ci95": list(ci) if ci else None,
-            "n": n_sel,
-        }
-
-    by_strength = {}
-    for level in range(1, 5):
-        sel = decided & (strength == level)
-        if sel.any():
-            by_strength[str(level)] = acc(sel)
-    n = len(diff)
-    overall = acc(decided)
-    out: dict[str, Any] = {
-        "n": n,
-        "n_decided": int(decided.sum()),
-        "accuracy": overall["accuracy"],
-        "accuracy_ci95": overall["ci95"],
-        "accuracy_by_strength": by_strength,
-        "log_loss": log_loss.mean().item() if n else None,
-        "ece": ece,
-        "reward_mean": rewards.mean().item() if n else None,
-        "reward_std": rewards.std().item() if n > 1 else None,
-    }
-    if len_a is not None and len_b is not None:
-        buckets = [length_gap_bucket(a, b) for a, b in zip(len_a, len_b, strict=True)]
-        by_gap = {}
-        for name in sorted(set(buckets)):
-            sel = decided & torch.tensor([b == name for b in buckets], dtype=torch.bool)
-            if sel.any():
-                by_gap[name] = acc(sel)
-        dec = decided.tolist()
-        la = [x for x, d in zip(len_a, dec, strict=True) if d]
-        lb = [x for x, d in zip(len_b, dec, strict=True) if d]
-        picks_model = [d > 0 for d, k in zip(diff.tolist(), dec, strict=True) if k]
-        picks_human = [p > 0.5 for p, k in zip(p_a.tolist(), dec, strict=True) if k]
-        model_rate, n_model = pick_longer_rate(la, lb, picks_model)
-        human_rate, _ = pick_longer_rate(la, lb, picks_human)
-        out["accuracy_by_length_gap"] = by_gap
-        out["pick_longer"] = {"model": model_rate, "human": human_rate, "n": n_model}
-    return out
-
-
-def pair_predictions(
-    encoded: Sequence[EncodedPair],
-    r_a: torch.Tensor,
-    r_b: torch.Tensor,
-    head_var: torch.Tensor | None = None,
-) -> list[dict[str, Any]]:
-    """One record per pair (``eval-rm --predictions``): rewards, predicted
-    P(A ≻ B), the label, and whether the predicted winner is the labelled one."""
-    out = []
-    for i, e in enumerate(encoded):
-        ra, rb = float(r_a[i]), float(r_b[i])
-        rec: dict[str, Any] = {
-            "id": e.id,
-            "r_a": ra,
-            "r_b": rb,
-            "p_a_pred": 1.0 / (1.0 + math.exp(-(ra - rb))),
-            "p_a": e.p_a,
-            "strength": e.strength or None,
-            "len_a": e.len_a,
-            "len_b": e.len_b,
-            "correct": None if e.p_a == 0.5 else (ra > rb) == (e.p_a > 0.5),
-        }
-        if head_var is not None:
-            rec["diff_var"] = float(head_var[i])
-        out.append(rec)
-    return out
-
-
 @torch.no_grad()
 def evaluate_encoded(
     model: RewardModel,
@@ -341,9 +231,13 @@ def evaluate_encoded(
     progress: _Progress | None = None,
     counter: Callable[[int, int], None] | None = None,
     predictions: list[dict[str, Any]] | None = None,
+    world: distributed.World | None = None,
 ) -> dict[str, Any]:
     """Metrics of ``model`` on encoded pairs; per-pair records are appended to
-    ``predictions`` when a list is given."""
+    ``predictions`` when a list is given. With a ``world`` of several ranks each
+    scores its share and the rewards are summed across ranks, so every rank
+    computes the metrics of all pairs."""
+    world = world or distributed.World()
     if not encoded:
         return preference_metrics(*(torch.zeros(0) for _ in range(4)))
     device = torch.device(device or next(model.parameters()).device)
@@ -351,6 +245,7 @@ def evaluate_encoded(
     model.eval()
     reuse = prefix_reuse and not model.is_encoder
     order = sorted(range(len(encoded)), key=lambda i: encoded[i].batch_key(reuse))
+    order = distributed.shard(order, world)
     heads = model.spec.heads
     ra = torch.zeros(len(encoded), heads)
     rb = torch.zeros(len(encoded), heads)
@@ -369,6 +264,8 @@ def evaluate_encoded(
             counter(start + len(idx), len(order))
     model.train(was_training)
     model.per_head = was_per_head
+    # Rows another rank scored are 0 here, so the sum assembles every reward.
+    ra, rb = (distributed.summed(t, world, device) for t in (ra, rb))
     # The reward is the heads' mean; disagreement is the variance across heads of
     # the predicted difference r_a − r_b.
     diff_var = (ra - rb).var(-1, unbiased=False) if heads > 1 else None
@@ -558,9 +455,8 @@ def train(
     if not pairs:
         raise ValueError("no training pairs")
     report(0.0, "loading model", force=True)
-    device = torch.device(
-        config.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    )
+    world = distributed.current()  # World() unless started by torchrun
+    device = distributed.device_for(world, config.device)
     autocast = config.bf16 if config.bf16 is not None else device.type == "cuda"
     model, tokenizer, base_ref = prepare_model(config, artifacts_dir)
     model.to(device)
@@ -615,6 +511,9 @@ def train(
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
 
     optimizer = _optimizer(model, config)
+    forward = distributed.data_parallel(model, pair_rewards, world, device)
+    if world.size > 1:
+        report(0.0, f"data parallel: {world.as_dict(bs)}", force=True)
     # Length control: β of the covariate, fitted with the loss, never part of the
     # reward (scoring drops it). It is one scalar and starts at 0, so it gets its
     # own, much larger step size than the backbone's (at 3e-5 it would hardly move
@@ -654,6 +553,7 @@ def train(
             prefix_reuse=prefix_reuse,
             device=device,
             autocast=autocast,
+            world=world,
         )
         step = math.ceil(micro_done / accum)
         validation.append(
@@ -672,9 +572,17 @@ def train(
         val_runtime += time.perf_counter() - t_val
 
     for micro, idx in enumerate(schedule):
-        batch = [train_enc[i] for i in idx]
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            r_a, r_b = pair_rewards(model, batch, pad_id, device, prefix_reuse)
+        # This rank's share of the global batch (all of it in one process); a
+        # rank with no share still runs a pair at weight 0 to join the all-reduce.
+        mine = distributed.shard(idx, world)
+        weight = distributed.shard_weight(len(mine), len(idx), world)
+        batch = [train_enc[i] for i in mine or idx[:1]]
+        sync = (micro + 1) % accum == 0 or micro + 1 == total_micro
+        with (
+            forward.sync(sync),
+            torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast),
+        ):
+            r_a, r_b = forward.forward(batch, pad_id, device, prefix_reuse)
         loss = preference_loss(
             r_a,
             r_b,
@@ -692,9 +600,14 @@ def train(
                 else None
             ),
         )
-        (loss / accum).backward()
-        running += loss.item()
-        if (micro + 1) % accum == 0 or micro + 1 == total_micro:
+        with forward.sync(sync):
+            (loss * weight / accum).backward()
+        running += loss.item() * weight / world.size
+        if sync:
+            if config.length_control and world.size > 1 and beta.grad is not None:
+                # β lives outside the DDP module: average its gradient by hand.
+                distributed.all_reduce_sum_(beta.grad, world).div_(world.size)
+            running = distributed.sum_float(running, world, device)
             if config.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
             optimizer.step()
@@ -751,6 +664,7 @@ def train(
         prefix_reuse=prefix_reuse,
         device=device,
         autocast=autocast,
+        world=world,
         progress=eval_progress,
         counter=counter and (lambda d, t: counter("eval", d, t)),
     )
@@ -782,6 +696,7 @@ def train(
             prefix_reuse=prefix_reuse,
             device=device,
             autocast=autocast,
+            world=world,
             progress=eval_progress,
             counter=counter and (lambda d, t: counter("extra_eval", d, t)),
         )
@@ -800,9 +715,16 @@ def train(
             "metrics": metrics,
             "versions": library_versions(),
             "created_unix": time.time(),
+            "distributed": world.as_dict(bs),
+            # The loss curve, thinned to at most ~2,000 points (a launched run's
+            # caller reads it from here).
+            "history": history[:: max(1, len(history) // 2000)],
         }
-        model.to("cpu")
-        result.out_dir = save_version(model, tokenizer, out_dir, meta)
-        model.to(device)
+        if world.is_main:  # one writer; the others wait for the rename
+            model.to("cpu")
+            result.out_dir = save_version(model, tokenizer, out_dir, meta)
+            model.to(device)
+        distributed.barrier(world)
+        result.out_dir = Path(out_dir)
     report(1.0, "done", force=True)
     return result

@@ -37,11 +37,16 @@ from labelapp.queue import (
 )
 from labelapp.services.projects import (
     PROJECT_BOUNDS,
+    SAMPLER_BACKENDS,
     pair_mix_problems,
+    policy_config_problems,
+    project_settings_problems,
     rm_config_problems,
     top_p_problems,
 )
+from labelapp.services.rankings import display_tiers_problem
 from labelapp.services.reviews import REVIEW_NOTE_MAX_CHARS
+from training.rankings import MAX_RESPONSES
 
 
 def enum_field(values: list[str], **kwargs) -> serializers.ChoiceField:
@@ -91,6 +96,12 @@ def validate_rm_config(value: object) -> dict:
     return value
 
 
+def validate_policy_config(value: object) -> dict:
+    if problems := policy_config_problems(value):
+        raise serializers.ValidationError(problems)
+    return value
+
+
 def validate_pair_mix(value: object) -> dict:
     if problems := pair_mix_problems(value):
         raise serializers.ValidationError(problems)
@@ -133,6 +144,26 @@ class ProjectSerializer(serializers.ModelSerializer):
         help_text="Reward-model training settings (training.config.RewardConfig "
         "fields, plus warm_start).",
     )
+    policy_config = SafeJSONField(
+        required=False,
+        validators=[validate_policy_config],
+        help_text="Policy training settings (training.config.PolicyConfig fields) "
+        "plus the data guard's and the promotion gate's (docs/loop.md).",
+    )
+
+    sampler_backend = enum_field(
+        list(SAMPLER_BACKENDS),
+        required=False,
+        help_text="What samples a round: transformers or vllm in the worker, or "
+        "openai (an OpenAI-compatible server named in sampler_config).",
+    )
+    sampler_config = SafeJSONField(
+        required=False,
+        help_text="The backend's settings; openai: base_url and model (required), "
+        "api_key_env (the NAME of the worker's environment variable holding the "
+        "key; secrets are refused), mode (chat or completions), timeout_s, "
+        "max_retries, max_concurrency. transformers and vllm take none ({}).",
+    )
 
     class Meta:
         model = Project
@@ -144,6 +175,16 @@ class ProjectSerializer(serializers.ModelSerializer):
         if problems := top_p_problems(value):
             raise serializers.ValidationError(problems[0])
         return value
+
+    def validate(self, attrs: dict) -> dict:
+        # The config is checked against the backend it will run with: a PATCH of
+        # one of the two is checked against the other's stored value.
+        sampler = {
+            k: attrs[k] for k in ("sampler_backend", "sampler_config") if k in attrs
+        }
+        if problems := project_settings_problems(sampler, project=self.instance):
+            raise serializers.ValidationError(problems)
+        return attrs
 
 
 class MessageSerializer(serializers.Serializer):
@@ -545,6 +586,77 @@ class ReviewInputSerializer(serializers.Serializer):
     note = serializers.CharField(
         max_length=REVIEW_NOTE_MAX_CHARS, required=False, allow_blank=True, default=""
     )
+
+
+# --- ranking mode ------------------------------------------------------------------
+
+
+class _RankingResponsePayload(serializers.Serializer):
+    index = serializers.IntegerField(help_text="What `tiers` call this response.")
+    response_id = serializers.IntegerField()
+    text = serializers.CharField()
+
+
+_TIERS_SCHEMA = {
+    "type": "array",
+    "minItems": 1,
+    "maxItems": MAX_RESPONSES,
+    "items": {
+        "type": "array",
+        "minItems": 1,
+        "maxItems": MAX_RESPONSES,
+        "items": {"type": "integer", "minimum": 0, "maximum": MAX_RESPONSES - 1},
+    },
+    "description": "Best first: each tier a list of response indexes (`index` "
+    "as shown to you); several in one tier are a tie; indexes left out are "
+    "unranked (a top-k ranking), below every ranked one.",
+}
+
+
+@extend_schema_field(_TIERS_SCHEMA)
+class TiersField(SafeJSONField):
+    """The tiers as JSON (a form field's too); the rules are the service's
+    (labelapp.services.rankings.display_tiers_problem), given the item's K in the
+    serializer's context."""
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        if problem := display_tiers_problem(value, self.context["k"]):
+            raise serializers.ValidationError(problem)
+        return value
+
+
+class RankingItemSerializer(serializers.Serializer):
+    """A ranking item as shown to you: responses in your display order."""
+
+    id = serializers.IntegerField()
+    project = serializers.IntegerField()
+    prompt = _PromptPayload()
+    responses = _RankingResponsePayload(many=True)
+    your_tiers = serializers.ListField(
+        child=serializers.ListField(child=serializers.IntegerField()),
+        allow_null=True,
+        help_text="Your ranking of it (display indexes), null if you have none.",
+    )
+
+
+class RankInputSerializer(serializers.Serializer):
+    tiers = TiersField()
+    duration_ms = serializers.IntegerField(
+        min_value=0, max_value=MAX_DURATION_MS, required=False, allow_null=True
+    )
+
+
+class RankingSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    item = serializers.IntegerField()
+    tiers = serializers.ListField(
+        child=serializers.ListField(child=serializers.IntegerField()),
+        help_text="As you sent them (display indexes).",
+    )
+    duration_ms = serializers.IntegerField(allow_null=True)
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
 
 
 class ProgressSerializer(serializers.Serializer):

@@ -15,6 +15,7 @@ router.register("assignments", views.AssignmentViewSet, basename="assignment")
 router.register("model-versions", views.ModelVersionViewSet, basename="modelversion")
 router.register("rounds", views.RoundViewSet, basename="round")
 router.register("jobs", views.JobViewSet, basename="job")
+router.register("ranking-items", views.RankingItemViewSet, basename="rankingitem")
 
 urlpatterns = [
     path("me/", views.MeView.as_view(), name="me"),

@@ -24,14 +24,25 @@ from labelapp.api import serializers as s
 from labelapp.api.permissions import ProjectAdminWrites, StaffCreatesProjects
 from labelapp.errors import NotFound, PermissionDenied
 from labelapp.jobs import job_retry
+from labelapp.loop.policy import policy_start
 from labelapp.loop.triggers import round_start, training_start
 from labelapp.queue import assignment_skip, comparison_next_for, label_submit
+from labelapp.selectors.rankings import (
+    ITEM_NOT_FOUND,
+    ranking_display_order,
+    ranking_item_for,
+    ranking_item_next_for,
+    ranking_item_payload,
+    tiers_to_display,
+)
 from labelapp.services.content import (
     comparison_create,
     comparison_update,
     prompt_create,
     response_create,
 )
+from labelapp.services.projects import project_create_by, project_update
+from labelapp.services.rankings import ranking_rank
 from labelapp.services.reviews import label_review
 
 
@@ -97,6 +108,21 @@ class ProjectViewSet(_Scoped, viewsets.ModelViewSet):
     def scoped_queryset(self) -> QuerySet:
         return selectors.projects_for(self.request.user)
 
+    # Writes go through the same services as the settings pages: the creator
+    # becomes the project's admin; a change of k reopens or completes the
+    # comparisons that follow it, under the project's row lock.
+    def perform_create(self, serializer: s.ProjectSerializer) -> None:
+        serializer.instance = project_create_by(
+            by=self.request.user, values=serializer.validated_data
+        )
+
+    def perform_update(self, serializer: s.ProjectSerializer) -> None:
+        serializer.instance, _effects = project_update(
+            project=serializer.instance,
+            by=self.request.user,
+            changes=serializer.validated_data,
+        )
+
     @extend_schema(
         request=None,
         responses={
@@ -116,6 +142,27 @@ class ProjectViewSet(_Scoped, viewsets.ModelViewSet):
             return HttpResponse(status=status.HTTP_204_NO_CONTENT)
         payload = selectors.assignment_payload(assignment)
         return HttpResponse(s.next_data(payload))  # NextSerializer's shape
+
+    @extend_schema(
+        responses={
+            200: s.RankingItemSerializer,
+            204: OpenApiResponse(description="Nothing left to rank for you."),
+        },
+        summary="The next ranking item to rank",
+    )
+    @action(
+        detail=True,
+        methods=["get"],
+        url_path="ranking-next",
+        permission_classes=[IsAuthenticated],
+    )
+    def ranking_next(self, request: Request, pk: str | None = None) -> HttpResponse:
+        project_id = path_id(pk, "Project not found.")
+        item = ranking_item_next_for(annotator=request.user, project_id=project_id)
+        if item is None:
+            return HttpResponse(status=status.HTTP_204_NO_CONTENT)
+        payload = ranking_item_payload(item=item, user=request.user)
+        return HttpResponse(s.RankingItemSerializer(payload).data)
 
     def _administered(self) -> models.Project:
         project = self.get_object()
@@ -141,6 +188,24 @@ class ProjectViewSet(_Scoped, viewsets.ModelViewSet):
     @action(detail=True, methods=["post"], permission_classes=[IsAuthenticated])
     def round(self, request: Request, pk: str | None = None) -> HttpResponse:
         job = round_start(project=self._administered(), created_by=request.user)
+        return HttpResponse(s.JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(
+        request=None,
+        responses={202: s.JobSerializer, 409: OpenApiResponse(description="Active")},
+        summary="Start policy training now (admins)",
+        description="Trains a policy version on the data guard's examples from "
+        "every round so far, evaluates it against the current policy and promotes "
+        "it (or says why not). Needs a promoted reward model.",
+    )
+    @action(
+        detail=True,
+        methods=["post"],
+        url_path="train-policy",
+        permission_classes=[IsAuthenticated],
+    )
+    def train_policy(self, request: Request, pk: str | None = None) -> HttpResponse:
+        job = policy_start(project=self._administered(), created_by=request.user)
         return HttpResponse(s.JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(responses=s.ProgressSerializer, summary="Your progress")
@@ -351,6 +416,59 @@ class AssignmentViewSet(_Scoped, viewsets.ReadOnlyModelViewSet):
     def skip(self, request: Request, pk: str | None = None) -> HttpResponse:
         assignment = assignment_skip(assignment_id=path_id(pk), annotator=request.user)
         return HttpResponse(s.AssignmentSerializer(assignment).data)
+
+
+class RankingItemViewSet(viewsets.ViewSet):
+    """Ranking items: read one as you are shown it, rank it. Members of its project
+    (and staff) see it; members rank it (staff who are not members do not)."""
+
+    lookup_value_regex = "[0-9]+"
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(responses=s.RankingItemSerializer, summary="A ranking item")
+    def retrieve(self, request: Request, pk: str | None = None) -> HttpResponse:
+        item = ranking_item_for(user=request.user, item_id=path_id(pk, ITEM_NOT_FOUND))
+        payload = ranking_item_payload(item=item, user=request.user)
+        return HttpResponse(s.RankingItemSerializer(payload).data)
+
+    @extend_schema(
+        request=s.RankInputSerializer,
+        responses={
+            201: s.RankingSerializer,
+            200: OpenApiResponse(
+                s.RankingSerializer, description="Your earlier ranking, replaced."
+            ),
+        },
+        summary="Rank the item's responses (tiers of display indexes, best first)",
+    )
+    @action(detail=True, methods=["post"])
+    def rank(self, request: Request, pk: str | None = None) -> HttpResponse:
+        item = ranking_item_for(user=request.user, item_id=path_id(pk, ITEM_NOT_FOUND))
+        paused = access.annotation_paused(user=request.user, project=item.project_id)
+        if paused is None:
+            raise NotFound(ITEM_NOT_FOUND)  # staff who are not members do not rank
+        if paused:
+            raise PermissionDenied("Your membership of this project is paused.")
+        data = s.RankInputSerializer(
+            data=request.data, context={"k": len(item.response_ids)}
+        )
+        data.is_valid(raise_exception=True)
+        ranking, created = ranking_rank(
+            item_id=item.pk, annotator=request.user, **data.validated_data
+        )
+        order = ranking_display_order(item=item, annotator_id=request.user.pk)
+        body = {
+            "id": ranking.pk,
+            "item": item.pk,
+            "tiers": tiers_to_display(ranking.tiers, order),
+            "duration_ms": ranking.duration_ms,
+            "created_at": ranking.created_at,
+            "updated_at": ranking.updated_at,
+        }
+        return HttpResponse(
+            s.RankingSerializer(body).data,
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        )
 
 
 _MAX_ID = 2**63 - 1  # bigint: a larger id cannot exist (and cannot be bound)

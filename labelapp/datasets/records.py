@@ -26,6 +26,11 @@ Line formats (detected per line):
   0 and 3 tie second, 1 is unranked). Without ``ranking`` the prompt becomes a
   ranking item for annotators; with it, also a ranking by the ``imported``
   pseudo-annotator (:mod:`training.rankings` says which pairs it implies).
+* Open-Assistant message trees (``{"message_tree_id", "prompt": {"text", "role",
+  "replies": [...]}}``, its ``*_tree.jsonl`` exports): one ranking per message
+  whose assistant replies are ranked (``rank``, 0 = best), on at least two of them;
+  unranked and deleted replies are left out. The shared 100-tree sample gives 212
+  rankings implying 754 pairs.
 
 Files are JSON lines (``.gz`` too) or Parquet (``.parquet``, one record per row).
 Every record is then checked against :class:`Limits` (the importer passes the
@@ -294,6 +299,86 @@ def _ranking(obj: dict) -> RankingRec:
     return RankingRec(messages, texts, tiers)
 
 
+OASST_ROLES = {"prompter": "user", "assistant": "assistant"}
+
+
+def _oasst_rankings(tree: dict) -> list[Record]:
+    """An Open-Assistant message tree (``{"message_tree_id", "prompt": {"text",
+    "role", "replies": [...]}}``, as in its ``*_tree.jsonl`` exports): one ranking
+    per message whose assistant replies carry a ``rank`` (0 = best) on at least two
+    of them, the conversation being the path from the root to that message.
+    Replies without a rank (never ranked) and deleted ones are left out, so the
+    ranking implies only the pairs OASST's rankers ordered; equal ranks tie."""
+    out: list[Record] = []
+
+    def message(node: Any, where: str) -> dict[str, str]:
+        if not isinstance(node, dict):
+            raise LineError(f"{where} must be a message object")
+        role = OASST_ROLES.get(node.get("role"))  # type: ignore[arg-type]
+        if role is None:
+            raise LineError(
+                f"{where}.role={node.get('role')!r} must be 'prompter' or 'assistant'"
+            )
+        text = node.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise LineError(f"{where}.text={text!r} must be a non-empty string")
+        return {"role": role, "content": text}
+
+    def walk(node: dict, path: Messages, where: str) -> None:
+        path = [*path, message(node, where)]
+        replies = node.get("replies") or []
+        if not isinstance(replies, list):
+            raise LineError(f"{where}.replies must be a list")
+        ranked = []
+        for i, reply in enumerate(replies):
+            here = f"{where}.replies[{i}]"
+            message(reply, here)
+            rank = reply.get("rank")
+            if rank is None or reply.get("deleted") or reply.get("role") != "assistant":
+                continue
+            if not isinstance(rank, int) or isinstance(rank, bool) or rank < 0:
+                raise LineError(f"{here}.rank={rank!r} must be an integer >= 0")
+            ranked.append((rank, reply["text"]))
+        texts: list[str] = []
+        ranks: list[int] = []
+        for rank, text in sorted(ranked, key=lambda r: r[0]):
+            if text not in texts:  # the responses of a ranking must differ
+                texts.append(text)
+                ranks.append(rank)
+        if len(texts) >= MIN_RESPONSES:
+            # Best first; OASST trees rarely have more than MAX_RESPONSES ranked
+            # siblings (none in the shared sample): keep the best ones.
+            texts, ranks = texts[:MAX_RESPONSES], ranks[:MAX_RESPONSES]
+            tiers: list[list[int]] = []
+            for i, rank in enumerate(ranks):
+                if i and rank == ranks[i - 1]:
+                    tiers[-1].append(i)
+                else:
+                    tiers.append([i])
+            out.append(RankingRec(path, texts, tiers))
+        for i, reply in enumerate(replies):
+            walk(reply, path, f"{where}.replies[{i}]")
+
+    walk(tree["prompt"], [], "prompt")
+    if not out:
+        raise LineError(
+            "this Open-Assistant tree has no message with two or more ranked "
+            "assistant replies"
+        )
+    return out
+
+
+def parse_records(obj: object) -> list[Record]:
+    """The records of one line: one, or several for an Open-Assistant tree."""
+    if (
+        isinstance(obj, dict)
+        and "message_tree_id" in obj
+        and isinstance(obj.get("prompt"), dict)
+    ):
+        return _oasst_rankings(obj)
+    return [parse_record(obj)]
+
+
 def parse_record(obj: object) -> Record:
     if not isinstance(obj, dict):
         raise LineError(f"expected a JSON object, got {type(obj).__name__}")
@@ -420,8 +505,9 @@ def read_records(
         try:
             if isinstance(obj, LineError):
                 raise obj
-            record = parse_record(obj)
-            check_record(record, limits)
+            records = parse_records(obj)
+            for record in records:
+                check_record(record, limits)
         except LineError as exc:
             message = f"{path}, {where} {lineno}: {exc}"
             if not skip_invalid:
@@ -429,6 +515,7 @@ def read_records(
             if skipped is not None:
                 skipped.append(message)
             continue
-        yield lineno, record
+        for record in records:
+            yield lineno, record
     if not seen:
         raise ImportFailed(f"{path}: the file is empty (no records)")

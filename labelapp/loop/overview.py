@@ -73,8 +73,13 @@ def training_pairs(
     ]
 
 
-def jobs_recent(project: Project, *, limit: int = 50) -> list[Job]:
-    return list(Job.objects.filter(project=project).order_by("-id")[:limit])
+def jobs_recent(
+    project: Project, *, limit: int = 50, kind: str | None = None
+) -> list[Job]:
+    jobs = Job.objects.filter(project=project)
+    if kind:
+        jobs = jobs.filter(kind=kind)
+    return list(jobs.order_by("-id")[:limit])
 
 
 def reward_versions(project: Project) -> list[ModelVersion]:
@@ -93,6 +98,6 @@ def rounds_with_counts(project: Project) -> list[Round]:
             n_comparisons=Count("comparisons", distinct=True),
             n_sft=Count("sft_examples", distinct=True),
         )
-        .select_related("reward_version")
+        .select_related("reward_version", "policy_version")
         .order_by("-number")
     )

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
@@ -51,13 +55,16 @@ def reward_model_train(job: Job, report: jobs.Reporter) -> dict:
         config.init_from = promoted.artifact_path
     out_dir = _version_dir(project, job)
     report(0.0, f"training on {len(pairs):,} pairs", force=True)
-    result = train(
-        pairs,
-        config,
-        progress=lambda f, m: report(0.9 * f, m),
-        out_dir=out_dir,
-        artifacts_dir=settings.ARTIFACTS_DIR,
-    )
+    if settings.PAIRLOOP_TRAIN_NPROC > 1:
+        result = _train_on_ranks(pairs, config, out_dir, settings.PAIRLOOP_TRAIN_NPROC)
+    else:
+        result = train(
+            pairs,
+            config,
+            progress=lambda f, m: report(0.9 * f, m),
+            out_dir=out_dir,
+            artifacts_dir=settings.ARTIFACTS_DIR,
+        )
     metrics = dict(result.metrics)
     metrics["data_cutoff"] = cutoff.isoformat()
     metrics["data_fingerprint"] = data_fingerprint(pairs)
@@ -167,3 +174,44 @@ def _register(job, project, config, metrics, out_dir, status, reason, promoted):
         if status == ModelVersion.Status.PROMOTED and project.auto_rounds:
             round_start(project=project, if_active="return")
     return version
+
+
+@dataclass
+class _Trained:
+    metrics: dict
+    history: list
+
+
+def _train_on_ranks(pairs, config, out_dir: Path, nproc: int) -> _Trained:
+    """``PAIRLOOP_TRAIN_NPROC`` > 1: the same training, data-parallel on ``nproc``
+    local ranks of ``python -m training train-rm`` (the pairs and settings written
+    beside the version, removed after; rank 0 saves the version). The ranks die
+    with this worker, so a kill -9 leaves none running."""
+    from training.distributed import launch
+    from training.reward_model import read_meta
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-input-", dir=out_dir.parent))
+    try:
+        pairs_file, settings_file = work / "pairs.jsonl", work / "config.json"
+        with pairs_file.open("w", encoding="utf-8") as fh:
+            for p in pairs:
+                record = {
+                    "id": p.id,
+                    "prompt": list(p.conversation),
+                    "response_a": p.response_a,
+                    "response_b": p.response_b,
+                    "p_a": p.p_a,
+                    "strength": p.strength,
+                }
+                fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+        data = config.to_dict()
+        data["init_from"] = str(data["init_from"]) if data["init_from"] else None
+        settings_file.write_text(json.dumps(data, default=str), encoding="utf-8")
+        argv = ["train-rm", "--pairs", str(pairs_file), "--config", str(settings_file)]
+        argv += ["--out", str(out_dir), "--artifacts-dir", str(settings.ARTIFACTS_DIR)]
+        launch(argv, nproc)  # LaunchError names the rank that failed and its error
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    meta = read_meta(out_dir)
+    return _Trained(metrics=meta["metrics"], history=meta.get("history") or [])

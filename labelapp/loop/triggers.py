@@ -12,6 +12,7 @@ from django.db import transaction
 from labelapp import jobs
 from labelapp.broker import publisher
 from labelapp.loop.overview import comparisons_completed_since_last_version
+from labelapp.loop.promotion import policy_audit_check
 from labelapp.models import Job, Project
 from labelapp.tasknames import CHECK_TRIGGERS
 
@@ -46,6 +47,8 @@ def training_maybe_trigger(*, project_id: int | None = None) -> int:
     if project_id is not None:
         projects = projects.filter(pk=project_id)
     for project in projects:
+        # A policy candidate whose audit pairs are all labelled is decided now.
+        policy_audit_check(project)
         if Job.objects.filter(
             project=project, kind=Job.Kind.TRAIN_RM, status__in=Job.ACTIVE
         ).exists():

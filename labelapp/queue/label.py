@@ -8,7 +8,6 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
-from django.utils import timezone
 
 from labelapp.db import loaded, prepared_cursor
 from labelapp.errors import Conflict, ValidationFailed
@@ -224,7 +223,7 @@ def label_submit(
             "review_note": "",
             "reviewed_by_id": None,
             "reviewed_at": None,
-            "created_at": timezone.now(),  # as auto_now_add would set it
+            "created_at": now,  # the injected clock, like finished_at and completed_at
         }
         # The row is locked and was read after locking, so the count is current;
         # the new label is pending review, so it enters the aggregates.

@@ -13,6 +13,7 @@ from typing import Any
 from django.db.models import Count, Exists, F, OuterRef, Prefetch, Q, QuerySet
 
 from labelapp.models import Comparison, Label, Project
+from labelapp.selectors.quality import gold_accuracy_for_project
 
 
 @dataclass(frozen=True)
@@ -120,3 +121,35 @@ def review_filter_choices(project: Project) -> dict[str, list[tuple[Any, str]]]:
         "rounds": [(n, f"Round {n}") for n in rounds],
         "origins": list(Comparison.Origin.choices),
     }
+
+
+def bulk_accept_labels(
+    *,
+    project: Project,
+    filters: ReviewFilters,
+    min_gold_accuracy: float | None = None,
+    exclude_annotator: int | None = None,
+) -> QuerySet[Label]:
+    """The pending labels a bulk accept with these filters takes: those of the
+    comparisons the review queue lists for ``filters`` (only the filtered
+    annotator's own labels when one is chosen), of annotators whose gold accuracy
+    is at least ``min_gold_accuracy`` when given (an annotator with no gold label
+    yet has no accuracy and is left out), never ``exclude_annotator``'s."""
+    comparisons = review_queue(project=project, filters=filters).order_by()
+    labels = Label.objects.filter(
+        comparison__in=comparisons.values("pk"),
+        review_state=Label.ReviewState.PENDING,
+    )
+    if filters.annotator is not None:
+        labels = labels.filter(annotator_id=filters.annotator)
+    if exclude_annotator is not None:
+        labels = labels.exclude(annotator_id=exclude_annotator)
+    if min_gold_accuracy is not None:
+        gold = gold_accuracy_for_project(project=project)
+        good = [
+            uid
+            for uid, g in gold.items()
+            if g["accuracy"] is not None and g["accuracy"] >= min_gold_accuracy
+        ]
+        labels = labels.filter(annotator_id__in=good)
+    return labels

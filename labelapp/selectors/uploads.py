@@ -13,7 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from labelapp.datasets.importing import LIMITS
-from labelapp.datasets.records import PairRec, PromptRec, ResponseRec, read_records
+from labelapp.datasets.records import (
+    PairRec,
+    PromptRec,
+    RankingRec,
+    ResponseRec,
+    read_records,
+)
 from labelapp.errors import ImportFailed
 
 PREVIEW_LINES = 5
@@ -43,6 +49,14 @@ def record_format(obj: object) -> str:
     branches of labelapp.datasets.records.parse_record)."""
     if not isinstance(obj, dict):
         return "not an object"
+    if "message_tree_id" in obj and isinstance(obj.get("prompt"), dict):
+        return "Open-Assistant message tree (rankings)"
+    if "responses" in obj:
+        return (
+            "ranked responses"
+            if obj.get("ranking") is not None
+            else ("responses to rank")
+        )
     if "chosen" in obj or "rejected" in obj:
         if "prompt" in obj or "messages" in obj:
             return "TRL preference pair"
@@ -59,9 +73,13 @@ def record_format(obj: object) -> str:
 
 
 def _kind(record: object) -> str:
-    return {PairRec: "pair", ResponseRec: "response", PromptRec: "prompt"}.get(
-        type(record), "record"
-    )
+    kinds = {
+        PairRec: "pair",
+        ResponseRec: "response",
+        PromptRec: "prompt",
+        RankingRec: "ranking",
+    }
+    return kinds.get(type(record), "record")
 
 
 def _first_lines(path: Path) -> list[str]:

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
@@ -22,9 +24,10 @@ from django.utils import timezone
 from labelapp import access
 from labelapp.broker import publisher
 from labelapp.errors import PermissionDenied, ValidationFailed
+from labelapp.loop.policy_data import POLICY_EXTRAS, POLICY_RESERVED
 from labelapp.models import Assignment, Comparison, Membership, Project
 from labelapp.tasknames import CHECK_TRIGGERS
-from training.config import RewardConfig
+from training.config import PolicyConfig, RewardConfig
 from training.rejection import PAIR_STRATEGIES
 
 # Bounds matching the database's CHECK constraints (labelapp.models
@@ -64,6 +67,11 @@ EDITABLE_FIELDS: tuple[str, ...] = (
     "auto_rounds",
     "promote_tolerance",
     "rm_config",
+    "auto_policy",
+    "policy_min_examples",
+    "policy_config",
+    "sampler_backend",
+    "sampler_config",
 )
 
 # Set by Pairloop itself when it trains, not by the project's rm_config.
@@ -125,6 +133,49 @@ def rm_config_problems(value: object) -> list[str]:
     return problems
 
 
+def policy_config_problems(value: object) -> list[str]:
+    """``policy_config`` against PolicyConfig's fields and the extras of labelapp.loop.policy."""
+    if not isinstance(value, dict):
+        return ['Must be an object of policy settings (e.g. {"mode": "sft"}).']
+    hints = {
+        f.name: str(f.type)
+        for f in dataclasses.fields(PolicyConfig)
+        if f.name not in POLICY_RESERVED
+    }
+    problems = []
+    for key, item in value.items():
+        if key in POLICY_EXTRAS:
+            kind, _ = POLICY_EXTRAS[key]
+            if (isinstance(item, bool) and kind is not bool) or not isinstance(
+                item, kind
+            ):
+                wanted = "a boolean" if kind is bool else "a number"
+                wanted = "an integer" if kind is int else wanted
+                problems.append(f"{key}: must be {wanted}")
+            elif kind is int and item < 0:
+                problems.append(f"{key}: must be >= 0")
+        elif key not in hints:
+            known = ", ".join(sorted([*hints, *POLICY_EXTRAS]))
+            problems.append(f"{key}: unknown setting; known: {known}")
+        elif problem := _type_problem(item, hints[key]):
+            problems.append(f"{key}: {problem}")
+    if problems:
+        return problems
+    if value.get("eval_prompts", 1) < 1 or value.get("eval_samples", 1) < 1:
+        problems.append("eval_prompts and eval_samples must be >= 1")
+    lo, hi = value.get("length_ratio_min", 0.8), value.get("length_ratio_max", 1.25)
+    if not 0 < lo <= hi:
+        problems.append("length_ratio_min must be > 0 and <= length_ratio_max")
+    options = {k: v for k, v in value.items() if k not in POLICY_EXTRAS}
+    if options.get("restart_from") == "latest":
+        options["latest"] = "(the promoted policy)"
+    try:
+        PolicyConfig(**options)
+    except (ValueError, TypeError) as exc:
+        problems.append(str(exc))
+    return problems
+
+
 def pair_mix_problems(value: object) -> list[str]:
     """``pair_mix`` against training.rejection.RoundConfig: known strategies with
     finite weights >= 0, not all 0."""
@@ -151,6 +202,145 @@ def pair_mix_problems(value: object) -> list[str]:
     return problems
 
 
+# --- the sampler backend and its settings --------------------------------------------
+
+SAMPLER_BACKENDS: tuple[str, ...] = tuple(Project.SamplerBackend.values)
+
+# The openai backend's settings: training.sampling.OpenAISampler's keyword arguments
+# (make_sampler's "openai" branch), with ``model`` for the served model's name and
+# ``api_key_env`` — the NAME of the worker's environment variable holding the key —
+# in place of the key itself, which is never stored (nor shown on a page).
+SAMPLER_CONFIG_TYPES: dict[str, dict[str, str]] = {
+    "transformers": {},
+    "vllm": {},
+    "openai": {
+        "base_url": "str",
+        "model": "str",
+        "api_key_env": "str",
+        "mode": "str",
+        "timeout_s": "float",
+        "max_retries": "int",
+        "max_concurrency": "int",
+    },
+}
+assert set(SAMPLER_CONFIG_TYPES) == set(SAMPLER_BACKENDS)
+# Bounds, inclusive: an unbounded timeout or retry count turns an outage into a hang
+# (timeout_s must also be > 0: a timeout of 0 fails every request).
+SAMPLER_TIMEOUT_MAX_S = 3600.0
+SAMPLER_INT_RANGES: dict[str, tuple[int, int]] = {
+    "max_retries": (0, 10),
+    "max_concurrency": (1, 256),
+}
+SAMPLER_MODES = ("chat", "completions")
+_TYPE_WORDS = {"str": "a string", "int": "an integer", "float": "a number"}
+_SECRET_NAME = re.compile(
+    r"api[_-]?key|token|secret|passw(or)?d|authorization|bearer|credential", re.I
+)
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_MAX_SAMPLER_TEXT = 300  # Response.model_ref's length: the model name lands there
+# Every refusal of a secret says this (the settings page, seeing it, does not show
+# the posted value again).
+SECRET_REFUSED = "secrets are not stored"
+
+
+def _looks_secret(value: object) -> bool:
+    # OpenAI-style keys (sk-…), a pasted Authorization header, Hugging Face tokens.
+    return isinstance(value, str) and value.strip().lower().startswith(
+        ("sk-", "bearer ", "hf_")
+    )
+
+
+def sampler_config_problems(backend: object, config: object) -> list[str]:
+    """Why ``config`` is not a valid ``sampler_config`` for ``backend`` (empty when
+    it is). The one validator of the sampler settings: the API serializer, the
+    project settings page, the project service and the round itself ask it.
+
+    Secrets are refused, never echoed: a key named like one (api_key, token,
+    secret, password), a value that reads like one (``sk-…``, ``Bearer …``) or a
+    base_url carrying credentials. The key belongs in the worker's environment;
+    ``api_key_env`` names the variable.
+    """
+    if backend not in SAMPLER_CONFIG_TYPES:
+        return [f"unknown sampler backend; choose one of {', '.join(SAMPLER_BACKENDS)}"]
+    if not isinstance(config, dict):
+        return ["Must be an object of the sampler backend's settings."]
+    known = SAMPLER_CONFIG_TYPES[str(backend)]
+    problems: list[str] = []
+    for key, value in config.items():
+        if _looks_secret(key):
+            problems.append(
+                f"a setting's name looks like a secret (not shown); {SECRET_REFUSED}"
+            )
+            continue
+        if key != "api_key_env" and _SECRET_NAME.search(str(key)):
+            problems.append(
+                f"{key}: {SECRET_REFUSED}; put the key in the worker's "
+                "environment and give that variable's name as api_key_env"
+            )
+            continue
+        if _looks_secret(value):
+            problems.append(
+                f"{key}: the value looks like a secret (not shown); {SECRET_REFUSED}: "
+                "name the environment variable holding it in api_key_env"
+            )
+            continue
+        if key not in known:
+            problems.append(
+                f"{key}: unknown setting of the {backend} backend; "
+                + (f"known: {', '.join(known)}" if known else "it takes none (send {})")
+            )
+            continue
+        if _type_problem(value, known[key]):
+            problems.append(f"{key}: must be {_TYPE_WORDS[known[key]]}")
+            continue
+        problems += _sampler_value_problems(key, value)
+    if backend == "openai":
+        for required in ("base_url", "model"):
+            if required not in config:
+                problems.append(f"{required}: required by the openai backend")
+    return problems
+
+
+def _sampler_value_problems(key: str, value: Any) -> list[str]:
+    if key == "timeout_s":
+        if math.isfinite(value) and 0 < value <= SAMPLER_TIMEOUT_MAX_S:
+            return []
+        return [f"timeout_s: must be a number > 0 and <= {SAMPLER_TIMEOUT_MAX_S:g}"]
+    if key in SAMPLER_INT_RANGES:
+        low, high = SAMPLER_INT_RANGES[key]
+        if low <= value <= high:
+            return []
+        return [f"{key}: must be an integer from {low} to {high}"]
+    if key == "mode" and value not in SAMPLER_MODES:
+        return [f"mode: must be one of {', '.join(SAMPLER_MODES)}"]
+    if key == "api_key_env" and not _ENV_NAME.fullmatch(value):
+        return [
+            "api_key_env: must be an environment variable's name (letters, digits "
+            "and _, not starting with a digit), not the key itself"
+        ]
+    if key in ("model", "base_url") and not value.strip():
+        return [f"{key}: must not be empty"]
+    if key in ("model", "base_url") and len(value) > _MAX_SAMPLER_TEXT:
+        return [f"{key}: at most {_MAX_SAMPLER_TEXT} characters"]
+    if key == "base_url":
+        try:
+            url = urlsplit(value)
+            url.port  # noqa: B018 — raises ValueError for a bad port
+        except ValueError:
+            return ["base_url: not a valid URL"]
+        if url.scheme not in ("http", "https") or not url.hostname:
+            return [
+                "base_url: must be an http:// or https:// URL with a host, "
+                "e.g. http://127.0.0.1:8000/v1"
+            ]
+        if url.username or url.password:
+            return [
+                "base_url: must not carry credentials (user:password@); "
+                f"{SECRET_REFUSED}: name the environment variable in api_key_env"
+            ]
+    return []
+
+
 def top_p_problems(value: float) -> list[str]:
     return [] if value > 0 else ["Ensure this value is greater than 0."]
 
@@ -167,10 +357,27 @@ def _bound_problems(field: str, value: object) -> list[str]:
     return []
 
 
-def project_settings_problems(values: dict[str, Any]) -> dict[str, list[str]]:
+def project_settings_problems(
+    values: dict[str, Any], *, project: Project | None = None
+) -> dict[str, list[str]]:
     """Field -> problems for the given settings (only the fields present); empty
-    when every value is acceptable. The one validator of project settings."""
+    when every value is acceptable. The one validator of project settings.
+
+    ``sampler_config`` is checked against the backend it will run with: the one
+    in ``values``, else ``project``'s (a change of either field alone is checked
+    against the other's stored value)."""
     problems: dict[str, list[str]] = {}
+    if "sampler_backend" in values or "sampler_config" in values:
+        stored = project or Project()
+        backend = values.get("sampler_backend", stored.sampler_backend)
+        if backend not in SAMPLER_BACKENDS:
+            problems["sampler_backend"] = [
+                f"Must be one of: {', '.join(SAMPLER_BACKENDS)}."
+            ]
+        elif found := sampler_config_problems(
+            backend, values.get("sampler_config", stored.sampler_config)
+        ):
+            problems["sampler_config"] = found
     for field, value in values.items():
         found = _bound_problems(field, value)
         if field == "name" and isinstance(value, str) and not value.strip():
@@ -181,13 +388,15 @@ def project_settings_problems(values: dict[str, Any]) -> dict[str, list[str]]:
             found += pair_mix_problems(value)
         if field == "rm_config":
             found += rm_config_problems(value)
+        if field == "policy_config":
+            found += policy_config_problems(value)
         if found:
             problems[field] = found
     return problems
 
 
-def _check(values: dict[str, Any]) -> None:
-    problems = project_settings_problems(values)
+def _check(values: dict[str, Any], *, project: Project | None = None) -> None:
+    problems = project_settings_problems(values, project=project)
     if problems:
         raise ValidationFailed(
             "; ".join(f"{f}: {' '.join(p)}" for f, p in problems.items())
@@ -304,7 +513,7 @@ def project_update(
     if not access.can_admin(user=by, project=project):
         raise PermissionDenied("Only admins of a project change its settings.")
     changes = {k: v for k, v in changes.items() if k in EDITABLE_FIELDS}
-    _check(changes)
+    _check(changes, project=project)
     if "name" in changes:
         changes["name"] = str(changes["name"]).strip()
         if Project.objects.filter(name=changes["name"]).exclude(pk=project.pk).exists():
@@ -313,6 +522,10 @@ def project_update(
             )
     with transaction.atomic():
         locked = Project.objects.select_for_update().get(pk=project.pk)
+        if {"sampler_backend", "sampler_config"} & changes.keys():
+            # Against the stored backend/config as locked: a concurrent change of
+            # the other field may have landed since the check above.
+            _check(changes, project=locked)
         effects = project_update_effects(project=locked, changes=changes)
         new_k = changes.get("overlap", locked.overlap)
         if new_k != locked.overlap:

@@ -12,6 +12,11 @@ the reward-model training data and the review page consume rankings unchanged.
 A resubmitted ranking replaces its implied labels in the same transaction. A pair
 its annotator already labelled pairwise keeps that label (one label per
 annotator and comparison): the ranking does not overwrite a direct judgement.
+
+Annotators rank through :func:`ranking_rank` (the API), whose ``tiers`` are indexes
+into the order they were shown (``labelapp.selectors.rankings``); it refuses a new
+ranking of an item that already has its k, and then stores it with
+:func:`ranking_submit`, as the importer does.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from collections.abc import Sequence
 from django.db import transaction
 from django.utils import timezone
 
-from labelapp.errors import ValidationFailed
+from labelapp.errors import Conflict, NotFound, ValidationFailed
 from labelapp.models import (
     Choice,
     Comparison,
@@ -31,6 +36,7 @@ from labelapp.models import (
     RankingItem,
     Response,
 )
+from labelapp.selectors.rankings import ITEM_NOT_FOUND, ranking_display_order
 from labelapp.services.aggregates import comparison_aggregate_refresh
 from training.rankings import (
     MAX_RESPONSES,
@@ -91,6 +97,85 @@ def check_ranking(*, item: RankingItem, tiers: object) -> list[list[int]]:
         return check_tiers(tiers, list(item.response_ids))
     except RankingError as exc:
         raise ValidationFailed(f"tiers: {exc}") from None
+
+
+def display_tiers_problem(tiers: object, k: int) -> str | None:
+    """What is wrong with ``tiers`` as a ranking of k shown responses: a list of
+    1..k tiers, best first, each a non-empty list of response indexes 0..k-1 (a
+    tier of several is a tie), no index twice; indexes left out are unranked (a
+    top-k ranking). None when it is fine."""
+    if not isinstance(tiers, list):
+        return f"expected a list of tiers, got {_kind(tiers)}"
+    for i, tier in enumerate(tiers):
+        if not isinstance(tier, list):
+            return (
+                f"tier {i} must be a list of response indexes (e.g. [{i}]), "
+                f"got {_kind(tier)} {tier!r}"
+            )
+        for member in tier:
+            # bool is an int in Python, and 1.0 == 1: neither is an index.
+            if type(member) is not int:
+                return (
+                    f"tier {i} holds {member!r} ({_kind(member)}), which is not a "
+                    f"response index (an integer 0..{k - 1})"
+                )
+    try:
+        check_tiers(tiers, list(range(k)))
+    except RankingError as exc:
+        return str(exc)
+    return None
+
+
+def _kind(value: object) -> str:
+    names = {dict: "an object", str: "a string", bool: "a boolean", float: "a number"}
+    return names.get(type(value), "null" if value is None else type(value).__name__)
+
+
+def check_display_tiers(tiers: object, k: int) -> list[list[int]]:
+    """``tiers`` (display indexes) as checked, or ``ValidationFailed`` naming the
+    bad tier or value (field ``tiers``)."""
+    if problem := display_tiers_problem(tiers, k):
+        raise ValidationFailed(f"tiers: {problem}")
+    return tiers  # type: ignore[return-value]
+
+
+def ranking_rank(
+    *,
+    item_id: int,
+    annotator,
+    tiers: object,
+    duration_ms: int | None = None,
+) -> tuple[Ranking, bool]:
+    """``annotator``'s ranking of the item, ``tiers`` in their display order;
+    returns (ranking, created). A second ranking by the same annotator replaces
+    the first (created False). Conflict when the item already has its k rankings
+    from others; NotFound when there is no such item. The caller checked that the
+    annotator may rank in the item's project.
+
+    Race: the k-th slot. Two annotators ranking an item with one slot left could
+    both read ``labels_count < k`` and both insert. The item row is locked
+    (SELECT ... FOR UPDATE) before the count is read, so the second waits for the
+    first's commit, re-reads the row and gets the 409. The same lock serialises two
+    submissions of one annotator (update_or_create cannot double-insert)."""
+    with transaction.atomic():
+        item = RankingItem.objects.select_for_update().filter(pk=item_id).first()
+        if item is None:
+            raise NotFound(ITEM_NOT_FOUND)
+        checked = check_display_tiers(tiers, len(item.response_ids))
+        exists = Ranking.objects.filter(item=item, annotator=annotator).exists()
+        if not exists and item.labels_count >= item.labels_required:
+            raise Conflict(
+                f"Ranking item {item.pk} already has the {item.labels_required} "
+                "ranking(s) it needs; ask for the next one."
+            )
+        order = ranking_display_order(item=item, annotator_id=annotator.pk)
+        ranking = ranking_submit(
+            item=item,
+            annotator=annotator,
+            tiers=[[order[i] for i in tier] for tier in checked],
+            duration_ms=duration_ms,
+        )
+    return ranking, not exists
 
 
 def ranking_submit(

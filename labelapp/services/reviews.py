@@ -7,6 +7,7 @@ from datetime import datetime
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from labelapp import access
@@ -56,3 +57,43 @@ def label_review(
         )
         comparison_aggregate_refresh(comparison)
         return locked
+
+
+def labels_bulk_accept(
+    *,
+    project_id: int,
+    reviewer: AbstractBaseUser,
+    labels: QuerySet[Label],
+    now: datetime | None = None,
+) -> int:
+    """Accept every label of ``labels`` (a selector's pending labels of one
+    project) still pending, and re-aggregate their comparisons, in one
+    transaction; returns how many were accepted. The comparisons are locked in id
+    order (label_submit and label_review lock one each), so two bulk accepts and
+    the queue cannot deadlock; a label reviewed meanwhile keeps that review."""
+    if not access.can_review(user=reviewer, project=project_id):
+        raise PermissionDenied("Only reviewers of this project may review its labels.")
+    if not access.can_review_own_label(user=reviewer):
+        labels = labels.exclude(annotator_id=reviewer.pk)
+    now = now or timezone.now()
+    with transaction.atomic():
+        ids = sorted(
+            set(
+                labels.filter(comparison__project_id=project_id).values_list(
+                    "comparison_id", flat=True
+                )
+            )
+        )
+        comparisons = list(
+            Comparison.objects.select_for_update().filter(pk__in=ids).order_by("pk")
+        )
+        accepted = labels.filter(
+            comparison_id__in=ids, review_state=Label.ReviewState.PENDING
+        ).update(
+            review_state=Label.ReviewState.ACCEPTED,
+            reviewed_by=reviewer,
+            reviewed_at=now,
+        )
+        for comparison in comparisons:
+            comparison_aggregate_refresh(comparison)
+    return accepted

@@ -70,3 +70,14 @@ def test_web_collects_static_files_before_gunicorn():
     assert middleware.index("whitenoise.middleware.WhiteNoiseMiddleware") == (
         middleware.index("django.middleware.security.SecurityMiddleware") + 1
     )
+
+
+def test_make_run_with_debug_off_runs_composes_web_command():
+    """`make run` with DEBUG=0 starts gunicorn with compose's own arguments."""
+    from config import devservices, env
+
+    command = load()["services"]["web"]["command"]
+    assert command[:2] == ["gunicorn", "config.wsgi:application"]
+    bind = command.index("--bind")
+    assert command[bind + 2 :] == devservices.GUNICORN_ARGS
+    assert devservices.ENV_TRUE == env._TRUE  # DEBUG read the way the settings do

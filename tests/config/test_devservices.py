@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 
 import psycopg
 import pytest
@@ -46,6 +47,27 @@ def test_embedded_services_start_bind_locally_and_stop(tmp_path, monkeypatch):
         assert redis.Redis.from_url(env["REDIS_URL"]).get("kept") == b"1"
 
 
+def test_redis_answers_once_started_even_while_a_large_file_loads(tmp_path):
+    # Redis listens before it has replayed its append-only file and answers
+    # LOADING until then; start() must return only once it answers commands (a
+    # second `make run` with a big var/redis, or a test right after a restart,
+    # met BusyLoadingError).
+    server = devservices.EmbeddedRedis(tmp_path, _free_port())
+    client = redis.Redis.from_url(server.start())
+    try:
+        client.execute_command("DEBUG", "POPULATE", "1000000")
+        client.bgrewriteaof()
+        while client.info("persistence")["aof_rewrite_in_progress"]:
+            time.sleep(0.05)
+    finally:
+        server.stop()
+    client = redis.Redis.from_url(server.start())
+    try:
+        assert client.dbsize() == 1_000_000  # no LOADING error
+    finally:
+        server.stop()
+
+
 def test_set_variables_start_nothing(monkeypatch, tmp_path):
     monkeypatch.setattr(devservices, "VAR", tmp_path)
     given = {"DATABASE_URL": "postgres://x@127.0.0.1:1/db", "REDIS_URL": "redis://h/1"}
@@ -77,6 +99,7 @@ def test_run_serves_the_app_and_ctrl_c_stops_everything(var_dir):
     web + worker + beat, then a box with the URL, the accounts and the service URLs;
     `./pairloop manage` works against it while it runs; SIGINT stops every process;
     a second run reuses ./var."""
+    import json
     import os
     import signal
     import subprocess
@@ -125,6 +148,19 @@ def test_run_serves_the_app_and_ctrl_c_stops_everything(var_dir):
             while "Pairloop is up at" not in log.read_text():
                 assert time.monotonic() < deadline, log.read_text()[-3000:]
                 time.sleep(1)
+            # The runner publishes where it serves, so ./pairloop manage's HTTP
+            # commands reach it on this (non-default) port without --url.
+            state = json.loads((tmp_path / devservices.STATE_FILE).read_text())
+            assert state["PAIRLOOP_URL"] == f"http://127.0.0.1:{web_port}"
+            sim = subprocess.run(
+                [str(ROOT / "pairloop"), "manage", "simulate_annotators",
+                 "--project", "1", "--annotators", "1", "--oracle", "length",
+                 "--max-labels", "2"],
+                env={k: v for k, v in env.items() if k != "DEBUG"},
+                capture_output=True, text=True, timeout=120,
+            )  # fmt: skip
+            assert sim.returncode == 0, sim.stderr[-3000:]
+            assert "2 labels by 1 simulated annotators" in sim.stdout
         finally:
             proc.send_signal(signal.SIGINT)
             assert proc.wait(60) == 0  # a clean stop
@@ -339,3 +375,75 @@ def test_exec_leaves_debug_alone_against_given_services(tmp_path):
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["unset", "unset"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_run_with_debug_off_serves_static_files_like_compose(var_dir):
+    """Issue 14 item 1: `make run` with DEBUG=0 is production-like. The web process
+    is docker-compose's (collectstatic, then gunicorn), so the pages' hashed static
+    files are served by WhiteNoise with a far-future cache; before, it was runserver,
+    which serves no static files with DEBUG off (and a page naming a hashed file
+    that was never collected is a 500)."""
+    import re
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+    import psutil
+
+    from tests.conftest import ROOT
+
+    web_port = _free_port()
+    env = _runner_env(var_dir, _free_port(), _free_port())
+    env.update(
+        DEBUG="0",
+        SECRET_KEY="devservices-production-test-" + "q8Zr_" * 8,
+        ALLOWED_HOSTS="127.0.0.1",
+        TRUST_X_FORWARDED_PROTO="1",  # as behind compose's TLS proxy
+        STATIC_ROOT=str(var_dir / "staticfiles"),
+    )
+    proxy = {"X-Forwarded-Proto": "https"}
+    url = f"http://127.0.0.1:{web_port}"
+    cmd = [sys.executable, "-m", "config.devservices", "run", "--port", str(web_port)]
+    log = var_dir / "run.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=out)
+    try:
+        deadline = time.monotonic() + 300
+        while "Pairloop is up at" not in log.read_text():
+            assert proc.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(1)
+        assert "DEBUG=0: production-like" in log.read_text()
+        names = " ".join(
+            " ".join(c.cmdline())
+            for c in psutil.Process(proc.pid).children(recursive=True)
+        )
+        assert "gunicorn" in names and "runserver" not in names
+
+        page = httpx.get(f"{url}/login/", headers=proxy, timeout=30)
+        assert page.status_code == 200, page.text[:500]
+        assets = re.findall(r'(?:src|href)="(/static/[^"]+)"', page.text)
+        assert assets, page.text[:1000]
+        for path in assets:
+            assert re.search(r"\.[0-9a-f]{12}\.(js|css|svg|png|ico)$", path), path
+            asset = httpx.get(f"{url}{path}", headers=proxy, timeout=30)
+            assert asset.status_code == 200, path
+            assert "immutable" in asset.headers["Cache-Control"], path
+        # Plain http is sent to https, as in production.
+        plain = httpx.get(f"{url}/login/", timeout=30)
+        assert plain.status_code == 301
+        assert plain.headers["Location"].startswith("https://")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(60)
+    assert code == 0, log.read_text()[-3000:]
+    leftovers = [
+        p.info["cmdline"]
+        for p in psutil.process_iter(["cmdline"])
+        if str(var_dir) in " ".join(p.info["cmdline"] or [])
+    ]
+    assert leftovers == []

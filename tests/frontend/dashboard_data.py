@@ -150,8 +150,40 @@ def build_demo_project(
                 version=v,
                 base_ref="builtin:minilm-l6",
                 status="promoted" if v == 2 else "ready",
-                metrics={"history": history, "eval": {"accuracy": 0.61 + 0.08 * v}},
+                n_pairs=40 * v,
+                metrics={
+                    "history": history,
+                    "eval": {
+                        "accuracy": 0.61 + 0.08 * v,
+                        "accuracy_ci95": [0.5 + 0.05 * v, 0.75 + 0.08 * v],
+                    },
+                },
             )
+        )
+    # Two policy versions: v1 promoted (RM and humans agree), v2 refused.
+    for v, (rm, human, gain, status) in {
+        1: ((0.64, 0.55, 0.72), (0.6, 0.39, 0.78), 0.21, "promoted"),
+        2: ((0.52, 0.43, 0.61), (0.35, 0.18, 0.57), 0.02, "ready"),
+    }.items():
+        ModelVersion.objects.create(
+            project=project,
+            kind=ModelVersion.Kind.POLICY,
+            version=v,
+            base_ref="builtin:smollm2-135m-instruct",
+            status=status,
+            metrics={
+                "eval": {
+                    "win": dict(
+                        zip(("win_rate", "ci_low", "ci_high"), rm, strict=True)
+                    ),
+                    "reward_gain": gain,
+                },
+                "audit": {
+                    "human": dict(
+                        zip(("rate", "ci_low", "ci_high"), human, strict=True)
+                    )
+                },
+            },
         )
     demo = DemoProject(project, admin, reviewer, annotators, careless, outsider)
 

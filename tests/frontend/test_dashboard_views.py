@@ -137,6 +137,29 @@ def test_training_plot_tolerates_odd_metrics(demo: DemoProject) -> None:
     _svg(client_for(demo.admin).get(url))
 
 
+def test_policy_series_reads_versions_and_tolerates_odd_metrics(
+    demo: DemoProject,
+) -> None:
+    from frontend.plots import policy_series
+    from labelapp.models import ModelVersion
+
+    ModelVersion.objects.create(
+        project=demo.project, kind="policy", version=3, base_ref="x",
+        status="failed", metrics={"eval": "junk", "audit": {"human": [1]}},
+    )  # fmt: skip
+    assert policy_series(demo.project) == [
+        {"version": 1, "status": "promoted", "rm": [0.64, 0.55, 0.72],
+         "human": [0.6, 0.39, 0.78], "reward_gain": 0.21},
+        {"version": 2, "status": "ready", "rm": [0.52, 0.43, 0.61],
+         "human": [0.35, 0.18, 0.57], "reward_gain": 0.02},
+        {"version": 3, "status": "failed", "rm": [None] * 3, "human": [None] * 3,
+         "reward_gain": None},
+    ]  # fmt: skip
+    # (The demo's reward-model versions 1 and 2 are not listed: kind filters.)
+    url = reverse("frontend:plot", args=[demo.project.pk, "policy"])
+    _svg(client_for(demo.reviewer).get(url))
+
+
 def test_exports_page_starts_a_job(demo: DemoProject) -> None:
     url = reverse("frontend:exports", args=[demo.project.pk])
     client = client_for(demo.admin)
@@ -191,3 +214,23 @@ def test_accuracy_panel_says_no_data_without_held_out_pairs() -> None:
     accuracy_panel(filled, [{"version": 1, "accuracy": 0.7, "loss": []}])
     assert not empty.axison and [t.get_text() for t in empty.texts] == ["no data"]
     assert filled.axison and len(filled.patches) == 1 and not filled.texts
+
+
+def test_label_curve_series_reads_labels_accuracy_and_interval(
+    demo: DemoProject,
+) -> None:
+    from frontend.plots import label_curve_series
+    from labelapp.models import ModelVersion
+
+    ModelVersion.objects.create(
+        project=demo.project, version=5, base_ref="x", n_pairs=7,
+        metrics={"eval": {"accuracy": 0.5, "accuracy_ci95": "junk"}},
+    )  # fmt: skip
+    assert label_curve_series(demo.project) == [
+        {"version": 1, "labels": 40, "accuracy": 0.69, "low": 0.55, "high": 0.83,
+         "promoted": False},
+        {"version": 2, "labels": 80, "accuracy": 0.77, "low": 0.6, "high": 0.91,
+         "promoted": True},
+        {"version": 5, "labels": 7, "accuracy": 0.5, "low": None, "high": None,
+         "promoted": False},
+    ]  # fmt: skip

@@ -70,7 +70,9 @@ def test_page_shows_jobs_versions_rounds_and_failed_error(client, people, projec
     )  # fmt: skip
     Round.objects.create(
         project=project, number=0, policy_ref="p", status="done",
-        stats={"reward": {"mean": 0.25}, "duplicate_rate": 0.125},
+        stats={"reward": {"mean": 0.25}, "duplicate_rate": 0.125,
+               "heads_disagreement": {"heads": 3, "prompts": 8, "disagree": 3,
+                                      "share": 0.375}},
     )  # fmt: skip
     page = client_for(client, people["admin"]).get(
         reverse("frontend:jobs", args=[project.pk])
@@ -80,6 +82,7 @@ def test_page_shows_jobs_versions_rounds_and_failed_error(client, people, projec
     assert "RuntimeError: sampler exploded" in html and "Retry" in html
     assert "held-out accuracy 0.600 is worse" in html and "0.600" in html
     assert "0.250" in html and "0.125" in html
+    assert '<td class="num">0.38</td>' in html  # the heads' disagreement
     data = client.get(reverse("frontend:jobs-json", args=[project.pk])).json()
     assert {j["status"] for j in data["jobs"]} == {"running", "failed"}
 
@@ -187,3 +190,84 @@ def test_jobs_json_reads_only_jobs(client, people, project):
     tables = " ".join(q["sql"] for q in queries.captured_queries)
     assert "labelapp_round" not in tables and "labelapp_modelversion" not in tables
     assert "labelapp_comparison" not in tables
+
+
+def test_page_lists_policy_versions_and_starts_policy_training(
+    client, people, project, django_capture_on_commit_callbacks
+):
+    v1 = ModelVersion.objects.create(
+        project=project, kind="policy", version=1, base_ref="p", status="promoted",
+        status_reason="human audit agrees: win rate 0.750",
+        metrics={
+            "n_sft": 12, "n_dpo": 3,
+            "eval": {"win": {"win_rate": 0.6875, "ci_low": 0.51, "ci_high": 0.82},
+                     "reward_gain": 0.4321, "kl": 0.1234, "length_ratio": 1.07,
+                     "distinct_2_ratio": 0.96, "candidate_truncation_rate": 0.05},
+            "audit": {"pending": False, "comparisons": [{}] * 8,
+                      "human": {"rate": 0.75, "ci_low": 0.41, "ci_high": 0.93}},
+        },
+    )  # fmt: skip
+    ModelVersion.objects.create(
+        project=project, kind="policy", version=2, base_ref="p", status="ready",
+        parent=v1, status_reason="RM gate passed; awaiting the human audit",
+        metrics={"eval": {"win": {"win_rate": 0.7}},
+                 "audit": {"pending": True, "comparisons": [{}] * 4}},
+    )  # fmt: skip
+    Round.objects.create(
+        project=project, number=3, policy_ref="x", policy_version=v1, status="done"
+    )
+    c = client_for(client, people["admin"])
+    html = c.get(reverse("frontend:jobs", args=[project.pk])).content.decode()
+    section = html[html.index('id="policy-table"') : html.index('id="rounds-h"')]
+    for text in ("0.688", "(0.51–0.82)", "0.750", "(0.41–0.93)", "0.432", "0.123",
+                 "1.07", "0.96", "12 / 3", "human audit agrees",
+                 "awaiting 4 audit pairs", "from v1"):  # fmt: skip
+        assert text in section, text
+    assert "<td>v1</td>" in html[html.index('id="rounds-h"') :]
+    # The per-version plot sits under the table and draws these versions.
+    plot_url = reverse("frontend:plot", args=[project.pk, "policy"])
+    assert 'id="policy-plot"' in section and plot_url in section
+    svg = c.get(plot_url)
+    assert svg.status_code == 200 and svg["Content-Type"] == "image/svg+xml"
+    assert b"no data yet" not in svg.content
+    with django_capture_on_commit_callbacks() as sent:
+        response = c.post(reverse("frontend:jobs-start", args=[project.pk, "policy"]))
+    assert response.status_code == 302 and len(sent) == 1
+    assert Job.objects.get().kind == "train_policy"
+    client.logout()
+    reviewer = client_for(client, people["reviewer"])
+    url = reverse("frontend:jobs-start", args=[project.pk, "policy"])
+    assert reviewer.post(url).status_code == 403
+
+
+def test_jobs_show_start_finish_duration_and_filter_by_kind(client, people, project):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    start = timezone.now() - timedelta(minutes=5)
+    Job.objects.create(
+        project=project, kind="train_rm", status="succeeded",
+        started_at=start, finished_at=start + timedelta(seconds=83.4),
+    )  # fmt: skip
+    Job.objects.create(project=project, kind="export", status="succeeded")
+    c = client_for(client, people["reviewer"])
+    url = reverse("frontend:jobs", args=[project.pk])
+    html = c.get(url).content.decode()
+    table = html[html.index('id="jobs-table"') : html.index('id="versions-h"')]
+    assert '<th scope="col">Started</th>' in table and "83.4 s" in table
+    assert start.isoformat()[:19] in table
+    assert "Reward-model training" in table and "Export" in table
+    only = c.get(url, {"kind": "train_rm"}).content.decode()
+    table = only[only.index('id="jobs-table"') : only.index('id="versions-h"')]
+    assert "Reward-model training" in table and ">Export<" not in table
+    assert 'jobs.json?kind=train_rm"' in only or '?kind=train_rm"' in only
+    data = c.get(reverse("frontend:jobs-json", args=[project.pk]), {"kind": "export"})
+    assert [j["kind"] for j in data.json()["jobs"]] == ["export"]
+    assert data.json()["jobs"][0]["duration_s"] is None
+    bad = c.get(url, {"kind": "nope"})
+    assert bad.status_code == 400 and "unknown job kind 'nope'" in bad.content.decode()
+    bad_json = c.get(reverse("frontend:jobs-json", args=[project.pk]), {"kind": "x"})
+    assert (
+        bad_json.status_code == 400 and "known: train_rm" in bad_json.json()["detail"]
+    )

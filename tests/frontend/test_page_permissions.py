@@ -58,8 +58,11 @@ LOGIN = 302  # the anonymous redirect; the test checks it goes to the login page
 PAGES = {
     "compare": ("get", "compare", {}, None, row(LOGIN, 404, 200, 200, 200, 403)),
     "compare-next": ("post", "compare-next", {}, {}, row(401, 404, 200, 200, 200, 403)),
+    "rank": ("get", "rank", {}, None, row(LOGIN, 404, 200, 200, 200, 403)),
+    "rank-next": ("get", "rank-next", {}, None, row(401, 404, 200, 200, 200, 403)),
     "review": ("get", "review", {}, None, row(LOGIN, 404, 403, 200, 200, 200)),
     "review-label": ("post", "review-label", {"label_id": None}, {"state": "accepted"}, row(LOGIN, 404, 403, 302, 302, 302)),
+    "review-bulk-accept": ("post", "review-bulk-accept", {}, {}, row(LOGIN, 404, 403, 302, 302, 302)),
     "review-gold": ("post", "review-gold", {"comparison_id": None}, {"gold_choice": "a"}, row(LOGIN, 404, 403, 403, 302, 302)),
     "quality": ("get", "quality", {}, None, row(LOGIN, 404, 403, 200, 200, 200)),
     "pause-flagged": ("post", "quality-pause-flagged", {}, {}, row(LOGIN, 404, 403, 403, 302, 302)),
@@ -70,8 +73,11 @@ PAGES = {
     "jobs-json": ("get", "jobs-json", {}, None, row(LOGIN, 404, 403, 200, 200, 200)),
     "jobs-start": ("post", "jobs-start", {"kind": "train"}, {}, row(LOGIN, 404, 403, 403, 302, 302)),
     "jobs-retry": ("post", "jobs-retry", {"job_id": None}, {}, row(LOGIN, 404, 403, 403, 302, 302)),
+    "jobs-start-policy": ("post", "jobs-start", {"kind": "policy"}, {}, row(LOGIN, 404, 403, 403, 302, 302)),
+    "policy-download": ("get", "policy-download", {"version": 1}, None, row(LOGIN, 404, 403, 403, 404, 404)),
 }  # fmt: skip
-# export-download: the guard lets admins through to a job that is no export (404).
+# export-download: the guard lets admins through to a job that is no export (404);
+# policy-download likewise to a version that does not exist.
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -37,7 +37,7 @@ def settings_data(project: Project, **changes: Any) -> dict[str, Any]:
     data: dict[str, Any] = {}
     for name, field in form.fields.items():
         value = form.initial.get(name, field.initial)
-        if name in ("pair_mix", "rm_config"):
+        if name in ("pair_mix", "rm_config", "sampler_config"):
             value = json.dumps(value)
         data[name] = value
     data.update(changes)

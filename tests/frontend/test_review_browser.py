@@ -132,6 +132,28 @@ def test_review_by_keyboard(live_server: Any, page: Any) -> None:
 
 
 @pytest.mark.django_db(transaction=True)
+def test_bulk_accept_by_keyboard(live_server: Any, page: Any) -> None:
+    """Type a gold-accuracy floor into the bulk form and press Enter: the
+    review page's shortcuts leave the field alone, and only the labels of
+    annotators at or above it are accepted."""
+    demo = build_demo_project(password=PASSWORD)
+    login(page, live_server.url, "reviewer")
+    page.goto(f"{live_server.url}/projects/{demo.project.pk}/review/")
+    current(page)  # the shortcuts are live
+    page.focus("#bulk-min-gold")
+    page.keyboard.type("70")
+    assert page.input_value("#bulk-min-gold") == "70"  # not taken as shortcuts
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    accepted = Label.objects.filter(review_state="accepted", reviewed_by=demo.reviewer)
+    assert accepted.exists()
+    assert not accepted.filter(annotator=demo.careless).exists()
+    n = accepted.count()
+    assert f"Accepted {n} pending label" in page.inner_text("body")
+    assert page.js_errors == [] and page.dialogs == []
+
+
+@pytest.mark.django_db(transaction=True)
 def test_screenshots(live_server: Any, page: Any, tmp_path: Path) -> None:
     build_demo_project(password=PASSWORD)
     login(page, live_server.url, "admin")

@@ -247,3 +247,68 @@ def test_staff_non_member_reviews_what_the_page_shows(
         str(m) for m in response.context["messages"]
     ]
     assert label.reviewed_by == staff
+
+
+def test_bulk_accept_by_filter_and_gold_accuracy(demo: DemoProject) -> None:
+    from labelapp.selectors.quality import gold_accuracy_for_project
+
+    project = demo.project
+    pending = Label.objects.filter(comparison__project=project, review_state="pending")
+    gold = gold_accuracy_for_project(project=project)
+    careless = demo.careless.pk
+    assert gold[careless]["accuracy"] == 0.25
+    before_careless = pending.filter(annotator_id=careless).count()
+    assert before_careless > 0
+    client = client_for(demo.reviewer)
+    page = client.get(reverse("frontend:review", args=[project.pk]))
+    assert page.context["bulk_count"] == pending.count()
+    assert 'id="bulk-accept"' in page.content.decode()
+    url = reverse("frontend:review-bulk-accept", args=[project.pk])
+
+    # Gold accuracy of at least 70 %: the careless annotator (25 %) and anyone
+    # without a gold label keep their pending labels.
+    good = {
+        u for u, g in gold.items() if g["accuracy"] is not None and g["accuracy"] >= 0.7
+    }
+    expected = pending.filter(annotator_id__in=good).count()
+    assert expected > 0
+    response = client.post(url, {"min_gold_accuracy": "70", "page": "1"})
+    assert response.status_code == 302 and response["Location"].endswith("#bulk-accept")
+    accepted = Label.objects.filter(
+        comparison__project=project, review_state="accepted", reviewed_by=demo.reviewer
+    )
+    assert accepted.count() == expected
+    assert not accepted.filter(annotator_id=careless).exists()
+    assert pending.filter(annotator_id=careless).count() == before_careless
+    # The annotator filter takes only that annotator's labels.
+    others = pending.exclude(annotator_id=careless).count()
+    response = client.post(url, {"annotator": str(careless)})
+    assert (
+        response.status_code == 302 and f"annotator={careless}" in response["Location"]
+    )
+    assert pending.filter(annotator_id=careless).count() == 0
+    assert pending.exclude(annotator_id=careless).count() == others
+
+    # A bad threshold is refused, changing nothing; annotators cannot bulk accept.
+    Label.objects.filter(comparison__project=project).update(review_state="pending")
+    response = client.post(url, {"min_gold_accuracy": "150"}, follow=True)
+    assert "Bulk accept" in response.content.decode()
+    assert not Label.objects.filter(review_state="accepted").exists()
+    annotator = client_for(demo.annotators[0])
+    assert annotator.post(url, {}).status_code == 403
+    assert not Label.objects.filter(review_state="accepted").exists()
+
+
+def test_bulk_accept_never_takes_the_reviewers_own_labels(
+    demo: DemoProject, django_user_model: Any
+) -> None:
+    from labelapp.models import Membership
+
+    project = demo.project
+    own = Label.objects.filter(comparison__project=project, review_state="pending")
+    me = own.first().annotator
+    Membership.objects.filter(project=project, user=me).update(role="reviewer")
+    client = client_for(me)
+    client.post(reverse("frontend:review-bulk-accept", args=[project.pk]), {})
+    assert own.filter(annotator=me).exists()  # still pending
+    assert Label.objects.filter(review_state="accepted").exclude(annotator=me).exists()

@@ -9,6 +9,7 @@ import pytest
 
 from labelapp.models import Job, ModelVersion, Response, Round, text_hash
 from labelapp.queue import comparison_next_for, label_submit
+from labelapp.services.rankings import ranking_item_create
 
 from .conftest import make_comparisons, make_project, make_user
 
@@ -62,7 +63,19 @@ def world() -> World:
     extra = Response.objects.create(
         prompt_id=c1.prompt_id, text="a third answer", text_hash=text_hash("x3")
     )
+    ranking_item = ranking_item_create(
+        project=project,
+        prompt_id=c1.prompt_id,
+        response_ids=[c1.response_a_id, c1.response_b_id, extra.pk],
+    )
+    other_ranking_item = ranking_item_create(
+        project=other,
+        prompt_id=c_other.prompt_id,
+        response_ids=[c_other.response_a_id, c_other.response_b_id],
+    )
     ids = {
+        "ranking_item": ranking_item.pk,
+        "other_ranking_item": other_ranking_item.pk,
         "project": project.pk,
         "other_project": other.pk,
         "comparison": label.comparison_id,
@@ -112,13 +125,20 @@ CASES = {
     "job-detail": ("get", "/api/v1/jobs/{job}/", None, row(403, 404, 404, 200, 200, 200, 200)),
     "train": ("post", "/api/v1/projects/{project}/train/", None, row(403, 404, 403, 403, 202, 202, 202)),
     "round": ("post", "/api/v1/projects/{project}/round/", None, row(403, 404, 403, 403, 202, 202, 202)),
+    "train_policy": ("post", "/api/v1/projects/{project}/train-policy/", None, row(403, 404, 403, 403, 202, 202, 202)),
     "job-retry": ("post", "/api/v1/jobs/{failed_job}/retry/", None, row(403, 404, 404, 403, 202, 202, 202)),
     "response-create": ("post", "/api/v1/responses/", {"prompt": "{prompt}", "text": "new"}, row(403, 403, 403, 403, 201, 201, 201)),
     "comparison-create": ("post", "/api/v1/comparisons/", {"project": "{project}", "response_a": "{extra_response}", "response_b": "{response_b}"}, row(403, 403, 403, 403, 201, 201, 201)),
+    "ranking-next": ("get", "/api/v1/projects/{project}/ranking-next/", None, row(403, 404, 200, 200, 200, 404, 404)),
+    "ranking-item-detail": ("get", "/api/v1/ranking-items/{ranking_item}/", None, row(403, 404, 200, 200, 200, 200, 200)),
+    "other-ranking-item": ("get", "/api/v1/ranking-items/{other_ranking_item}/", None, row(403, 200, 404, 404, 404, 200, 200)),
+    "ranking-item-rank": ("post", "/api/v1/ranking-items/{ranking_item}/rank/", {"tiers": [[2], [0]]}, row(403, 404, 201, 201, 201, 404, 404)),
+    "rank-other-ranking-item": ("post", "/api/v1/ranking-items/{other_ranking_item}/rank/", {"tiers": [[1]]}, row(403, 201, 404, 404, 404, 404, 404)),
 }  # fmt: skip
 # Less obvious cells: staff are not project members, so they get no queue (404);
 # reviewers and admins label too (they are members); the outsider annotates another
-# project and sees nothing of this one.
+# project and sees nothing of this one. Ranking is labelling: staff see a ranking
+# item but rank only where they are members.
 
 
 def _fill(value, ids):
@@ -171,3 +191,7 @@ def test_annotator_never_sees_scores_gold_or_others(world, api_client_for):
     for secret in ("reward", "gold", "p_a", "majority", "labels_count"):
         assert secret not in text
     assert client.get("/api/v1/labels/").json()["results"] == []
+    ranked = client.get(f"/api/v1/projects/{world.ids['project']}/ranking-next/")
+    assert ranked.status_code == 200
+    for secret in ("reward", "gold", "p_a", "labels_count", "labels_required"):
+        assert secret not in str(ranked.json())

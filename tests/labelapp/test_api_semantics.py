@@ -234,3 +234,43 @@ def test_api_created_comparisons_are_api_and_responses_human(
     assert Comparison.objects.get(pk=comparison.json()["id"]).origin == "api"
     listed = client.get(f"/api/v1/comparisons/?project={project.pk}&origin=api")
     assert [r["id"] for r in listed.json()["results"]] == [comparison.json()["id"]]
+
+
+# --- the API writes projects through the same services as the pages ---------------
+
+
+def test_api_patch_of_k_reopens_and_completes_as_the_settings_page_does(
+    project, api_client_for
+):
+    # k = 3; one comparison complete with 2 labels under k = 2 would be reopened
+    # by k = 3, one open with 2 labels is completed by k = 2.
+    done, waiting = make_comparisons(project, 2)
+    Comparison.objects.filter(pk=done.pk).update(
+        status="complete", labels_count=3, completed_at="2026-01-01T00:00:00Z"
+    )
+    Comparison.objects.filter(pk=waiting.pk).update(labels_count=2)
+    admin = make_user(project=project, role="admin")
+    client = api_client_for(admin)
+    url = f"/api/v1/projects/{project.pk}/"
+    response = client.patch(url, {"overlap": 2}, format="json")
+    assert response.status_code == 200, response.content
+    assert response.json()["overlap"] == 2
+    waiting.refresh_from_db()
+    assert (waiting.status, waiting.labels_required) == ("complete", 2)
+    response = client.patch(url, {"overlap": 4}, format="json")
+    assert response.status_code == 200, response.content
+    done.refresh_from_db()
+    waiting.refresh_from_db()
+    assert (done.status, done.labels_required) == ("open", 4)
+    assert (waiting.status, waiting.labels_required) == ("open", 4)
+
+
+def test_api_created_project_has_its_creator_as_admin(api_client_for, user_factory):
+    staff = user_factory(staff=True, superuser=False)
+    client = api_client_for(staff)
+    response = client.post("/api/v1/projects/", {"name": "made by api"}, format="json")
+    assert response.status_code == 201, response.content
+    from labelapp.models import Membership
+
+    (member,) = Membership.objects.filter(project_id=response.json()["id"])
+    assert (member.user, member.role) == (staff, "admin")

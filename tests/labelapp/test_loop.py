@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 import pytest
+from django.db.models import Count
 from django.utils import timezone
 
 from labelapp.datasets.importing import import_files
@@ -108,6 +110,30 @@ def test_threshold_counts_only_since_the_last_version(
     assert ModelVersion.objects.count() == 1
 
 
+@pytest.mark.slow
+def test_train_nproc_trains_the_reward_model_on_local_ranks(project, settings):
+    # PAIRLOOP_TRAIN_NPROC=2: the job writes its pairs and settings and launches
+    # 2 gloo ranks of train-rm; the version equals the in-worker run's (same
+    # pairs, seed and global batch) up to float summation order.
+    Project.objects.filter(pk=project.pk).update(
+        rm_config={**project.rm_config, "warm_start": False}
+    )
+    run(Job.objects.create(project=project, kind="train_rm"), reward.reward_model_train)
+    settings.PAIRLOOP_TRAIN_NPROC = 2
+    run(Job.objects.create(project=project, kind="train_rm"), reward.reward_model_train)
+    one, two = ModelVersion.objects.filter(kind="reward").order_by("version")
+    meta_two = json.loads((Path(two.artifact_path) / "pairloop.json").read_text())
+    assert meta_two["distributed"]["world_size"] == 2
+    assert (one.n_pairs, two.n_pairs) == (N_PAIRS, N_PAIRS)
+    e1, e2 = one.metrics["eval"], two.metrics["eval"]
+    assert e1["n"] == e2["n"] > 0 and e1["accuracy"] == e2["accuracy"]
+    assert abs(e1["log_loss"] - e2["log_loss"]) < 1e-4
+    assert len(two.metrics["history"]) == len(one.metrics["history"]) > 0
+    # The inputs written for the ranks are gone.
+    leftovers = [p.name for p in Path(two.artifact_path).parent.iterdir()]
+    assert not [n for n in leftovers if "-input-" in n], leftovers
+
+
 def test_a_worse_version_is_kept_but_not_promoted(project, monkeypatch):
     first = Job.objects.create(project=project, kind="train_rm")
     run(first, reward.reward_model_train)
@@ -147,6 +173,25 @@ def test_round_zero_then_round_one_with_the_promoted_model(project):
     assert SFTExample.objects.filter(round=round1).count() == 3
     assert round1.stats["reward"]["mean"] is not None
     assert round1.responses.filter(reward__isnull=False).exists()
+
+
+def test_an_ensemble_rms_heads_monitor_the_round(project):
+    # Three heads: the round records how often they disagree on a prompt's best
+    # sample; a one-head RM (the test above) records nothing.
+    Project.objects.filter(pk=project.pk).update(
+        rm_config={**project.rm_config, "ensemble_heads": 3}
+    )
+    run(Job.objects.create(project=project, kind="round"), rounds.round_run)
+    assert "heads_disagreement" not in Round.objects.get(number=0).stats
+    run(Job.objects.create(project=project, kind="train_rm"), reward.reward_model_train)
+    run(Job.objects.create(project=project, kind="round"), rounds.round_run)
+    round1 = Round.objects.get(number=1)
+    monitor = round1.stats["heads_disagreement"]
+    with_two = round1.responses.values("prompt").annotate(n=Count("pk"))
+    assert monitor["heads"] == 3
+    assert monitor["prompts"] == sum(1 for r in with_two if r["n"] >= 2) > 0
+    assert 0 <= monitor["disagree"] <= monitor["prompts"]
+    assert monitor["share"] == monitor["disagree"] / monitor["prompts"]
 
 
 def test_round_keys_come_from_the_rounds_seeded_generator(project, monkeypatch):

@@ -86,6 +86,16 @@ def test_follow_needs_a_limit(small_project):
         _simulate(small_project, "http://127.0.0.1:9", follow=True)
 
 
+def test_a_server_that_is_not_there_is_a_clear_error(small_project):
+    # Port 9 (discard) has nothing listening: the command names the URL and the
+    # option instead of printing a thread's traceback and "0 labels".
+    with pytest.raises(
+        CommandError, match=r"cannot reach Pairloop at http://127\.0\.0\.1:9 .*--url"
+    ):
+        _simulate(small_project, "http://127.0.0.1:9")
+    assert not Label.objects.exists()
+
+
 def test_the_options_have_help(capsys):
     with pytest.raises(SystemExit):
         call_command("simulate_annotators", "--help")

@@ -64,11 +64,12 @@ def broker_down():
 
 @pytest.mark.django_db(transaction=True)
 def test_a_completing_label_does_not_wait_for_a_dead_broker(broker_down):
+    labels = 100  # enough for a p99 that is not simply the maximum of a few
     project = make_project(overlap=1, retrain_threshold=1, lease_seconds=600)
-    make_comparisons(project, 3)
+    make_comparisons(project, labels)
     annotator = make_user(project=project)
     took = []
-    for _ in range(3):
+    for _ in range(labels):
         lease = comparison_next_for(annotator=annotator, project=project)
         start = time.perf_counter()
         # Commits, so on_commit publishes the trigger check to the dead broker.
@@ -77,8 +78,15 @@ def test_a_completing_label_does_not_wait_for_a_dead_broker(broker_down):
         )
         took.append(time.perf_counter() - start)
         triggers.coalescer.reset()  # every label publishes, not one per second
-    # A hang guard, not a benchmark: Celery's retrying publish took 0.6-2.9 s.
-    assert max(took) < 0.5, took
+    # Every one of these labels completes its comparison and publishes to the
+    # dead broker. A hang guard, not a benchmark: Celery's retrying publish took
+    # 0.6-2.9 s per label, so every label was over the bound; the nearest-rank
+    # p99 of 100 completing labels is the second slowest (one stall of a loaded
+    # machine is allowed, a slow publish on every label is not).
+    took.sort()
+    p99 = took[int(0.99 * labels) - 1]
+    print(f"label p99 with the broker down: {p99 * 1000:.1f} ms")
+    assert p99 < 0.5, (p99, took[-5:])
     assert not Job.objects.exists()  # the check was lost with the broker...
 
     # ... and beat's periodic check (every project) starts the training anyway.

@@ -78,3 +78,35 @@ def test_heads_train_save_load_and_export(tmp_path: Path) -> None:
             model(ids, mask),
             atol=1e-5,
         )
+
+
+def test_the_scorer_keeps_each_items_head_rewards(tmp_path: Path) -> None:
+    from training.scoring import RewardScorer
+
+    base = save_tiny_base(tmp_path / "base", "encoder")
+    train(synthetic_pairs(32, seed=2), tiny_config(base, ensemble_heads=3),
+          out_dir=tmp_path / "v")  # fmt: skip
+    scorer = RewardScorer(tmp_path / "v", device="cpu")
+    conv = [{"role": "user", "content": "why is the cat big ?"}]
+    texts = ["good answer here", "bad", "a longer bad answer here too"]
+    rewards = scorer([conv] * 3, texts)
+    for text, reward in zip(texts, rewards, strict=True):
+        heads = scorer.head_rewards[scorer.key(conv, text)]
+        assert len(heads) == 3 and len(set(heads)) == 3  # three different heads
+        assert abs(sum(heads) / 3 - reward) < 1e-5  # the reward is their mean
+    model, _ = load_reward_model(tmp_path / "v")
+    assert not model.per_head  # the scorer's model is left as it was
+
+
+def test_heads_disagreement_counts_prompts_whose_best_sample_differs() -> None:
+    from training.bon_stats import heads_disagreement
+
+    agree = [[0.1, 0.2], [0.9, 0.8], [0.3, 0.1]]  # both heads pick sample 1
+    differ = [[0.9, 0.1], [0.2, 0.8]]  # head 0 picks 0, head 1 picks 1
+    single = [[0.5, 0.5]]  # one sample: nothing to choose, not counted
+    out = heads_disagreement([agree, differ, single, differ])
+    assert out == {"heads": 2, "prompts": 3, "disagree": 2, "share": 2 / 3}
+    # Identical heads never disagree; one head has nothing to disagree about.
+    same = [[[r, r] for r, _ in p] for p in (agree, differ)]
+    assert heads_disagreement(same)["share"] == 0.0
+    assert heads_disagreement([[[0.1], [0.2]]]) is None

@@ -305,3 +305,24 @@ def test_sft_reader_accepts_the_prompt_completion_export(tmp_path, base):
     prepared = prepare(PolicyConfig(mode="sft", base=str(base)), [str(data)])
     assert [e.completion for e in prepared.sft] == ["the cat sat .", "a"]
     assert prepared.max_length == 128  # capped by the tiny model's context
+
+
+def test_config_file_gives_every_setting_and_refuses_flags_beside_it(
+    tmp_path: Path, base: Path, capsys
+) -> None:
+    from training.__main__ import main as cli
+
+    data = write_jsonl(tmp_path / "sft.jsonl", sft_records(4))
+    settings = tmp_path / "training_config.json"
+    settings.write_text(json.dumps({**fast().to_dict(), "base": str(base)}))
+    out = tmp_path / "v1"
+    argv = ["train-policy", "--sft-data", str(data), "--out", str(out)]
+    assert cli([*argv, "--config", str(settings), "--seed", "9"]) == 2
+    assert "drop --seed" in capsys.readouterr().err and not out.exists()
+    settings.write_text(json.dumps({"batch_size": 4, "shiny": 1}))
+    assert cli([*argv, "--config", str(settings)]) == 2
+    assert "unknown settings ['shiny']" in capsys.readouterr().err
+    settings.write_text(json.dumps({**fast().to_dict(), "base": str(base)}))
+    assert cli([*argv, "--config", str(settings)]) == 0
+    saved = json.loads((out / "policy_config.json").read_text())
+    assert saved["sft_learning_rate"] == 1e-2 and saved["batch_size"] == 4

@@ -49,6 +49,20 @@ class Command(BaseCommand):
                     "round_prompt_limit": 5,
                     "pairs_per_prompt": 2,
                     "rm_config": {"num_epochs": 3, "batch_size": 4, "max_length": 256},
+                    # The policy step turns too, at tiny settings: after a round
+                    # with 2 usable examples, one SFT epoch, evaluated on 3 held-out
+                    # prompts x 4 samples, then 2 audit pairs in the queue.
+                    "auto_policy": True,
+                    "policy_min_examples": 2,
+                    "policy_config": {
+                        "sft_epochs": 1,
+                        "batch_size": 2,
+                        "max_length": 512,
+                        "guard_margin": 0.1,
+                        "eval_prompts": 3,
+                        "eval_samples": 4,
+                        "audit_pairs": 2,
+                    },
                     "guidelines": (
                         "Pick the response that is **more helpful, correct and "
                         "honest**. Use *Tie* when they are equally good and *Both "

@@ -25,6 +25,7 @@ created (annotators of the project, with API tokens) if missing.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
 import time
@@ -128,9 +129,10 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--url",
-            default="http://127.0.0.1:8000",
+            default=os.environ.get("PAIRLOOP_URL") or "http://127.0.0.1:8000",
             help="The running web server the labels go to, over the HTTP API "
-            "(default: http://127.0.0.1:8000, where `make run` serves).",
+            "(default: $PAIRLOOP_URL, which ./pairloop manage sets to where the "
+            "running `make run` serves, else http://127.0.0.1:8000).",
         )
         parser.add_argument(
             "--follow",
@@ -207,6 +209,15 @@ class Command(BaseCommand):
         errors: list[str] = []
 
         def annotate(i: int, token: str) -> None:
+            try:
+                label_loop(i, token)
+            except httpx.HTTPError as exc:
+                errors.append(
+                    f"cannot reach Pairloop at {opts['url']} ({exc}); is it running "
+                    "there? Give its address with --url"
+                )
+
+        def label_loop(i: int, token: str) -> None:
             rng = random.Random(opts["seed"] * 1000 + i)
             headers = {"Authorization": f"Token {token}"}
             with httpx.Client(

@@ -26,7 +26,9 @@ def compose_web() -> dict:
     return yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["web"]
 
 
-def start_production_web(procs: Processes, tmp_path: Path, workers: int = 2) -> str:
+def start_production_web(
+    procs: Processes, tmp_path: Path, workers: int = 2, threads: int = 2
+) -> str:
     """Start compose's web service as compose would, on a free local port; returns
     its URL once it answers."""
     web = compose_web()
@@ -50,7 +52,7 @@ def start_production_web(procs: Processes, tmp_path: Path, workers: int = 2) -> 
     assert command[0] == "gunicorn"
     command[command.index("--bind") + 1] = f"127.0.0.1:{port}"
     command[command.index("--workers") + 1] = str(workers)
-    command[command.index("--threads") + 1] = "2"
+    command[command.index("--threads") + 1] = str(threads)
     command[0:1] = [sys.executable, "-m", "gunicorn"]
     # Compose's entrypoint, literally ($$ is compose's escape for $).
     entrypoint = [part.replace("$$", "$") for part in web["entrypoint"]]

@@ -25,6 +25,7 @@ PROJECT_CHECKS = {
     "project_n_gte_1": ("n_samples", 0),
     "project_temperature_gte_0": ("temperature", -1),
     "project_top_p_0_1": ("top_p", 5),
+    "project_sampler_backend_known": ("sampler_backend", "gpt"),
 }
 COMPARISON_CHECKS = {
     "comparison_k_gte_1": "labels_required",

@@ -152,3 +152,82 @@ def test_a_later_ranking_of_the_same_responses_replaces_the_first(project, tmp_p
     assert Ranking.objects.count() == 1
     # Second line: c = a best, b unranked. Pair (a, b) now 1, (b, c) now 0.
     assert implied(project) == {("a", "b"): 1.0, ("a", "c"): 0.5, ("b", "c"): 0.0}
+
+
+# --- Open-Assistant message trees ---------------------------------------------
+
+
+def _tree(replies: list, *, text: str = "root question") -> dict:
+    return {
+        "message_tree_id": "t1",
+        "prompt": {"text": text, "role": "prompter", "replies": replies},
+    }
+
+
+def _reply(text: str, rank, replies=(), role: str = "assistant") -> dict:
+    return {"text": text, "role": role, "rank": rank, "replies": list(replies)}
+
+
+def test_an_oasst_tree_imports_one_ranking_per_ranked_sibling_group(project, tmp_path):
+    tree = _tree(
+        [
+            _reply("good", 0, [_reply("follow-up", 0, role="prompter")]),
+            _reply("worse", 2),
+            _reply("ok", 1),
+            _reply("never ranked", None),
+        ]
+    )
+    # The follow-up's own assistant replies form a second group (path of 3).
+    tree["prompt"]["replies"][0]["replies"][0]["replies"] = [
+        _reply("deep best", 0),
+        _reply("deep tie", 1),
+        _reply("deep tie too", 1),
+    ]
+    path = write_jsonl(tmp_path / "oasst.jsonl", [tree])
+    result = import_files(project=project, paths=[path])
+    assert result.created["ranking_items"] == 2 and result.created["rankings"] == 2
+    (top,) = [i for i in RankingItem.objects.all() if len(i.prompt.messages) == 1]
+    ids = {r.text: r.id for r in Response.objects.filter(prompt=top.prompt)}
+    assert set(ids) == {"good", "ok", "worse"}  # the unranked reply is left out
+    assert Ranking.objects.get(item=top).tiers == [
+        [ids["good"]], [ids["ok"]], [ids["worse"]]
+    ]  # fmt: skip
+    deep = RankingItem.objects.exclude(pk=top.pk).get()
+    assert [m["role"] for m in deep.prompt.messages] == ["user", "assistant", "user"]
+    assert [m["content"] for m in deep.prompt.messages] == [
+        "root question", "good", "follow-up"
+    ]  # fmt: skip
+    d = {r.text: r.id for r in Response.objects.filter(prompt=deep.prompt)}
+    assert Ranking.objects.get(item=deep).tiers == [
+        [d["deep best"]], [d["deep tie"], d["deep tie too"]]
+    ]  # fmt: skip
+    # 3 + 3 implied pairs, the two equal ranks a tie.
+    pairs = implied(project)
+    assert len(pairs) == 6
+    assert pairs[("deep tie", "deep tie too")] == 0.5
+
+
+def test_a_bad_oasst_tree_names_the_message(project, tmp_path):
+    bad = _tree([_reply("a", 0), _reply("b", "first")])
+    path = write_jsonl(tmp_path / "oasst.jsonl", [bad])
+    with pytest.raises(ImportFailed, match=r"line 1: prompt.replies\[1\].rank='first'"):
+        import_files(project=project, paths=[path])
+    lonely = _tree([_reply("a", 0), _reply("b", None)])
+    path = write_jsonl(tmp_path / "lonely.jsonl", [lonely])
+    with pytest.raises(ImportFailed, match="no message with two or more ranked"):
+        import_files(project=project, paths=[path])
+    assert not RankingItem.objects.exists() and not Prompt.objects.exists()
+
+
+@pytest.mark.slow
+def test_the_shared_oasst_sample_imports_212_rankings_implying_754_pairs(
+    project, tmp_path
+):
+    from tests.conftest import shared_data_file
+
+    path = shared_data_file("oasst-en-100-trees.jsonl.gz")
+    result = import_files(project=project, paths=[path])
+    assert result.created["ranking_items"] == 212
+    assert result.created["rankings"] == 212
+    assert Comparison.objects.filter(project=project, origin="ranking").count() == 754
+    assert Label.objects.filter(comparison__project=project).count() == 754

@@ -361,3 +361,23 @@ def test_many_concurrent_annotators_label_to_completion():
     assert sum(submitted.values()) == n_comparisons * k  # nothing lost, no extras
     pairs = Label.objects.values_list("comparison_id", "annotator_id")
     assert len(set(pairs)) == len(pairs)  # nobody labelled a comparison twice
+
+
+def test_label_and_its_assignment_share_the_injected_clock(project, comparisons):
+    """The label's created_at is the ``now`` the caller passed, as are the
+    assignment's finished_at and the comparison's completed_at: one clock per write
+    (a test or a replay at another time sees the times it asked for)."""
+    Comparison.objects.filter(pk=comparisons[0].pk).update(
+        priority=10, labels_required=1
+    )
+    user = make_user(project=project)
+    then = T0 - timedelta(days=3)
+    lease = comparison_next_for(annotator=user, project=project, now=then)
+    label, created = label_submit(
+        assignment_id=lease.pk, annotator=user, choice="a", strength=2, now=then
+    )
+    assert created and label.created_at == then
+    stored = Label.objects.select_related("assignment", "comparison").get(pk=label.pk)
+    assert stored.created_at == then
+    assert stored.assignment.finished_at == then
+    assert stored.comparison.completed_at == then

@@ -122,6 +122,9 @@ def test_a_staging_id_does_not_cross_projects(world):
         ({"question_id": 1, "turns": ["q"]}, "MT-bench"),
         ({"uid": "u", "choices": []}, "arena-hard model answer"),
         ({"messages": [{"role": "user", "content": "hi"}]}, "prompt"),
+        ({"prompt": "p", "responses": ["a", "b"], "ranking": [1, 0]}, "ranked"),
+        ({"prompt": "p", "responses": ["a", "b"]}, "responses to rank"),
+        ({"message_tree_id": "t", "prompt": {"text": "q"}}, "Open-Assistant"),
     ],
 )
 def test_record_format_names(obj, name):
