@@ -46,8 +46,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from training.data import Formatter, Pair, read_pairs  # noqa: E402
+from training.rm_data import split_train_eval  # noqa: E402
 from training.selection import Candidate, order_pool  # noqa: E402
-from training.train_rm import split_train_eval  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 STRATEGIES: dict[str, str | dict[str, float]] = {

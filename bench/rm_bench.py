@@ -39,11 +39,9 @@ import torch  # noqa: E402
 from training.config import RewardConfig  # noqa: E402
 from training.data import Formatter, read_pairs  # noqa: E402
 from training.models import resolve_model_ref  # noqa: E402
-from training.train_rm import (  # noqa: E402
-    encode_pairs,
-    preference_metrics,
-    train,
-)
+from training.rm_data import encode_pairs  # noqa: E402
+from training.rm_metrics import preference_metrics  # noqa: E402
+from training.train_rm import train  # noqa: E402
 
 HH = REPO / ".." / "shared" / "data" / "hh-harmless-dev.jsonl.gz"
 

@@ -32,6 +32,8 @@ ALLOWED_LAZY: dict[tuple[str, str], str] = {
     # start jobs); only the worker that trains or samples pays for them.
     ("labelapp.loop.reward", "training.train_rm"): "torch: worker only",
     ("labelapp.loop.reward", "training.reward_model"): "torch: worker only",
+    ("labelapp.loop.reward", "training.rm_data"): "torch: worker only",
+    ("labelapp.loop.reward", "training.rm_eval"): "torch: worker only",
     ("labelapp.loop.rounds", "training.rejection"): "torch: worker only",
     ("labelapp.loop.rounds", "training.sampling"): "torch: worker only",
     ("labelapp.loop.rounds", "training.scoring"): "torch: worker only",
@@ -238,3 +240,19 @@ def test_the_checks_see_what_they_check() -> None:
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
     assert len(labelapp_graph()) > 20
+
+
+# Issue 13's rule: one concern per room, and no room past ~600 lines (migrations
+# are generated history, not rooms).
+MAX_MODULE_LINES = 600
+
+
+def test_no_module_in_labelapp_or_training_is_oversized() -> None:
+    oversized = {
+        str(path.relative_to(ROOT)): n
+        for package in ("labelapp", "training")
+        for path in (ROOT / package).rglob("*.py")
+        if "migrations" not in path.parts
+        and (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES
+    }
+    assert oversized == {}, f"split these by concern: {oversized}"

@@ -356,7 +356,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from training.data import PairFormatError, read_pairs
     from training.models import ModelRefError, resolve_model_ref
     from training.reward_model import read_meta
-    from training.train_rm import check_out_dir, train
+    from training.rm_checkpoint import check_out_dir
+    from training.train_rm import train
 
     # Everything that can be wrong with the inputs is checked before any training.
     try:
@@ -414,7 +415,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     from training.data import read_pairs
     from training.reward_model import load_reward_model, read_meta
-    from training.train_rm import evaluate_pairs
+    from training.rm_eval import evaluate_pairs
 
     try:
         meta = read_meta(args.model)

@@ -18,7 +18,7 @@ from training.metrics import (
 )
 
 if TYPE_CHECKING:
-    from training.train_rm import EncodedPair
+    from training.rm_data import EncodedPair
 
 
 def preference_metrics(

@@ -12,7 +12,7 @@ import torch
 
 from training.data import Formatter, Message
 from training.reward_model import RewardModel, load_reward_model, read_meta
-from training.train_rm import _pad, _pad_id
+from training.rm_data import _pad, _pad_id
 
 Loaded = tuple[RewardModel, Any]
 

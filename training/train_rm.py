@@ -9,14 +9,9 @@ next to ``out_dir`` and renamed into place, so a crash never leaves a half versi
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
-import platform
 import random
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,49 +26,26 @@ from training.data import Formatter, Pair, TruncationStats
 from training.losses import length_feature, preference_loss
 from training.models import resolve_model_ref
 from training.reward_model import (
-    META_FILE,
     RewardModel,
     build_reward_model,
     load_reward_model,
     read_meta,
-    save_weights,
-    spec_dict,
 )
-from training.rm_metrics import pair_predictions, preference_metrics
+from training.rm_checkpoint import check_out_dir, library_versions, save_version
+from training.rm_data import (
+    _pad_id,
+    data_fingerprint,
+    encode_pairs,
+    length_grouped_batches,
+    split_train_eval,
+)
+from training.rm_eval import evaluate_encoded, pair_rewards
 
 ProgressFn = Callable[[float, str], None]
 # Adam step size of the length-control coefficient β (see train()).
 LENGTH_BETA_LR = 0.02
 # counter(phase, pairs done, pairs in the phase): train, eval, extra_eval.
 CountFn = Callable[[str, int, int], None]
-
-
-@dataclass
-class EncodedPair:
-    prefix: list[int]
-    a: list[int]
-    b: list[int]
-    p_a: float
-    strength: int  # 0 = unknown
-    # Characters of the two replies as written (before tokenising or truncation):
-    # what eval-rm's length diagnostics and the length covariate measure.
-    len_a: int = 0
-    len_b: int = 0
-    id: str = ""
-
-    @property
-    def length(self) -> int:
-        return 2 * len(self.prefix) + len(self.a) + len(self.b)
-
-    def batch_key(self, prefix_reuse: bool) -> tuple[int, int]:
-        """What padding depends on in a batch. With prefix reuse the prefix and the
-        responses are padded separately (to the batch's longest prefix and longest
-        response), so pairs are grouped by prefix length first: grouping by total
-        length alone would put a long prompt with short replies next to a short
-        prompt with long replies and pad both ways, undoing the saving."""
-        if prefix_reuse:
-            return len(self.prefix), max(len(self.a), len(self.b))
-        return self.length, 0
 
 
 @dataclass
@@ -98,290 +70,7 @@ class _Progress:
             self.fn(min(max(fraction, 0.0), 1.0), message)
 
 
-# ------------------------------------------------------------------ data handling
-
-
-def split_train_eval(
-    pairs: Sequence[Pair], eval_fraction: float
-) -> tuple[list[Pair], list[Pair]]:
-    """Deterministic split by hashing pair ids (stable across runs and versions).
-
-    With ``eval_fraction > 0`` and at least two pairs, neither side is left empty: a
-    small project's first labels would otherwise often give no held-out pair (or no
-    training pair) by chance. The pair with the lowest hash then goes to the
-    held-out side, the one with the highest to training — still decided by id alone.
-    """
-    keyed = sorted(
-        (int.from_bytes(hashlib.sha256(p.id.encode()).digest()[:8], "big"), i, p)
-        for i, p in enumerate(pairs)
-    )
-    n_held = sum(1 for h, _, _ in keyed if h / 2**64 < eval_fraction)
-    if eval_fraction > 0 and len(keyed) >= 2:
-        n_held = min(max(n_held, 1), len(keyed) - 1)
-    held_idx = {i for _, i, _ in keyed[:n_held]}
-    train = [p for i, p in enumerate(pairs) if i not in held_idx]
-    held = [p for i, p in enumerate(pairs) if i in held_idx]
-    return train, held
-
-
-def data_fingerprint(pairs: Sequence[Pair]) -> str:
-    h = hashlib.sha256()
-    for p in pairs:
-        blob = [
-            p.id,
-            list(p.conversation),
-            p.response_a,
-            p.response_b,
-            p.p_a,
-            p.strength,
-        ]
-        h.update(json.dumps(blob, ensure_ascii=False, sort_keys=True).encode())
-    return h.hexdigest()
-
-
-def encode_pairs(formatter: Formatter, pairs: Sequence[Pair]) -> list[EncodedPair]:
-    out = []
-    for pair in pairs:
-        prefix, a, b = formatter.encode_pair(pair)
-        out.append(
-            EncodedPair(
-                prefix,
-                a,
-                b,
-                pair.p_a,
-                pair.strength or 0,
-                len(pair.response_a),
-                len(pair.response_b),
-                pair.id,
-            )
-        )
-    return out
-
-
-def length_grouped_batches(
-    lengths: Sequence[Any], batch_size: int, rng: random.Random, group: bool = True
-) -> list[list[int]]:
-    """Shuffle, sort within mega-batches of 50 batches, then shuffle batch order.
-
-    The same recipe as transformers' ``group_by_length``: similar lengths share a
-    batch (little padding) while the order stays random across batches.
-    """
-    order = list(range(len(lengths)))
-    rng.shuffle(order)
-    if group:
-        mega = batch_size * 50
-        order = [
-            i
-            for start in range(0, len(order), mega)
-            for i in sorted(
-                order[start : start + mega], key=lambda j: lengths[j], reverse=True
-            )
-        ]
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    if group:
-        rng.shuffle(batches)
-    return batches
-
-
-def _pad(rows: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
-        mask[i, : len(r)] = 1
-    return ids, mask
-
-
-def pair_rewards(
-    model: RewardModel,
-    batch: Sequence[EncodedPair],
-    pad_id: int,
-    device: torch.device,
-    prefix_reuse: bool,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(r_a, r_b) for a batch of pairs, both responses in one forward pass."""
-    if prefix_reuse and not model.is_encoder:
-        prefix_ids, prefix_mask = _pad([e.prefix for e in batch], pad_id)
-        suffixes = [s for e in batch for s in (e.a, e.b)]  # a0, b0, a1, b1, ...
-        suffix_ids, suffix_mask = _pad(suffixes, pad_id)
-        r = model.forward_prefix_shared(
-            prefix_ids.to(device),
-            prefix_mask.to(device),
-            suffix_ids.to(device),
-            suffix_mask.to(device),
-        )
-        return r[0::2], r[1::2]
-    rows = [e.prefix + e.a for e in batch] + [e.prefix + e.b for e in batch]
-    ids, mask = _pad(rows, pad_id)
-    r = model(ids.to(device), mask.to(device))
-    return r[: len(batch)], r[len(batch) :]
-
-
-@torch.no_grad()
-def evaluate_encoded(
-    model: RewardModel,
-    encoded: Sequence[EncodedPair],
-    *,
-    pad_id: int,
-    batch_size: int = 32,
-    prefix_reuse: bool = True,
-    device: torch.device | str | None = None,
-    autocast: bool = False,
-    progress: _Progress | None = None,
-    counter: Callable[[int, int], None] | None = None,
-    predictions: list[dict[str, Any]] | None = None,
-    world: distributed.World | None = None,
-) -> dict[str, Any]:
-    """Metrics of ``model`` on encoded pairs; per-pair records are appended to
-    ``predictions`` when a list is given. With a ``world`` of several ranks each
-    scores its share and the rewards are summed across ranks, so every rank
-    computes the metrics of all pairs."""
-    world = world or distributed.World()
-    if not encoded:
-        return preference_metrics(*(torch.zeros(0) for _ in range(4)))
-    device = torch.device(device or next(model.parameters()).device)
-    was_training = model.training
-    model.eval()
-    reuse = prefix_reuse and not model.is_encoder
-    order = sorted(range(len(encoded)), key=lambda i: encoded[i].batch_key(reuse))
-    order = distributed.shard(order, world)
-    heads = model.spec.heads
-    ra = torch.zeros(len(encoded), heads)
-    rb = torch.zeros(len(encoded), heads)
-    was_per_head, model.per_head = model.per_head, True
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            a, b = pair_rewards(
-                model, [encoded[i] for i in idx], pad_id, device, prefix_reuse
-            )
-        a, b = a.float().cpu(), b.float().cpu()
-        ra[idx], rb[idx] = a.view(len(idx), heads), b.view(len(idx), heads)
-        if progress is not None:
-            progress(start / len(order), f"evaluating {start}/{len(order)} pairs")
-        if counter is not None:
-            counter(start + len(idx), len(order))
-    model.train(was_training)
-    model.per_head = was_per_head
-    # Rows another rank scored are 0 here, so the sum assembles every reward.
-    ra, rb = (distributed.summed(t, world, device) for t in (ra, rb))
-    # The reward is the heads' mean; disagreement is the variance across heads of
-    # the predicted difference r_a − r_b.
-    diff_var = (ra - rb).var(-1, unbiased=False) if heads > 1 else None
-    ra, rb = ra.mean(-1), rb.mean(-1)
-    p = torch.tensor([e.p_a for e in encoded])
-    s = torch.tensor([e.strength for e in encoded])
-    if predictions is not None:
-        predictions.extend(pair_predictions(encoded, ra, rb, diff_var))
-    metrics = preference_metrics(
-        ra,
-        rb,
-        p,
-        s,
-        len_a=[e.len_a for e in encoded],
-        len_b=[e.len_b for e in encoded],
-    )
-    if diff_var is not None:
-        metrics["heads"] = heads
-        metrics["head_diff_var_mean"] = diff_var.mean().item()
-    return metrics
-
-
-def evaluate_pairs(
-    model: RewardModel,
-    tokenizer: Any,
-    pairs: Sequence[Pair],
-    *,
-    max_length: int = 512,
-    batch_size: int = 32,
-    device: str | None = None,
-    counter: Callable[[int, int], None] | None = None,
-    predictions: list[dict[str, Any]] | None = None,
-) -> dict[str, Any]:
-    """Metrics of a loaded reward model on pairs (used by ``eval-rm``);
-    ``counter(pairs done, pairs)`` after each batch; per-pair records go to
-    ``predictions`` when a list is given."""
-    formatter = Formatter(tokenizer, max_length, model.is_encoder)
-    encoded = encode_pairs(formatter, pairs)
-    metrics = evaluate_encoded(
-        model,
-        encoded,
-        pad_id=_pad_id(tokenizer),
-        batch_size=batch_size,
-        device=device,
-        counter=counter,
-        predictions=predictions,
-    )
-    metrics["truncation"] = formatter.stats.as_dict()
-    return metrics
-
-
-# --------------------------------------------------------------------- checkpoint
-
-
-def library_versions() -> dict[str, str]:
-    import safetensors
-    import tokenizers
-    import transformers
-
-    import training
-
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "tokenizers": tokenizers.__version__,
-        "safetensors": safetensors.__version__,
-        "pairloop_training": training.__version__,
-    }
-
-
-def check_out_dir(out_dir: str | os.PathLike[str]) -> Path:
-    """Fail before training if ``out_dir`` already holds something."""
-    out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise FileExistsError(f"output directory {out} already exists and is not empty")
-    return out
-
-
-def save_version(
-    model: RewardModel,
-    tokenizer: Any,
-    out_dir: str | os.PathLike[str],
-    meta: dict[str, Any],
-) -> Path:
-    """Write a complete version directory atomically (temp dir + rename)."""
-    out = check_out_dir(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # Same parent → same filesystem → os.replace is an atomic rename. The leading
-    # dot keeps a half-written directory out of version listings.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        save_weights(model, tmp)
-        tokenizer.save_pretrained(str(tmp))
-        full_meta = {"reward_model": spec_dict(model.spec), **meta}
-        (tmp / META_FILE).write_text(json.dumps(full_meta, indent=2, sort_keys=True))
-        tmp.chmod(0o755)
-        for path in tmp.iterdir():
-            path.chmod(0o644)
-        if out.exists():
-            out.rmdir()  # empty (checked above); rename cannot replace a dir
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
-
-
 # ------------------------------------------------------------------------ training
-
-
-def _pad_id(tokenizer: Any) -> int:
-    for attr in ("pad_token_id", "eos_token_id"):
-        value = getattr(tokenizer, attr, None)
-        if value is not None:
-            return int(value)
-    return 0
 
 
 def prepare_model(

@@ -29,12 +29,9 @@ def _version_dir(project: Project, job: Job) -> Path:
 def reward_model_train(job: Job, report: jobs.Reporter) -> dict:
     """Train a reward model from the project's labels; register and maybe promote."""
     # torch and transformers load in the worker only, not in every web process.
-    from training.train_rm import (
-        data_fingerprint,
-        evaluate_pairs,
-        split_train_eval,
-        train,
-    )
+    from training.rm_data import data_fingerprint, split_train_eval
+    from training.rm_eval import evaluate_pairs
+    from training.train_rm import train
 
     project = job.project
     done = ModelVersion.objects.filter(job=job).first()

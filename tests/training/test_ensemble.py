@@ -13,7 +13,8 @@ from training.reward_model import (
     load_reward_model,
     reward_model_from_config,
 )
-from training.train_rm import evaluate_pairs, train
+from training.rm_eval import evaluate_pairs
+from training.train_rm import train
 
 from .conftest import save_tiny_base, synthetic_pairs, tiny_bert_config
 from .test_train_rm import tiny_config

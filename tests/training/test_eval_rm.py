@@ -17,7 +17,7 @@ from training.metrics import (
     pick_longer_rate,
     winner_calibration_error,
 )
-from training.train_rm import preference_metrics
+from training.rm_metrics import preference_metrics
 
 from .conftest import save_tiny_base, synthetic_pairs
 

@@ -4,12 +4,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from training import train_rm
+from training import rm_checkpoint, train_rm
 from training.config import RewardConfig
 from training.data import Formatter
 from training.reward_model import load_reward_model
+from training.rm_data import encode_pairs, split_train_eval
+from training.rm_eval import pair_rewards
 from training.scoring import RewardScorer, score
-from training.train_rm import encode_pairs, pair_rewards, split_train_eval, train
+from training.train_rm import train
 
 from .conftest import save_tiny_base, synthetic_pairs
 
@@ -132,7 +134,7 @@ def test_crash_during_save_leaves_no_version(
         (directory / "model.safetensors").write_bytes(b"half")
         raise OSError("disk full")
 
-    monkeypatch.setattr(train_rm, "save_weights", boom)
+    monkeypatch.setattr(rm_checkpoint, "save_weights", boom)
     with pytest.raises(OSError, match="disk full"):
         train(synthetic_pairs(32), tiny_config(base, num_epochs=1), out_dir=out)
     assert not out.exists()
@@ -185,7 +187,7 @@ def test_prefix_reuse_batches_group_by_prefix_length() -> None:
     batch with a short prompt with long replies (same total length)."""
     import random
 
-    from training.train_rm import EncodedPair, length_grouped_batches
+    from training.rm_data import EncodedPair, length_grouped_batches
 
     pairs = []
     for i in range(32):

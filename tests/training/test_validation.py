@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from training.train_rm import evaluate_pairs, train
+from training.rm_eval import evaluate_pairs
+from training.train_rm import train
 
 from .conftest import save_tiny_base, synthetic_pairs
 from .test_train_rm import tiny_config
