@@ -8,20 +8,15 @@ sees it in the output instead)."""
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import signal
 import subprocess
-import sys
-import tempfile
-import time
-from pathlib import Path
 
 import psycopg
 import pytest
 
 from tests.conftest import ROOT
+from tests.docs_run import make_run_session
 
 DOC = ROOT / "docs" / "api.md"
 
@@ -30,52 +25,11 @@ def shell_blocks(text: str) -> list[str]:
     return re.findall(r"^```sh\n(.*?)^```$", text, flags=re.S | re.M)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def make_run():
-    """`make run`'s runner on free ports with its own var/; yields (url, env)."""
-    var = Path(tempfile.mkdtemp(prefix="pairloop-var-"))
-    web, pg, rd = _free_port(), _free_port(), _free_port()
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in {"DATABASE_URL", "REDIS_URL", "DEBUG", "SECRET_KEY"}
-    }
-    env.update(
-        PAIRLOOP_VAR_DIR=str(var),
-        PAIRLOOP_PG_PORT=str(pg),
-        PAIRLOOP_REDIS_PORT=str(rd),
-    )
-    log = var / "run.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "config.devservices", "run", "--port", str(web)],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=out,
-        )
-    try:
-        deadline = time.monotonic() + 240
-        while "Pairloop is up at" not in log.read_text():
-            assert proc.poll() is None, log.read_text()[-3000:]
-            assert time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(1)
-        yield f"http://127.0.0.1:{web}", env, pg
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        shutil.rmtree(var, ignore_errors=True)
+    """`make run`'s runner on free ports with its own var/; yields (url, env, pg)."""
+    with make_run_session() as session:
+        yield session
 
 
 def test_the_doc_has_the_blocks_this_test_relies_on():

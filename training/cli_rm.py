@@ -179,7 +179,17 @@ def register(subparsers: Any) -> None:
         help="default: the max_length the model was trained with",
     )
     e.add_argument("--batch-size", type=int, default=32, help=_help("eval_batch_size"))
-    e.add_argument("--limit", type=int, default=None, help="use the first N pairs")
+    e.add_argument(
+        "--limit", type=int, default=None, help="use N pairs (after --offset)"
+    )
+    e.add_argument(
+        "--offset",
+        type=int,
+        default=0,
+        metavar="N",
+        help="leave out the first N pairs, e.g. those a `train-rm --limit N` run "
+        "trained on, so the rest evaluates the model on pairs it never saw",
+    )
     e.add_argument("--device", default=None, help=_help("device"))
     e.add_argument(
         "--skip-invalid",
@@ -421,7 +431,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
         meta = read_meta(args.model)
         model, tokenizer = load_reward_model(args.model, device=args.device)
         skipped: list[Any] | None = [] if args.skip_invalid else None
-        pairs = read_pairs(args.pairs, limit=args.limit, skipped=skipped)
+        if args.offset < 0:
+            raise ValueError(f"--offset {args.offset}: expected 0 or more")
+        limit = None if args.limit is None else args.offset + args.limit
+        pairs = read_pairs(args.pairs, limit=limit, skipped=skipped)[args.offset :]
+        if not pairs:
+            raise ValueError(
+                f"no pairs to evaluate after --offset {args.offset} "
+                f"(the files hold fewer pairs)"
+            )
     except (ValueError, OSError) as exc:
         return _fail(_read_error(exc, args.skip_invalid))
     _report_skipped(skipped)

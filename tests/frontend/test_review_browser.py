@@ -170,6 +170,10 @@ def test_screenshots(live_server: Any, page: Any, tmp_path: Path) -> None:
     page.set_viewport_size({"width": 1280, "height": 900})
     with page.expect_navigation():
         page.get_by_role("link", name="Quality").click()
+    # The plots load lazily: scroll through them as a reader would (six plots are
+    # more than one screen).
+    for img in page.locator("img").all():
+        img.scroll_into_view_if_needed()
     page.wait_for_function(
         "() => [...document.images].every(i => i.complete && i.naturalWidth > 0)"
     )

@@ -103,3 +103,38 @@ def test_eval_rm_writes_predictions(tmp_path: Path, capsys) -> None:
     # An existing predictions file is not overwritten: a clear error, exit 2.
     assert main([*args, "--predictions", str(preds)]) == 2
     assert "--predictions" in capsys.readouterr().err
+
+
+def test_eval_rm_offset_leaves_out_the_first_pairs(tmp_path: Path, capsys) -> None:
+    """--offset N --limit M evaluates pairs N..N+M-1 (those a `train-rm --limit N`
+    run never saw, as the README's example does); an offset past the end is a
+    clear error, not metrics of nothing."""
+    pairs = tmp_path / "pairs.jsonl"
+    with pairs.open("w") as f:
+        for p in synthetic_pairs(12, seed=4):
+            rec = {
+                "prompt": p.conversation[-1]["content"],
+                "response_a": p.response_a,
+                "response_b": p.response_b,
+                "p_a": p.p_a,
+            }
+            f.write(json.dumps(rec) + "\n")
+    base = save_tiny_base(tmp_path / "base", "encoder")
+    out = tmp_path / "v1"
+    args = ["train-rm", "--pairs", str(pairs), "--base", str(base), "--out", str(out)]
+    assert main([*args, "--max-length", "48", "--limit", "6"]) == 0
+    capsys.readouterr()
+    every = tmp_path / "every.jsonl"
+    evaluate = ["eval-rm", "--model", str(out), "--pairs", str(pairs)]
+    assert main([*evaluate, "--predictions", str(every)]) == 0
+    capsys.readouterr()
+    ids = [json.loads(line)["id"] for line in every.read_text().splitlines()]
+    later = tmp_path / "later.jsonl"
+    window = ["--offset", "6", "--limit", "4", "--predictions", str(later)]
+    assert main([*evaluate, *window]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == 4
+    assert [json.loads(line)["id"] for line in later.read_text().splitlines()] == (
+        ids[6:10]
+    )
+    assert main([*evaluate, "--offset", "12"]) == 2
+    assert "--offset 12" in capsys.readouterr().err
