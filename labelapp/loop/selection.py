@@ -33,8 +33,8 @@ from training.selection import (
 
 # Rows per write transaction: each chunk locks its rows only for milliseconds, so a
 # label (which locks its comparison) never waits long, and the queue's SKIP LOCKED
-# candidate walk passes over a handful of rows at most, never the whole queue.
-WRITE_CHUNK = 500
+# candidate walk passes over a chunk's rows at most, never the whole queue.
+WRITE_CHUNK = 100
 # Responses per scoring call: a progress report after each.
 SCORE_CHUNK = 256
 # Writes repeated when the strategy changes while they are written, at most.
@@ -85,24 +85,56 @@ def _strategy(project: Project):
     )
 
 
-def _write_chunk(ids: list[int], scores: list[float | None]) -> int:
-    with connection.cursor() as cursor:
-        # Rows locked in id order: two writers over the same rows (a settings change
-        # clearing scores, a second attempt) wait for each other, never deadlock.
-        cursor.execute(
-            "SELECT id FROM labelapp_comparison WHERE id = ANY(%s) ORDER BY id"
-            " FOR NO KEY UPDATE",
-            [ids],
-        )
-        # Only the score column: a concurrent label's labels_count is re-read (READ
-        # COMMITTED re-checks the row after the lock) and left as it is.
-        cursor.execute(
-            "UPDATE labelapp_comparison c SET selection_score = v.score"
-            " FROM unnest(%s::bigint[], %s::double precision[]) AS v(id, score)"
-            " WHERE c.id = v.id AND c.selection_score IS DISTINCT FROM v.score",
-            [ids, scores],
-        )
-        return cursor.rowcount
+# Rows the writer can lock now (never waiting on a label or a lease in progress),
+# updated where the score changes; the rows it passed over are returned.
+_WRITE_UNLOCKED = """
+WITH v AS (SELECT * FROM unnest(%s::bigint[], %s::double precision[]) AS v(id, score)),
+mine AS (
+    SELECT c.id FROM labelapp_comparison c JOIN v ON v.id = c.id
+    WHERE c.selection_score IS DISTINCT FROM v.score
+    ORDER BY c.id
+    FOR NO KEY UPDATE OF c SKIP LOCKED
+),
+written AS (
+    UPDATE labelapp_comparison c SET selection_score = v.score
+    FROM v, mine WHERE c.id = mine.id AND v.id = c.id
+    RETURNING c.id
+)
+SELECT v.id FROM v JOIN labelapp_comparison c ON c.id = v.id
+WHERE c.selection_score IS DISTINCT FROM v.score
+  AND v.id NOT IN (SELECT id FROM written)
+"""
+# The rows passed over, waiting for their locks (a label's transaction: ms).
+_WRITE_WAITING = """
+UPDATE labelapp_comparison c SET selection_score = v.score
+FROM unnest(%s::bigint[], %s::double precision[]) AS v(id, score)
+WHERE c.id = v.id AND c.selection_score IS DISTINCT FROM v.score
+"""
+
+
+def _write_chunk(job: Job, ids: list[int], scores: list[float | None]) -> int:
+    """One chunk's scores, fenced by the job's claim. Only the score column is
+    written: a concurrent label's labels_count is re-read after the lock (READ
+    COMMITTED) and left as it is.
+
+    Race closed (the queue passes over a locked row): the candidate walk takes its
+    row with SKIP LOCKED, so every row this write locks is passed over by ``next``
+    until it commits, as a row being labelled is. Rows whose score does not change
+    are not locked at all, the chunk is small, and the transaction is short; rows
+    held by a label are not waited for in that transaction but written after it."""
+    with transaction.atomic():
+        jobs.job_fence(job)
+        with connection.cursor() as cursor:
+            cursor.execute(_WRITE_UNLOCKED, [ids, scores])
+            passed = {row[0] for row in cursor.fetchall()}
+    if not passed:
+        return len(ids)
+    rest = [(i, s) for i, s in zip(ids, scores, strict=True) if i in passed]
+    with transaction.atomic():
+        jobs.job_fence(job)
+        with connection.cursor() as cursor:
+            cursor.execute(_WRITE_WAITING, [[i for i, _ in rest], [s for _, s in rest]])
+    return len(ids)
 
 
 def selection_scores_write(
@@ -127,17 +159,15 @@ def selection_scores_write(
         else:
             ids = [int(c.id) for c in candidates]
             scores = queue_scores(candidates, strategy, rng=random.Random(seed))
-        written = 0
         for start in range(0, len(ids), WRITE_CHUNK):
-            with transaction.atomic():
-                jobs.job_fence(job)
-                written += _write_chunk(
-                    ids[start : start + WRITE_CHUNK],
-                    scores[start : start + WRITE_CHUNK],
-                )
+            _write_chunk(
+                job,
+                ids[start : start + WRITE_CHUNK],
+                scores[start : start + WRITE_CHUNK],
+            )
         if _strategy(project) == strategy:
             break
-    return {"strategy": strategy, "comparisons": len(ids), "changed": written}
+    return {"strategy": strategy, "comparisons": len(ids)}
 
 
 def comparisons_score(job: Job, report: jobs.Reporter) -> dict:

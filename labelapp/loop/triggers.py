@@ -11,6 +11,7 @@ from django.db import transaction
 
 from labelapp import jobs
 from labelapp.broker import publisher
+from labelapp.errors import ValidationFailed
 from labelapp.loop.overview import (
     comparisons_completed_since_last_version,
     reward_version_promoted,
@@ -43,7 +44,15 @@ def round_start(*, project: Project, created_by=None, if_active: str = "raise") 
 def scoring_start(
     *, project: Project, created_by=None, if_active: str = "raise"
 ) -> Job:
-    """A score_comparisons job (labelapp.loop.selection), on demand."""
+    """A score_comparisons job (labelapp.loop.selection), on demand; refused when
+    the strategy needs scores and no reward model is promoted to give them."""
+    if not is_random(project.selection_strategy) and not reward_version_promoted(
+        project
+    ):
+        raise ValidationFailed(
+            f"project {project.name!r} has no promoted reward model to score its "
+            "comparisons with; train one first"
+        )
     job, _ = jobs.job_enqueue(
         project=project,
         kind=Job.Kind.SCORE_COMPARISONS,
