@@ -11,7 +11,7 @@ from frontend.forms_projects import ProjectForm, StrategyField
 from labelapp.datasets.importing import import_files
 from labelapp.errors import ValidationFailed
 from labelapp.jobs import Reporter
-from labelapp.loop import reward, selection, triggers
+from labelapp.loop import reward, rounds, selection, triggers
 from labelapp.loop.overview import reward_version_promoted
 from labelapp.models import Comparison, Job, Project, text_hash
 from labelapp.queue import assignment_skip, comparison_next_for
@@ -117,6 +117,21 @@ def test_a_promotion_starts_scoring_and_the_job_orders_the_queue(project):
         served.append(a.comparison_id)
         assignment_skip(assignment_id=a.pk, annotator=user)
     assert served == expected
+
+
+def test_a_round_that_adds_comparisons_starts_scoring(project, tmp_path):
+    policy = save_tiny_base(tmp_path / "pol", "decoder", chat_template=True)
+    Project.objects.filter(pk=project.pk).update(
+        policy_ref=str(policy), n_samples=3, max_new_tokens=4, round_prompt_limit=3
+    )
+    project.refresh_from_db()
+    _train(project)
+    Job.objects.filter(kind=Job.Kind.SCORE_COMPARISONS).update(status="succeeded")
+    result = run(Job.objects.create(project=project, kind="round"), rounds.round_run)
+    assert result["comparisons"] > 0 and result["selection_scoring"] == "started"
+    assert Job.objects.filter(
+        kind=Job.Kind.SCORE_COMPARISONS, status="pending"
+    ).exists()
 
 
 def test_random_strategy_starts_no_scoring(project):
