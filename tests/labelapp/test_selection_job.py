@@ -209,3 +209,17 @@ def test_the_strategy_is_checked_by_the_service_the_api_and_the_page(
 def test_the_page_takes_a_name_or_a_json_mix(db, typed, stored):
     assert StrategyField().clean(typed) == stored
     assert project_settings_problems({"selection_strategy": stored}) == {}
+
+
+def test_admins_start_scoring_through_the_api(project, api_client_for):
+    admin = make_user(project=project, role="admin")
+    annotator = make_user(project=project)
+    url = f"/api/v1/projects/{project.pk}/score-comparisons/"
+    refused = api_client_for(admin).post(url)
+    assert refused.status_code == 400
+    assert "no promoted reward model" in json.dumps(refused.json())
+    _train(project)  # the promotion started one: finish it
+    Job.objects.filter(kind=Job.Kind.SCORE_COMPARISONS).update(status="succeeded")
+    assert api_client_for(annotator).post(url).status_code in (403, 404)
+    started = api_client_for(admin).post(url)
+    assert started.status_code == 202 and started.json()["kind"] == "score_comparisons"
