@@ -177,10 +177,15 @@ def comparisons_score(job: Job, report: jobs.Reporter) -> dict:
     strategy = _strategy(project)
     if is_random(strategy):
         report(0.5, "strategy random: clearing selection scores", force=True)
-        return jobs.retry_db(
+        cleared = jobs.retry_db(
             lambda: selection_scores_write(job, project, [], seed=job.pk),
             what=f"job {job.pk} clearing selection scores",
         )
+        strategy = cleared["strategy"]
+        if is_random(strategy):
+            return cleared
+        # Changed from random while clearing: a change finds this job active and
+        # starts none, so this job scores for the new strategy.
     # torch and transformers load in the worker only, not in every web process.
     from training.scoring import RewardScorer
 
