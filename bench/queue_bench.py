@@ -81,9 +81,12 @@ def seed(url: str, n_comparisons: int, n_users: int, overlap: int) -> tuple[int,
             " gold_rate, gold_min_count, gold_min_accuracy, pause_flagged_annotators,"
             " label_scale, policy_ref, reward_base_ref, n_samples, temperature, top_p,"
             " max_new_tokens, pairs_per_prompt, pair_mix, round_prompt_limit,"
-            " retrain_threshold, auto_rounds, promote_tolerance, rm_config, created_at)"
+            " retrain_threshold, auto_rounds, promote_tolerance, rm_config, created_at,"
+            " auto_policy, policy_min_examples, policy_config, policy_eval_prompt_ids,"
+            " sampler_backend, sampler_config, selection_strategy)"
             " VALUES ('bench', '', %s, 600, 0, 10, 0.7, false, 'llama2-4', 'p', 'r', 8,"
-            " 1, 1, 256, 1, '{}', 32, 50, false, 0, '{}', now()) RETURNING id",
+            " 1, 1, 256, 1, '{}', 32, 50, false, 0, '{}', now(), false, 16, '{}',"
+            " '[]', 'transformers', '{}', '\"random\"') RETURNING id",
             (overlap,),
         )
         project_id = cur.fetchone()[0]
@@ -380,6 +383,64 @@ def check_invariants(url: str, labels_seen: int, unknown: int = 0) -> list[str]:
     return problems
 
 
+def set_selection(url: str, project_id: int, on: bool) -> None:
+    """Every regular comparison scored (random scores, as a score_comparisons job
+    writes ranks) or none (the random strategy); then VACUUM ANALYZE, so the two
+    states differ in the column only, not in dead tuples or statistics."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SELECT setseed(0.17)")
+        conn.execute(
+            "UPDATE labelapp_project SET selection_strategy = %s::jsonb WHERE id = %s",
+            ['"uncertainty"' if on else '"random"', project_id],
+        )
+        conn.execute(
+            "UPDATE labelapp_comparison SET selection_score = "
+            + ("random()" if on else "NULL")
+            + " WHERE project_id = %s AND NOT is_gold",
+            [project_id],
+        )
+        conn.execute("VACUUM ANALYZE labelapp_comparison")
+
+
+def selection_phase(args, env, url, project_id, tokens, say) -> list[Stats]:
+    """next's latency with selection off and on, alternated (off, on, off, on...)
+    on freshly started servers with the same warm-up, so drift over the run (more
+    started comparisons) favours neither."""
+    p99: dict[str, list[float]] = {"off": [], "on": []}
+    rates: dict[str, list[float]] = {"off": [], "on": []}
+    runs: list[Stats] = []
+    for i, state in enumerate(["off", "on"] * args.selection_rounds):
+        set_selection(url, project_id, state == "on")
+        server = start_server(
+            env, args.port, args.workers, args.threads, "bench/gunicorn_bench.py",
+            tokens[0],
+        )  # fmt: skip
+        try:
+            more, _ = closed_loop(
+                args.port, project_id, tokens, args.warmup_seconds, seed=300 + i
+            )
+            stats, rate = closed_loop(
+                args.port, project_id, tokens, args.closed_seconds, seed=400 + i
+            )
+        finally:
+            stop_server(server)
+        runs += [more, stats]
+        p99[state].append(pct(stats.next_ms, 99))
+        rates[state].append(rate)
+        say(
+            f"[selection {state} {i + 1}/{2 * args.selection_rounds},"
+            f" {len(tokens)} closed-loop annotators, {args.closed_seconds:g}s]"
+            f"  {rate:.1f} labels/s; {summary('next', stats.next_ms)}"
+        )
+    on, off = statistics.mean(p99["on"]), statistics.mean(p99["off"])
+    say(
+        f"selection on / off: next p99 {on:.1f} / {off:.1f} ms = {on / off:.2f}x;"
+        f" {statistics.mean(rates['on']):.1f} / {statistics.mean(rates['off']):.1f}"
+        " labels/s"
+    )
+    return runs
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--comparisons", type=int, default=1_000_000)
@@ -414,6 +475,19 @@ def main() -> int:
         " with plain Django function views for next/label (bench/plain_views.py)",
     )
     ap.add_argument(
+        "--selection",
+        action="store_true",
+        help="also run the closed loop alternated with selection scores off (all"
+        " null: the random order) and on (every regular comparison scored, as after"
+        " a score_comparisons job), comparing next's p99 in the same run",
+    )
+    ap.add_argument(
+        "--selection-rounds",
+        type=int,
+        default=2,
+        help="alternations of the selection comparison (each: off, then on)",
+    )
+    ap.add_argument(
         "--ablate-rounds",
         type=int,
         default=2,
@@ -440,7 +514,7 @@ def main() -> int:
             [PYTHON, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True
         )
         # Disjoint annotators per phase: open, closed, ablation, naive baseline.
-        n_users = args.open_annotators + 3 * args.closed_annotators
+        n_users = args.open_annotators + 4 * args.closed_annotators
         project_id, tokens = seed(url, args.comparisons, n_users, args.overlap)
         out = io.StringIO()
 
@@ -559,6 +633,11 @@ def main() -> int:
                 f"{label}: {on:.1f} / {off:.1f} labels/s = {on / off:.2f}x"
                 f" (spread {spread})"
             )
+
+        if args.selection:
+            first = args.open_annotators + 3 * args.closed_annotators
+            sel_tokens = tokens[first : first + args.closed_annotators]
+            ablated += selection_phase(args, env, url, project_id, sel_tokens, say)
 
         # Last: from here on the database's candidate query is the naive one.
         naive_queue.install(url)

@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 from django import forms
+from django.core.exceptions import ValidationError
 
 from labelapp.models import Membership, Project
 from labelapp.services.projects import (
@@ -29,6 +30,7 @@ SECTIONS: list[tuple[str, tuple[str, ...]]] = [
             "gold_min_count",
             "gold_min_accuracy",
             "pause_flagged_annotators",
+            "selection_strategy",
         ),
     ),
     (
@@ -56,10 +58,31 @@ SECTIONS: list[tuple[str, tuple[str, ...]]] = [
 assert {f for _s, fs in SECTIONS for f in fs} == set(EDITABLE_FIELDS)
 
 
+class StrategyField(forms.CharField):
+    """A selection strategy typed as its name (uncertainty) or a mix as a JSON
+    object; the service's rules judge the value."""
+
+    def __init__(self, *, encoder: Any = None, decoder: Any = None, **kwargs: Any):
+        super().__init__(**kwargs)  # (the model's JSONField passes its codecs)
+
+    def prepare_value(self, value: Any) -> Any:
+        return value if isinstance(value, str) else json.dumps(value)
+
+    def to_python(self, value: Any) -> Any:
+        text = str(value or "").strip()
+        if not text.startswith("{"):
+            return text.strip('"')
+        try:
+            return json.loads(text)
+        except ValueError:
+            raise ValidationError("A mix must be a JSON object of weights.") from None
+
+
 class ProjectForm(forms.ModelForm):
     class Meta:
         model = Project
         fields = list(EDITABLE_FIELDS)
+        field_classes = {"selection_strategy": StrategyField}
         widgets = {
             "guidelines": forms.Textarea(attrs={"rows": 10, "data-md-source": "1"}),
             "pair_mix": forms.Textarea(attrs={"rows": 3}),
@@ -78,6 +101,8 @@ class ProjectForm(forms.ModelForm):
             "auto_rounds": "Start a round automatically after each promotion",
             "rm_config": "Reward-model training settings (JSON)",
             "pair_mix": "Pair-selection mix (JSON)",
+            "selection_strategy": "Queue order: random, uncertainty, disagreement, "
+            'gap, or a mix as JSON ({"uncertainty": 0.5, "random": 0.5})',
             "auto_policy": "Train the policy automatically after a round",
             "policy_min_examples": "Usable examples needed to train the policy",
             "policy_config": "Policy training, guard and promotion settings (JSON)",

@@ -24,7 +24,7 @@ from labelapp.jobs import job_retry, max_attempts
 from labelapp.loop import overview
 from labelapp.loop.policy import policy_archive, policy_start
 from labelapp.loop.policy_data import policy_versions
-from labelapp.loop.triggers import round_start, training_start
+from labelapp.loop.triggers import round_start, scoring_start, training_start
 from labelapp.models import Job, ModelVersion, Project, Round
 from training.bon_stats import flatten_round_stats
 
@@ -124,6 +124,17 @@ def _round_row(r: Round) -> dict:
     }
 
 
+def _selection(project: Project) -> dict:
+    found = overview.selection_status(project)
+    strategy = found["strategy"]
+    found["strategy_label"] = (
+        strategy
+        if isinstance(strategy, str)
+        else " · ".join(f"{k} {v:g}" for k, v in strategy.items())
+    )
+    return found
+
+
 def loop_overview(project: Project, kind: str | None = None) -> dict:
     """Jobs, reward-model versions and rounds of a project, for the jobs page."""
     return {
@@ -137,6 +148,7 @@ def loop_overview(project: Project, kind: str | None = None) -> dict:
         "since_last_version": overview.comparisons_completed_since_last_version(
             project
         ),
+        "selection": _selection(project),
     }
 
 
@@ -179,6 +191,7 @@ def jobs_start(
         "train": training_start,
         "round": round_start,
         "policy": policy_start,
+        "score": scoring_start,
     }.get(kind)
     if start is None:
         raise Http404("Unknown job kind.")

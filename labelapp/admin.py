@@ -14,8 +14,9 @@ class MembershipInline(admin.TabularInline):
 
 
 class ProjectAdminForm(forms.ModelForm):
-    """The sampler settings are refused here as everywhere (the one validator in
-    labelapp.services.projects): no secret reaches the database through the admin."""
+    """The sampler settings and the selection strategy are refused here as
+    everywhere (the one validator in labelapp.services.projects): no secret reaches
+    the database through the admin."""
 
     class Meta:
         model = models.Project
@@ -30,7 +31,7 @@ class ProjectAdminForm(forms.ModelForm):
         cleaned = super().clean()
         sampler = {
             f: cleaned[f]
-            for f in ("sampler_backend", "sampler_config")
+            for f in ("sampler_backend", "sampler_config", "selection_strategy")
             if f in cleaned and f not in self.errors
         }
         found = project_settings_problems(sampler, project=self.instance)

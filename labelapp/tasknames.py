@@ -12,6 +12,8 @@ from __future__ import annotations
 TRAIN_REWARD_MODEL = "pairloop.gpu.train_reward_model"
 RUN_ROUND = "pairloop.gpu.run_round"
 TRAIN_POLICY = "pairloop.gpu.train_policy"
+# Reward-model forward passes over the open comparisons (labelapp.loop.selection).
+SCORE_COMPARISONS = "pairloop.gpu.score_comparisons"
 EXPORT = "pairloop.export"
 REAP_STALE_JOBS = "pairloop.jobs.reap_stale"
 CHECK_TRIGGERS = "pairloop.loop.check_triggers"
@@ -25,6 +27,7 @@ TASK_FOR_KIND: dict[str, str] = {
     "train_rm": TRAIN_REWARD_MODEL,
     "round": RUN_ROUND,
     "train_policy": TRAIN_POLICY,
+    "score_comparisons": SCORE_COMPARISONS,
     "export": EXPORT,
     "import": IMPORT_UPLOAD,
 }

@@ -22,6 +22,7 @@ from labelapp.datasets.export_jobs import export_job
 from labelapp.loop.policy import policy_train
 from labelapp.loop.reward import reward_model_train
 from labelapp.loop.rounds import round_run
+from labelapp.loop.selection import comparisons_score
 from labelapp.loop.triggers import training_maybe_trigger
 from labelapp.queue import leases_reclaim
 from labelapp.services.uploads import upload_import_job
@@ -58,6 +59,11 @@ def run_round(job_id: int) -> None:
 @shared_task(name=tasknames.TRAIN_POLICY, **COMMON, **GPU_LIMITS)
 def train_policy(job_id: int) -> None:
     jobs.job_run(job_id=job_id, worker=_worker_id(), service=policy_train)
+
+
+@shared_task(name=tasknames.SCORE_COMPARISONS, **COMMON, **GPU_LIMITS)
+def score_comparisons(job_id: int) -> None:
+    jobs.job_run(job_id=job_id, worker=_worker_id(), service=comparisons_score)
 
 
 @shared_task(name=tasknames.EXPORT, **COMMON, **DEFAULT_LIMITS)

@@ -39,6 +39,8 @@ ALLOWED_LAZY: dict[tuple[str, str], str] = {
     ("labelapp.loop.rounds", "training.scoring"): "torch: worker only",
     ("labelapp.loop.policy", "training.sampling"): "torch: worker only",
     ("labelapp.loop.policy", "training.scoring"): "torch: worker only",
+    # The score_comparisons job scores with the promoted reward model.
+    ("labelapp.loop.selection", "training.scoring"): "torch: worker only",
     # The launcher forks torchrun workers and sets up torch.distributed.
     ("labelapp.loop.policy", "training.distributed"): "torch: worker only",
     ("labelapp.loop.reward", "training.distributed"): "torch: worker only",

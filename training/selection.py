@@ -122,3 +122,48 @@ def select(
 ) -> list[Candidate]:
     """The first ``k`` candidates of :func:`order_pool`."""
     return [pool[i] for i in order_pool(pool, strategy, rng=rng)[:k]]
+
+
+def from_head_rewards(
+    id: str, heads_a: Sequence[float], heads_b: Sequence[float]
+) -> Candidate:
+    """A candidate from each ensemble head's rewards of its two responses: ``diff``
+    the mean over heads of r_a − r_b, ``diff_var`` their population variance (0 for
+    one head, and for identical heads)."""
+    if len(heads_a) != len(heads_b) or not heads_a:
+        raise ValueError(
+            f"{len(heads_a)} and {len(heads_b)} head rewards: need the same, >= 1"
+        )
+    diffs = [a - b for a, b in zip(heads_a, heads_b, strict=True)]
+    mean = sum(diffs) / len(diffs)
+    var = sum((d - mean) ** 2 for d in diffs) / len(diffs)
+    return Candidate(id, mean, var)
+
+
+def is_random(strategy: str | Mapping[str, float]) -> bool:
+    """True when ``strategy`` orders at random only (``random``, or a mix whose
+    only positive weight is random's): nothing to score."""
+    if isinstance(strategy, str):
+        return strategy == "random"
+    return {k for k, v in strategy.items() if float(v) > 0} == {"random"}
+
+
+def queue_scores(
+    pool: Sequence[Candidate],
+    strategy: str | Mapping[str, float],
+    *,
+    rng: random.Random | None = None,
+) -> list[float | None]:
+    """Per candidate, in pool order, a score whose descending order is
+    :func:`order_pool`'s: 1.0 for the first, falling by 1/len(pool) a place (a rank,
+    so a mix, whose order no single score gives, is served as drawn). ``None`` for
+    every candidate when the strategy is random: the queue's own random order is
+    the one to keep."""
+    if is_random(strategy):
+        order_pool(pool, strategy, rng=rng)  # validates the strategy
+        return [None] * len(pool)
+    n = len(pool)
+    scores: list[float | None] = [None] * n
+    for place, i in enumerate(order_pool(pool, strategy, rng=rng)):
+        scores[i] = (n - place) / n
+    return scores

@@ -25,7 +25,7 @@ from labelapp.api.permissions import ProjectAdminWrites, StaffCreatesProjects
 from labelapp.errors import NotFound, PermissionDenied
 from labelapp.jobs import job_retry
 from labelapp.loop.policy import policy_start
-from labelapp.loop.triggers import round_start, training_start
+from labelapp.loop.triggers import round_start, scoring_start, training_start
 from labelapp.queue import assignment_skip, comparison_next_for, label_submit
 from labelapp.selectors.rankings import (
     ITEM_NOT_FOUND,
@@ -206,6 +206,26 @@ class ProjectViewSet(_Scoped, viewsets.ModelViewSet):
     )
     def train_policy(self, request: Request, pk: str | None = None) -> HttpResponse:
         job = policy_start(project=self._administered(), created_by=request.user)
+        return HttpResponse(s.JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(
+        request=None,
+        responses={202: s.JobSerializer},
+        summary="Score the open comparisons for the queue's order now (admins)",
+        description="Scores every open comparison with the promoted reward model "
+        "and orders the queue by the project's selection_strategy (random: clears "
+        "the scores). Needs a promoted reward model unless the strategy is random.",
+    )
+    @action(
+        detail=True,
+        methods=["post"],
+        url_path="score-comparisons",
+        permission_classes=[IsAuthenticated],
+    )
+    def score_comparisons(
+        self, request: Request, pk: str | None = None
+    ) -> HttpResponse:
+        job = scoring_start(project=self._administered(), created_by=request.user)
         return HttpResponse(s.JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(responses=s.ProgressSerializer, summary="Your progress")

@@ -101,3 +101,27 @@ def rounds_with_counts(project: Project) -> list[Round]:
         .select_related("reward_version", "policy_version")
         .order_by("-number")
     )
+
+
+def selection_status(project: Project) -> dict:
+    """The queue's selection for the jobs page: the strategy, how many open
+    comparisons hold a score, and the last scoring job that finished."""
+    open_ = Comparison.objects.filter(
+        project=project, status=Comparison.Status.OPEN, is_gold=False
+    )
+    last = (
+        Job.objects.filter(
+            project=project,
+            kind=Job.Kind.SCORE_COMPARISONS,
+            status=Job.Status.SUCCEEDED,
+        )
+        .order_by("-finished_at", "-id")
+        .first()
+    )
+    return {
+        "strategy": project.selection_strategy,
+        "open": open_.count(),
+        "scored": open_.filter(selection_score__isnull=False).count(),
+        "last_job": last,
+        "last_result": last.result if last else {},
+    }

@@ -16,7 +16,7 @@ from django.utils import timezone
 from labelapp import jobs
 from labelapp.errors import ValidationFailed
 from labelapp.loop.overview import reward_version_promoted, training_pairs
-from labelapp.loop.triggers import round_start
+from labelapp.loop.triggers import round_start, scoring_maybe_start
 from labelapp.models import Job, ModelVersion, Project
 from training.config import RewardConfig
 
@@ -168,8 +168,11 @@ def _register(job, project, config, metrics, out_dir, status, reason, promoted):
             job=job,
             promoted_at=now if status == ModelVersion.Status.PROMOTED else None,
         )
-        if status == ModelVersion.Status.PROMOTED and project.auto_rounds:
-            round_start(project=project, if_active="return")
+        if status == ModelVersion.Status.PROMOTED:
+            # The queue's order comes from the promoted model (issue 17).
+            scoring_maybe_start(project)
+            if project.auto_rounds:
+                round_start(project=project, if_active="return")
     return version
 
 

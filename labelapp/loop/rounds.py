@@ -20,6 +20,7 @@ from labelapp.errors import ValidationFailed
 from labelapp.loop.overview import reward_version_promoted
 from labelapp.loop.policy import policy_maybe_trigger
 from labelapp.loop.policy_data import policy_settings, policy_version_promoted
+from labelapp.loop.triggers import scoring_maybe_start
 from labelapp.models import (
     Comparison,
     Job,
@@ -190,6 +191,11 @@ def round_run(job: Job, report: jobs.Reporter) -> dict:
     report(
         1.0, f"round {rnd.number}: {written['comparisons']} new comparisons", force=True
     )
+    # New comparisons are unscored: served after the scored until scored.
+    if written["comparisons"] and jobs.retry_db(
+        lambda: scoring_maybe_start(project), what=f"job {job.pk} scoring trigger"
+    ):
+        written["selection_scoring"] = "started"
     # A round that brings enough usable examples starts the policy step.
     if jobs.retry_db(
         lambda: policy_maybe_trigger(project), what=f"job {job.pk} policy trigger"

@@ -11,10 +11,15 @@ from django.db import transaction
 
 from labelapp import jobs
 from labelapp.broker import publisher
-from labelapp.loop.overview import comparisons_completed_since_last_version
+from labelapp.errors import ValidationFailed
+from labelapp.loop.overview import (
+    comparisons_completed_since_last_version,
+    reward_version_promoted,
+)
 from labelapp.loop.promotion import policy_audit_check
 from labelapp.models import Job, Project
 from labelapp.tasknames import CHECK_TRIGGERS
+from training.selection import is_random
 
 
 def training_start(
@@ -34,6 +39,40 @@ def round_start(*, project: Project, created_by=None, if_active: str = "raise") 
         project=project, kind=Job.Kind.ROUND, created_by=created_by, if_active=if_active
     )
     return job
+
+
+def scoring_start(
+    *, project: Project, created_by=None, if_active: str = "raise"
+) -> Job:
+    """A score_comparisons job (labelapp.loop.selection), on demand; refused when
+    the strategy needs scores and no reward model is promoted to give them."""
+    if not is_random(project.selection_strategy) and not reward_version_promoted(
+        project
+    ):
+        raise ValidationFailed(
+            f"project {project.name!r} has no promoted reward model to score its "
+            "comparisons with; train one first"
+        )
+    job, _ = jobs.job_enqueue(
+        project=project,
+        kind=Job.Kind.SCORE_COMPARISONS,
+        created_by=created_by,
+        if_active=if_active,
+    )
+    return job
+
+
+def scoring_maybe_start(project: Project) -> Job | None:
+    """Score the project's open comparisons when its strategy needs scores and a
+    promoted reward model can give them: after a promotion, a round, a change of
+    strategy. An active scoring job is returned (it rescores with a version
+    promoted while it ran)."""
+    strategy = Project.objects.values_list("selection_strategy", flat=True).get(
+        pk=project.pk
+    )
+    if is_random(strategy) or reward_version_promoted(project) is None:
+        return None
+    return scoring_start(project=project, if_active="return")
 
 
 def training_maybe_trigger(*, project_id: int | None = None) -> int:

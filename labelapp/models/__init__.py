@@ -8,6 +8,7 @@ from labelapp.models.common import (
     MAX_TEXT_CHARS,
     content_hash,
     default_pair_mix,
+    default_selection_strategy,
     text_hash,
 )
 from labelapp.models.comparisons import (
@@ -45,6 +46,7 @@ __all__ = [
     "SFTExample",
     "content_hash",
     "default_pair_mix",
+    "default_selection_strategy",
     "displayed_choice",
     "text_hash",
 ]

@@ -32,3 +32,8 @@ DEFAULT_PAIR_MIX = {
 
 def default_pair_mix() -> dict[str, float]:
     return dict(DEFAULT_PAIR_MIX)
+
+
+def default_selection_strategy() -> str | dict[str, float]:
+    """The queue's order before issue 17: random (within priority)."""
+    return "random"

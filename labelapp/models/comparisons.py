@@ -9,6 +9,16 @@ from django.db.models import F, Q
 from labelapp.models.projects import Project
 from labelapp.models.prompts import Prompt, Response, Round
 
+# The candidate query's order (labelapp/queue/sql/candidate.sql), as an index can
+# serve it: NULLS LAST puts unscored comparisons after the scored, in random order.
+QUEUE_ORDER = (
+    "project",
+    F("priority").desc(),
+    F("labels_count").desc(),
+    F("selection_score").desc(nulls_last=True),
+    "random_key",
+)
+
 
 class Choice(models.TextChoices):
     A = "a", "A is better"
@@ -69,6 +79,11 @@ class Comparison(models.Model):
     gold_choice = models.CharField(max_length=16, choices=Choice.choices, blank=True)
     # Random key for "then random" ordering that an index can serve.
     random_key = models.FloatField(default=0.0)
+    # The project's selection strategy's score under the promoted reward model
+    # (labelapp.loop.selection): higher is served sooner, within priority and after
+    # "finish what is started"; null (never scored, or strategy random) falls back
+    # to random_key.
+    selection_score = models.FloatField(null=True, blank=True)
     # Aggregates over accepted labels (labelapp.services.aggregates).
     p_a = models.FloatField(null=True, blank=True)
     majority = models.CharField(max_length=16, choices=Choice.choices, blank=True)
@@ -102,9 +117,7 @@ class Comparison(models.Model):
         ]
         indexes = [
             models.Index(
-                fields=["project", "-priority", "-labels_count", "random_key"],
-                condition=Q(status="open"),
-                name="comparison_queue_idx",
+                *QUEUE_ORDER, condition=Q(status="open"), name="comparison_queue_idx"
             ),
             # Gold items are few; without their own index, serving one would scan
             # the whole open queue.

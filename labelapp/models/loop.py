@@ -94,6 +94,7 @@ class Job(models.Model):
         IMPORT = "import", "Import"
         EXPORT = "export", "Export"
         TRAIN_POLICY = "train_policy", "Policy training"
+        SCORE_COMPARISONS = "score_comparisons", "Selection scoring"
 
     class Status(models.TextChoices):
         PENDING = "pending"
@@ -107,7 +108,7 @@ class Job(models.Model):
     project = models.ForeignKey(
         Project, null=True, blank=True, on_delete=models.CASCADE, related_name="jobs"
     )
-    kind = models.CharField(max_length=16, choices=Kind.choices)
+    kind = models.CharField(max_length=32, choices=Kind.choices)
     status = models.CharField(
         max_length=16, choices=Status.choices, default=Status.PENDING
     )

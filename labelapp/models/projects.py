@@ -8,6 +8,7 @@ from django.db.models import Q
 
 from labelapp.models.common import (
     default_pair_mix,
+    default_selection_strategy,
 )
 
 
@@ -65,6 +66,14 @@ class Project(models.Model):
         blank=True,
         help_text="The backend's settings (openai: base_url, model, api_key_env, "
         "mode, timeout_s, max_retries, max_concurrency).",
+    )
+    # Which open comparisons the queue serves first (issue 17): a name of
+    # training.selection.STRATEGIES or a mix {name: weight}; checked by
+    # labelapp.services.projects.selection_strategy_problems.
+    selection_strategy = models.JSONField(
+        default=default_selection_strategy,
+        help_text="random (the queue's random order), uncertainty, disagreement, "
+        'gap, or a mix such as {"uncertainty": 0.5, "random": 0.5}.',
     )
     # Loop.
     retrain_threshold = models.PositiveIntegerField(

@@ -25,10 +25,12 @@ from labelapp import access
 from labelapp.broker import publisher
 from labelapp.errors import PermissionDenied, ValidationFailed
 from labelapp.loop.policy_data import POLICY_EXTRAS, POLICY_RESERVED
+from labelapp.loop.triggers import scoring_maybe_start
 from labelapp.models import Assignment, Comparison, Membership, Project
 from labelapp.tasknames import CHECK_TRIGGERS
 from training.config import PolicyConfig, RewardConfig
 from training.rejection import PAIR_STRATEGIES
+from training.selection import STRATEGIES as SELECTION_STRATEGIES
 
 # Bounds matching the database's CHECK constraints (labelapp.models
 # Project.Meta.constraints) and the column types, so input the database would
@@ -63,6 +65,7 @@ EDITABLE_FIELDS: tuple[str, ...] = (
     "pairs_per_prompt",
     "pair_mix",
     "round_prompt_limit",
+    "selection_strategy",
     "retrain_threshold",
     "auto_rounds",
     "promote_tolerance",
@@ -176,20 +179,12 @@ def policy_config_problems(value: object) -> list[str]:
     return problems
 
 
-def pair_mix_problems(value: object) -> list[str]:
-    """``pair_mix`` against training.rejection.RoundConfig: known strategies with
-    finite weights >= 0, not all 0."""
-    if not isinstance(value, dict):
-        return [
-            "Must be an object of strategy weights, e.g. "
-            '{"best_vs_runner_up": 0.5, "random": 0.5}.'
-        ]
+def _weight_problems(value: dict, known: tuple[str, ...], what: str) -> list[str]:
+    """A mix {name: weight}: known names, finite weights >= 0, not all 0."""
     problems = []
     for key, weight in value.items():
-        if key not in PAIR_STRATEGIES:
-            problems.append(
-                f"{key}: unknown strategy; known: {', '.join(PAIR_STRATEGIES)}"
-            )
+        if key not in known:
+            problems.append(f"{key}: unknown {what}; known: {', '.join(known)}")
         elif (
             not isinstance(weight, int | float)
             or isinstance(weight, bool)
@@ -200,6 +195,32 @@ def pair_mix_problems(value: object) -> list[str]:
     if not problems and not sum(value.values()) > 0:
         problems.append("the weights must not all be 0")
     return problems
+
+
+def pair_mix_problems(value: object) -> list[str]:
+    """``pair_mix`` against training.rejection.RoundConfig: known strategies with
+    finite weights >= 0, not all 0."""
+    if not isinstance(value, dict):
+        return [
+            "Must be an object of strategy weights, e.g. "
+            '{"best_vs_runner_up": 0.5, "random": 0.5}.'
+        ]
+    return _weight_problems(value, PAIR_STRATEGIES, "strategy")
+
+
+def selection_strategy_problems(value: object) -> list[str]:
+    """``selection_strategy``: a name of training.selection.STRATEGIES, or a mix of
+    them with finite weights >= 0, not all 0 (what order_pool accepts)."""
+    if isinstance(value, str):
+        if value in SELECTION_STRATEGIES:
+            return []
+        return [f"Must be one of: {', '.join(SELECTION_STRATEGIES)}, or a mix."]
+    if not isinstance(value, dict):
+        return [
+            f"Must be a strategy ({', '.join(SELECTION_STRATEGIES)}) or a mix of "
+            'them, e.g. {"uncertainty": 0.5, "random": 0.5}.'
+        ]
+    return _weight_problems(value, SELECTION_STRATEGIES, "strategy")
 
 
 # --- the sampler backend and its settings --------------------------------------------
@@ -386,6 +407,8 @@ def project_settings_problems(
             found += top_p_problems(value)
         if field == "pair_mix":
             found += pair_mix_problems(value)
+        if field == "selection_strategy":
+            found += selection_strategy_problems(value)
         if field == "rm_config":
             found += rm_config_problems(value)
         if field == "policy_config":
@@ -550,7 +573,17 @@ def project_update(
                 # Completed comparisons count towards retraining, as when the k-th
                 # label completes one (labelapp.queue.label); checked after commit.
                 transaction.on_commit(lambda: _check_triggers(locked.pk), robust=True)
+        new_strategy = "selection_strategy" in changes and (
+            changes["selection_strategy"] != locked.selection_strategy
+        )
         for field, value in changes.items():
             setattr(locked, field, value)
         locked.save(update_fields=list(changes) or None)
+        if new_strategy:
+            # Scores in the old strategy's order go at once (random order until
+            # the new strategy's are written); the job writes them.
+            Comparison.objects.filter(
+                project=locked, selection_score__isnull=False
+            ).update(selection_score=None)
+            scoring_maybe_start(locked)
     return locked, effects

@@ -271,3 +271,56 @@ def test_jobs_show_start_finish_duration_and_filter_by_kind(client, people, proj
     assert (
         bad_json.status_code == 400 and "known: train_rm" in bad_json.json()["detail"]
     )
+
+
+def test_the_scoring_job_and_the_queue_order_are_shown_and_started(
+    client, people, project, django_capture_on_commit_callbacks
+):
+    """Issue 17: the jobs page shows the score_comparisons job with its progress,
+    the project's selection strategy and how much of the queue is scored, and lets
+    an admin start scoring (refused, saying why, without a promoted model)."""
+    from django.utils import timezone
+
+    from labelapp.models import Comparison
+    from tests.labelapp.conftest import make_comparisons
+
+    make_comparisons(project, 3, start=500)
+    Project.objects.filter(pk=project.pk).update(
+        selection_strategy={"uncertainty": 0.5, "random": 0.5}
+    )
+    open_ = Comparison.objects.filter(project=project, status="open", is_gold=False)
+    scored = list(open_.values_list("pk", flat=True)[:1])
+    Comparison.objects.filter(pk__in=scored).update(selection_score=0.9)
+    Job.objects.create(
+        project=project, kind=Job.Kind.SCORE_COMPARISONS, status="succeeded",
+        finished_at=timezone.now(), result={"reward_version": 2, "heads": 3},
+    )  # fmt: skip
+    running = Job.objects.create(
+        project=project, kind=Job.Kind.SCORE_COMPARISONS, status="running",
+        progress=0.37, message="scored 120/300 responses",
+    )  # fmt: skip
+    c = client_for(client, people["admin"])
+    html = c.get(reverse("frontend:jobs", args=[project.pk])).content.decode()
+    assert "Selection scoring" in html and "scored 120/300 responses" in html
+    assert "random 0.5 · uncertainty 0.5" in html  # (jsonb orders the keys)
+    assert f"1 of {open_.count()} open comparisons scored" in html
+    assert "reward model v2 (3 heads)" in html
+    assert "Score comparisons now" in html
+    polled = c.get(reverse("frontend:jobs-json", args=[project.pk])).json()
+    assert {"kind": "score_comparisons", "progress": 0.37}.items() <= next(
+        j for j in polled["jobs"] if j["id"] == running.pk
+    ).items()
+    running.delete()
+    url = reverse("frontend:jobs-start", args=[project.pk, "score"])
+    page = c.post(url, follow=True).content.decode()
+    assert "no promoted reward model" in page
+    ModelVersion.objects.create(
+        project=project, version=1, base_ref="b", status="promoted"
+    )
+    with django_capture_on_commit_callbacks() as sent:
+        assert c.post(url).status_code == 302
+    assert len(sent) == 1
+    assert Job.objects.filter(kind="score_comparisons", status="pending").count() == 1
+    client.logout()
+    reviewer = client_for(client, people["reviewer"])
+    assert reviewer.post(url).status_code == 403

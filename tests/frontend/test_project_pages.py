@@ -39,6 +39,8 @@ def settings_data(project: Project, **changes: Any) -> dict[str, Any]:
         value = form.initial.get(name, field.initial)
         if name in ("pair_mix", "rm_config", "sampler_config"):
             value = json.dumps(value)
+        if name == "selection_strategy":
+            value = field.prepare_value(value)  # a name, or a mix as JSON
         data[name] = value
     data.update(changes)
     return {k: v for k, v in data.items() if v is not False}
@@ -282,3 +284,26 @@ def test_a_large_upload_goes_through_a_job(
     job = Job.objects.get(project=project, kind=Job.Kind.IMPORT)
     assert job.params["staging_id"] == world["ids"]["staging_id"]
     assert not Prompt.objects.filter(project=project).exists()  # not yet
+
+
+def test_the_settings_page_saves_a_strategy_by_name_or_a_mix(world):
+    """Issue 17: the queue's selection strategy on the settings page — a name as
+    typed, or a mix as JSON — through the one validator."""
+    client = client_for(world["users"]["admin"])
+    project = world["project"]
+    url = reverse("frontend:project-settings", args=[project.pk])
+    response = client.post(url, settings_data(project, selection_strategy="gap"))
+    assert response.status_code == 302, response.context["form"].errors
+    project.refresh_from_db()
+    assert project.selection_strategy == "gap"
+    mix = '{"uncertainty": 1, "random": 1}'
+    client.post(url, settings_data(project, selection_strategy=mix))
+    project.refresh_from_db()
+    assert project.selection_strategy == {"uncertainty": 1, "random": 1}
+    page = client.get(url).content.decode()
+    assert "{&quot;random&quot;: 1, &quot;uncertainty&quot;: 1}" in page
+    bad = client.post(url, settings_data(project, selection_strategy="sometimes"))
+    assert (
+        "Must be one of: random, uncertainty"
+        in (bad.context["form"].errors["selection_strategy"][0])
+    )

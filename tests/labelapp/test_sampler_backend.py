@@ -544,6 +544,7 @@ def test_the_admin_asks_the_same_validator():
     data = {k: v for k, v in model_to_dict(project).items() if v is not None}
     data.update(
         pair_mix=json.dumps(project.pair_mix),
+        selection_strategy=json.dumps(project.selection_strategy),
         rm_config="{}",
         sampler_backend="openai",
         sampler_config=json.dumps({**GOOD, "token": SECRET}),
@@ -554,6 +555,11 @@ def test_the_admin_asks_the_same_validator():
     data["sampler_config"] = json.dumps(GOOD)
     form = ProjectAdminForm(data, instance=project)
     assert form.is_valid(), form.errors
+    # The selection strategy too (issue 17).
+    data["selection_strategy"] = json.dumps({"gap": -1})
+    form = ProjectAdminForm(data, instance=project)
+    assert not form.is_valid()
+    assert "gap: the weight must be a number >= 0" in form.errors["selection_strategy"]
 
 
 @pytest.mark.django_db

@@ -8,7 +8,15 @@ from collections import Counter
 
 import pytest
 
-from training.selection import Candidate, order_pool, select, selection_score
+from training.selection import (
+    Candidate,
+    from_head_rewards,
+    is_random,
+    order_pool,
+    queue_scores,
+    select,
+    selection_score,
+)
 
 POOL = [
     Candidate("sure-a", diff=4.0, diff_var=0.01),  # p ≈ 0.98, heads agree
@@ -87,3 +95,36 @@ def test_a_mix_draws_slots_from_its_strategies() -> None:
 def test_unknown_strategies_are_refused_by_name(bad) -> None:
     with pytest.raises(ValueError, match=r"strateg|selection mix"):
         order_pool(POOL, bad)
+
+
+def test_a_candidate_from_head_rewards_is_the_mean_gap_and_its_variance() -> None:
+    c = from_head_rewards("x", [1.0, 2.0, 3.0], [0.0, 0.0, 1.0])
+    # per-head gaps 1, 2, 2: mean 5/3, population variance 2/9
+    assert c.id == "x" and abs(c.diff - 5 / 3) < 1e-12
+    assert abs(c.diff_var - 2 / 9) < 1e-12
+    # identical heads (or one head): no disagreement
+    assert from_head_rewards("y", [0.7, 0.7], [0.2, 0.2]).diff_var == 0.0
+    assert from_head_rewards("z", [0.7], [0.2]).diff_var == 0.0
+    with pytest.raises(ValueError, match="same"):
+        from_head_rewards("w", [1.0, 2.0], [1.0])
+
+
+def test_queue_scores_descend_in_order_pool_order() -> None:
+    pool = [Candidate(str(i), d) for i, d in enumerate([3.0, 0.1, -1.0, 0.0, 2.0])]
+    scores = queue_scores(pool, "uncertainty")
+    assert scores == [0.2, 0.8, 0.6, 1.0, 0.4]  # 3, 1, 2, 4, 0 by |p - 1/2|
+    served = sorted(range(len(pool)), key=lambda i: -scores[i])
+    assert served == order_pool(pool, "uncertainty")
+    mix = {"uncertainty": 1.0, "random": 1.0}
+    scores = queue_scores(pool, mix, rng=random.Random(3))
+    served = sorted(range(len(pool)), key=lambda i: -scores[i])
+    assert served == order_pool(pool, mix, rng=random.Random(3))
+
+
+@pytest.mark.parametrize("strategy", ["random", {"random": 2.0, "gap": 0}])
+def test_random_strategies_have_no_queue_scores(strategy) -> None:
+    pool = [Candidate("a", 1.0), Candidate("b", 0.0)]
+    assert is_random(strategy) and queue_scores(pool, strategy) == [None, None]
+    assert not is_random({"random": 1.0, "gap": 0.5}) and not is_random("gap")
+    with pytest.raises(ValueError, match="unknown selection strategy"):
+        queue_scores(pool, "nope")

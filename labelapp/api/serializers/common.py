@@ -17,6 +17,7 @@ from labelapp.services.projects import (
     pair_mix_problems,
     policy_config_problems,
     rm_config_problems,
+    selection_strategy_problems,
 )
 
 
@@ -75,6 +76,12 @@ def validate_policy_config(value: object) -> dict:
 
 def validate_pair_mix(value: object) -> dict:
     if problems := pair_mix_problems(value):
+        raise serializers.ValidationError(problems)
+    return value
+
+
+def validate_selection_strategy(value: object) -> str | dict:
+    if problems := selection_strategy_problems(value):
         raise serializers.ValidationError(problems)
     return value
 

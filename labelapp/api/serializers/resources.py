@@ -16,6 +16,7 @@ from labelapp.api.serializers.common import (
     validate_pair_mix,
     validate_policy_config,
     validate_rm_config,
+    validate_selection_strategy,
 )
 from labelapp.models import (
     MAX_MESSAGES,
@@ -45,6 +46,14 @@ class ProjectSerializer(serializers.ModelSerializer):
         validators=[validate_pair_mix],
         help_text="Share of proposed pairs per strategy (best_vs_runner_up, "
         "best_vs_random, closest, random); weights >= 0, not all 0.",
+    )
+    selection_strategy = SafeJSONField(
+        required=False,
+        validators=[validate_selection_strategy],
+        help_text="Which open comparisons the queue serves first, within priority "
+        "and after those already started: random (default), uncertainty, "
+        "disagreement, gap, or a mix such as "
+        '{"uncertainty": 0.5, "random": 0.5}.',
     )
     rm_config = SafeJSONField(
         required=False,

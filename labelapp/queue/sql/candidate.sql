@@ -15,8 +15,13 @@ DECLARE
 BEGIN
     -- The candidate query. Walks comparison_queue_idx (or comparison_gold_queue_idx)
     -- in queue order: priority, then comparisons already started (finish what is
-    -- begun), then random_key. The free-slot test reads a snapshot taken before the
-    -- row lock; it is a cheap pre-filter only, re-checked after locking
+    -- begun), then the selection score (the project's strategy under the promoted
+    -- reward model, labelapp/loop/selection.py; NULLS LAST: an unscored comparison
+    -- comes after the scored, and with no scores at all, as for the random strategy,
+    -- the order is the random_key order it always was), then random_key. Gold items
+    -- are not scored (they grade annotators, they do not train the reward model), so
+    -- their pass keeps its order. The free-slot test reads a snapshot taken before
+    -- the row lock; it is a cheap pre-filter only, re-checked after locking
     -- (labelapp_queue_next, the lease statement). is_gold is a literal in each
     -- branch, so the gold pass keeps its partial index under a generic plan.
     IF p_gold THEN
@@ -52,7 +57,8 @@ BEGIN
               SELECT count(*) FROM labelapp_assignment act
               WHERE act.comparison_id = c.id AND act.state = 'leased'
                 AND act.expires_at > p_now) < c.labels_required
-        ORDER BY c.priority DESC, c.labels_count DESC, c.random_key
+        ORDER BY c.priority DESC, c.labels_count DESC,
+                 c.selection_score DESC NULLS LAST, c.random_key
         LIMIT 1
         FOR UPDATE OF c SKIP LOCKED;
     END IF;
