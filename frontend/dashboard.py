@@ -145,6 +145,7 @@ def review(request: HttpRequest, project: Project, role: str) -> HttpResponse:
         "page": page,
         "items": [_review_item(c, filters, notes) for c in comparisons],
         "note_max_chars": NOTE_MAX_CHARS,
+        "can_review_own": access.can_review_own_label(user=request.user),
         "filters": filters,
         "filter_query": urlencode(filters.as_query()),
         "choices": review_filter_choices(project),

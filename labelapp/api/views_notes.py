@@ -6,7 +6,12 @@ from __future__ import annotations
 
 from django.db.models import QuerySet
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+)
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -56,7 +61,12 @@ class LabelNoteViewSet(
 
     @extend_schema(
         request=s.LabelNoteInputSerializer,
-        responses={201: s.LabelNoteSerializer},
+        responses={
+            201: s.LabelNoteSerializer,
+            404: OpenApiResponse(
+                description="No such label, or one whose notes you may not see"
+            ),
+        },
         summary="Add a note to a label's thread (its project's reviewers and "
         "admins, or the label's annotator)",
     )

@@ -52,7 +52,11 @@ function nextPendingAfter(row) {
     all = all.filter((r) => r === row || r.classList.contains("highlight"));
   }
   const i = all.indexOf(row);
-  return all.slice(i + 1).find((r) => r.classList.contains("state-pending")) || null;
+  // A reviewer's own labels (data-own) are not theirs to judge: the server skips
+  // them too.
+  return all.slice(i + 1).find(
+    (r) => r.classList.contains("state-pending") && !r.dataset.own,
+  ) || null;
 }
 
 function review(state) {
