@@ -21,6 +21,14 @@ from labelapp.services.notes import label_note_add, label_notes_mark_read
 NOTES_PAGE_LABELS = 100
 
 
+def _question(messages: object) -> str:
+    """The prompt's first user message (a system message says little), as text."""
+    for m in messages if isinstance(messages, list) else []:
+        if isinstance(m, dict) and m.get("role") == "user":
+            return str(m.get("content", ""))
+    return ""
+
+
 def _add(request: HttpRequest, label: Label) -> None:
     try:
         label_note_add(
@@ -55,7 +63,13 @@ def my_notes(request: HttpRequest, project: Project, role: str) -> HttpResponse:
     labels = labels[:NOTES_PAGE_LABELS]
     threads = notes_of_labels([lb.pk for lb in labels])
     rows = [
-        {"label": lb, "notes": threads[lb.pk], "unread": lb.unread} for lb in labels
+        {
+            "label": lb,
+            "notes": threads[lb.pk],
+            "unread": lb.unread,
+            "question": _question(lb.comparison.prompt.messages),
+        }
+        for lb in labels
     ]
     response = render(
         request,
