@@ -40,6 +40,7 @@ from labelapp import access
 from labelapp.datasets import export_jobs
 from labelapp.errors import DomainError
 from labelapp.models import (
+    NOTE_MAX_CHARS,
     STRENGTH_LABELS,
     Choice,
     Comparison,
@@ -48,11 +49,13 @@ from labelapp.models import (
     Membership,
     Project,
 )
+from labelapp.selectors.notes import notes_of_labels
 from labelapp.selectors.quality import project_quality_report
 from labelapp.selectors.review import (
     ReviewFilters,
     bulk_accept_labels,
     review_filter_choices,
+    review_next_pending,
     review_queue,
 )
 from labelapp.services.annotators import annotators_flag_and_pause
@@ -91,7 +94,9 @@ def _tabs(project: Project, role: str, active: str) -> dict[str, Any]:
 # ---------------------------------------------------------------------------
 
 
-def _label_row(label: Label, comparison: Comparison, filters: ReviewFilters) -> dict:
+def _label_row(
+    label: Label, comparison: Comparison, filters: ReviewFilters, notes: dict
+) -> dict:
     gold_miss = comparison.is_gold and label.choice != comparison.gold_choice
     return {
         "label": label,
@@ -103,10 +108,11 @@ def _label_row(label: Label, comparison: Comparison, filters: ReviewFilters) -> 
         "seconds": label.duration_ms / 1000 if label.duration_ms is not None else None,
         "gold_miss": gold_miss,
         "highlight": filters.annotator == label.annotator_id,
+        "notes": notes.get(label.pk, []),
     }
 
 
-def _review_item(comparison: Comparison, filters: ReviewFilters) -> dict:
+def _review_item(comparison: Comparison, filters: ReviewFilters, notes: dict) -> dict:
     messages_html = [
         {"role": m.get("role", ""), "html": render_markdown(str(m.get("content", "")))}
         for m in (comparison.prompt.messages or [])
@@ -118,7 +124,7 @@ def _review_item(comparison: Comparison, filters: ReviewFilters) -> dict:
         "a_html": render_markdown(comparison.response_a.text),
         "b_html": render_markdown(comparison.response_b.text),
         "labels": [
-            _label_row(lb, comparison, filters) for lb in comparison.labels.all()
+            _label_row(lb, comparison, filters, notes) for lb in comparison.labels.all()
         ],
         "gold_text": GOLD_LABELS.get(comparison.gold_choice, ""),
         "gold_form": GoldForm(initial={"gold_choice": comparison.gold_choice}),
@@ -132,10 +138,14 @@ def review(request: HttpRequest, project: Project, role: str) -> HttpResponse:
     page = Paginator(
         review_queue(project=project, filters=filters), REVIEW_PAGE_SIZE
     ).get_page(request.GET.get("page"))
+    comparisons = list(page.object_list)
+    notes = notes_of_labels([lb.pk for c in comparisons for lb in c.labels.all()])
     context = {
         **_tabs(project, role, "review"),
         "page": page,
-        "items": [_review_item(c, filters) for c in page.object_list],
+        "items": [_review_item(c, filters, notes) for c in comparisons],
+        "note_max_chars": NOTE_MAX_CHARS,
+        "can_review_own": access.can_review_own_label(user=request.user),
         "filters": filters,
         "filter_query": urlencode(filters.as_query()),
         "choices": review_filter_choices(project),
@@ -230,11 +240,32 @@ def review_label(
             messages.error(request, f"Label {label.pk}: {exc}")
         else:
             messages.success(request, f"Label {label.pk} {form.cleaned_data['state']}.")
-            if form.cleaned_data["state"] == Label.ReviewState.ACCEPTED:
-                # An accepted label needs nothing more: review.js moves on to the
-                # label after it (a rejected one stays selected, to add a note).
-                return _back_to_review(request, project, f"next-after-label-{label.pk}")
+            return _to_next_pending(request, project, label)
     return _back_to_review(request, project, f"label-{label.pk}")
+
+
+def _to_next_pending(
+    request: HttpRequest, project: Project, label: Label
+) -> HttpResponseRedirect:
+    """After a decision: on to the next pending label (review.js posts the one
+    after the decided label on the page as ``next``; without it, or when that one
+    was reviewed meanwhile, the queue's first pending label), on whichever page of
+    the queue holds it now; nothing left pending: back to the decided label."""
+    filters = ReviewFilters.from_query(request.POST)
+    raw = request.POST.get("next", "")
+    own = None if access.can_review_own_label(user=request.user) else request.user.pk
+    target = review_next_pending(
+        project=project,
+        filters=filters,
+        page_size=REVIEW_PAGE_SIZE,
+        prefer=int(raw) if raw.isdigit() and len(raw) < 19 else None,
+        exclude_annotator=own,
+    )
+    if target is None:
+        return _back_to_review(request, project, f"label-{label.pk}")
+    query = {**filters.as_query(), "page": str(target.page)}
+    url = reverse("frontend:review", args=[project.pk]) + "?" + urlencode(query)
+    return HttpResponseRedirect(f"{url}#label-{target.label_id}")
 
 
 @require_POST

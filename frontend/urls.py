@@ -1,7 +1,14 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from frontend import dashboard, views, views_jobs, views_projects, views_rank
+from frontend import (
+    dashboard,
+    views,
+    views_jobs,
+    views_notes,
+    views_projects,
+    views_rank,
+)
 
 app_name = "frontend"
 urlpatterns = [
@@ -130,5 +137,20 @@ urlpatterns += [
         "projects/<int:project_id>/upload/<str:staging_id>/",
         views_projects.upload_preview_page,
         name="upload-preview",
+    ),
+]
+
+# Label discussion notes (issue 18 item 6).
+urlpatterns += [
+    path(
+        "projects/<int:project_id>/review/labels/<int:label_id>/notes/",
+        views_notes.review_label_note,
+        name="review-label-note",
+    ),
+    path("projects/<int:project_id>/notes/", views_notes.my_notes, name="my-notes"),
+    path(
+        "projects/<int:project_id>/notes/<int:label_id>/reply/",
+        views_notes.my_notes_reply,
+        name="my-notes-reply",
     ),
 ]

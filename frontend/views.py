@@ -26,6 +26,9 @@ from labelapp.api.serializers import NextSerializer
 from labelapp.errors import DomainError
 from labelapp.models import STRENGTH_LABELS, Assignment, Project
 from labelapp.queue import comparison_next_for
+from labelapp.selectors.home import daily_label_counts, round_notices
+from labelapp.selectors.notes import unread_note_counts
+from labelapp.services.notes import round_notices_mark_seen
 
 
 def _api_url_template(name: str) -> str:
@@ -45,7 +48,10 @@ def project_list(request: HttpRequest) -> HttpResponse:
     # everyone else sees their memberships.
     user = request.user
     memberships = {m.project_id: m for m in selectors.memberships_of(user)}
-    projects = access.visible_projects(user=user).order_by("name", "pk")
+    projects = list(access.visible_projects(user=user).order_by("name", "pk"))
+    member_ids = [p.pk for p in projects if p.pk in memberships]
+    unread = unread_note_counts(user=user)
+    notices = round_notices(user=user, project_ids=member_ids)
     rows = []
     for project in projects:
         membership = memberships.get(project.pk)
@@ -60,16 +66,47 @@ def project_list(request: HttpRequest) -> HttpResponse:
                 "can_admin": access.role_allows(role=role, action="admin"),
                 "paused": membership.paused if membership else False,
                 "progress": project_progress(user, project),
+                "unread_notes": unread.get(project.pk, 0),
+                "round_notices": notices.get(project.pk, []),
             }
         )
-    context = {"rows": rows, "can_create": access.can_create_projects(user=user)}
+    context = {
+        "rows": rows,
+        "can_create": access.can_create_projects(user=user),
+        "daily": _daily_table(user, projects, member_ids),
+    }
     return render(request, "frontend/projects.html", context)
+
+
+def _daily_table(user: Any, projects: list[Project], member_ids: list[int]) -> dict:
+    """Labels per UTC day for the projects the user labels in: one row per
+    project, one column per day, each cell with a bar scaled to the busiest day
+    (a level 0..8: the page's CSP allows no inline styles)."""
+    counts = daily_label_counts(user=user, project_ids=member_ids)
+    names = {p.pk: p.name for p in projects}
+    peak = max((n for days in counts.values() for _d, n in days), default=0) or 1
+    rows = [
+        {
+            "project": names[pid],
+            "cells": [{"day": d, "n": n, "level": -(-8 * n // peak)} for d, n in days],
+            "total": sum(n for _d, n in days),
+        }
+        for pid, days in counts.items()
+    ]
+    days = next(iter(counts.values()), [])
+    return {"days": [d for d, _n in days], "rows": rows}
 
 
 @project_page(role="annotate")
 @require_GET
 def compare(request: HttpRequest, project: Project, role: str) -> HttpResponse:
+    # The notices are shown once here (and on the home page until then): opening
+    # the page to label marks them seen.
+    notices = round_notices(user=request.user, project_ids=[project.pk])
+    round_notices_mark_seen(user=request.user, project=project)
     context = {
+        "round_notices": notices.get(project.pk, []),
+        "unread_notes": unread_note_counts(user=request.user).get(project.pk, 0),
         "project": project,
         "guidelines_html": render_markdown(project.guidelines),
         "strengths": sorted(STRENGTH_LABELS.items()),

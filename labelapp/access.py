@@ -153,3 +153,25 @@ def reviewed_projects(*, user: User) -> QuerySet[Project]:
 
 def administered_projects(*, user: User) -> QuerySet[Project]:
     return _projects_with_role(user=user, roles=ADMIN_ROLES)
+
+
+def can_see_label_notes(
+    *, user: User, label_annotator_id: int, project: ProjectRef
+) -> bool:
+    """A label's discussion notes are for the project's reviewers and admins
+    (staff included) and for the label's own annotator while a member; nobody
+    else, other annotators of the project included. Whoever sees a thread may add
+    to it: reviewers start a discussion, the annotator answers."""
+    if can_review(user=user, project=project):
+        return True
+    return (
+        user.is_authenticated
+        and user.pk == label_annotator_id
+        and membership_role(user=user, project=project) is not None
+    )
+
+
+def label_note_project_ids(*, user: User) -> QuerySet[Membership] | None:
+    """Projects whose every label's notes the user sees (``project_ids_with_role``
+    for reviewing); None for staff."""
+    return project_ids_with_role(user=user, roles=REVIEW_ROLES)

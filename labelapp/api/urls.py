@@ -1,7 +1,7 @@
 from django.urls import path
 from rest_framework.routers import DefaultRouter
 
-from labelapp.api import views
+from labelapp.api import views, views_notes
 
 app_name = "api"
 
@@ -16,6 +16,7 @@ router.register("model-versions", views.ModelVersionViewSet, basename="modelvers
 router.register("rounds", views.RoundViewSet, basename="round")
 router.register("jobs", views.JobViewSet, basename="job")
 router.register("ranking-items", views.RankingItemViewSet, basename="rankingitem")
+router.register("label-notes", views_notes.LabelNoteViewSet, basename="labelnote")
 
 urlpatterns = [
     path("me/", views.MeView.as_view(), name="me"),

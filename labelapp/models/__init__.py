@@ -20,6 +20,7 @@ from labelapp.models.comparisons import (
     displayed_choice,
 )
 from labelapp.models.loop import Job, ModelVersion, SFTExample
+from labelapp.models.notes import NOTE_MAX_CHARS, NOTES_PER_LABEL_MAX, LabelNote
 from labelapp.models.projects import Invite, Membership, Project
 from labelapp.models.prompts import Prompt, Response, Round
 from labelapp.models.rankings import Ranking, RankingItem
@@ -28,6 +29,8 @@ __all__ = [
     "DEFAULT_PAIR_MIX",
     "MAX_MESSAGES",
     "MAX_TEXT_CHARS",
+    "NOTES_PER_LABEL_MAX",
+    "NOTE_MAX_CHARS",
     "STRENGTH_LABELS",
     "Assignment",
     "Choice",
@@ -35,6 +38,7 @@ __all__ = [
     "Invite",
     "Job",
     "Label",
+    "LabelNote",
     "Membership",
     "ModelVersion",
     "Project",

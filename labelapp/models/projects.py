@@ -146,6 +146,9 @@ class Membership(models.Model):
         default=False, help_text="Paused annotators receive no new comparisons."
     )
     paused_reason = models.CharField(max_length=300, blank=True)
+    # Up to when the member has seen the round notices (new pairs from a sampling
+    # round); null: never, so every finished round is news.
+    rounds_seen_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [

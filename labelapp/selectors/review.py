@@ -153,3 +153,58 @@ def bulk_accept_labels(
         ]
         labels = labels.filter(annotator_id__in=good)
     return labels
+
+
+@dataclass(frozen=True)
+class NextLabel:
+    label_id: int
+    page: int
+
+
+def review_next_pending(
+    *,
+    project: Project,
+    filters: ReviewFilters,
+    page_size: int,
+    prefer: int | None = None,
+    exclude_annotator: int | None = None,
+) -> NextLabel | None:
+    """Where the review page goes after a decision: ``prefer`` (the next pending
+    label after the decided one, in the order the reviewer saw; review.js sends
+    it) when it is still pending and still in the queue, else the queue's first
+    pending label; with the queue page that now holds it (a decision changes
+    agreement, so comparisons can move). Never ``exclude_annotator``'s labels
+    (a reviewer's own, which they may not judge). None: nothing left pending."""
+    queue = review_queue(project=project, filters=filters).prefetch_related(None)
+    pending = Label.objects.filter(
+        comparison__project=project, review_state=Label.ReviewState.PENDING
+    )
+    if filters.annotator is not None:
+        pending = pending.filter(annotator_id=filters.annotator)
+    if exclude_annotator is not None:
+        pending = pending.exclude(annotator_id=exclude_annotator)
+    target = None
+    if prefer is not None:
+        target = pending.filter(pk=prefer).values_list("pk", "comparison_id").first()
+    if target is None:
+        first = (
+            queue.filter(Exists(pending.filter(comparison=OuterRef("pk"))))
+            .values_list("pk", flat=True)
+            .first()
+        )
+        if first is None:
+            return None
+        target = (
+            pending.filter(comparison_id=first)
+            .order_by("created_at", "pk")
+            .values_list("pk", "comparison_id")
+            .first()
+        )
+    # The comparison's position in the queue's order: one column of ids, cheap
+    # next to rendering a page (and a label outside the filters is not there).
+    ids = list(queue.values_list("pk", flat=True))
+    try:
+        index = ids.index(target[1])
+    except ValueError:
+        return None
+    return NextLabel(label_id=target[0], page=index // page_size + 1)

@@ -75,7 +75,12 @@ PAGES = {
     "jobs-retry": ("post", "jobs-retry", {"job_id": None}, {}, row(LOGIN, 404, 403, 403, 302, 302)),
     "jobs-start-policy": ("post", "jobs-start", {"kind": "policy"}, {}, row(LOGIN, 404, 403, 403, 302, 302)),
     "policy-download": ("get", "policy-download", {"version": 1}, None, row(LOGIN, 404, 403, 403, 404, 404)),
+    "review-label-note": ("post", "review-label-note", {"label_id": None}, {"body": "Why A?"}, row(LOGIN, 404, 403, 302, 302, 302)),
+    "my-notes": ("get", "my-notes", {}, None, row(LOGIN, 404, 200, 200, 200, 403)),
+    "my-notes-reply": ("post", "my-notes-reply", {"label_id": None}, {"body": "ok"}, row(LOGIN, 404, 404, 404, 404, 403)),
 }  # fmt: skip
+# my-notes-reply: the label is a colleague's, so only its own annotator may answer
+# (tests/frontend/test_notes_pages.py); staff are no member (403).
 # export-download: the guard lets admins through to a job that is no export (404);
 # policy-download likewise to a version that does not exist.
 

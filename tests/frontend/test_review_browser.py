@@ -50,6 +50,17 @@ def dom_labels(page: Any) -> list[int]:
     ]
 
 
+def next_pending_after(order: list[int], label_id: int) -> int:
+    """The pending label after ``label_id`` in the page's order (the database's
+    states before the decision)."""
+    pending = set(
+        Label.objects.filter(pk__in=order, review_state="pending").values_list(
+            "pk", flat=True
+        )
+    )
+    return next(pk for pk in order[order.index(label_id) + 1 :] if pk in pending)
+
+
 @pytest.mark.django_db(transaction=True)
 def test_review_by_keyboard(live_server: Any, page: Any) -> None:
     demo = build_demo_project(password=PASSWORD)
@@ -70,18 +81,21 @@ def test_review_by_keyboard(live_server: Any, page: Any) -> None:
     assert current(page) == order[1]
     assert focused_label(page) == f"label-{order[1]}"
 
-    # Reject the selected label: the page posts, reloads and keeps it selected.
+    # Reject the selected label: the page posts, reloads and moves on to the next
+    # pending label after it, in the order the reviewer saw (issue 18 item 6).
     rejected = order[1]
+    expected = next_pending_after(order, rejected)
     with page.expect_navigation():
         page.keyboard.press("r")
-    assert current(page) == rejected
     label = Label.objects.get(pk=rejected)
     assert label.review_state == "rejected" and label.reviewed_by == demo.reviewer
+    assert current(page) == expected
+    assert focused_label(page) == f"label-{expected}"
 
-    # Next label: write a note (n … Esc), then accept it with a.
-    page.keyboard.press("j")
+    # The selected label: write a note (n … Esc), then accept it with a.
     accepted = current(page)
-    assert accepted != rejected
+    order = dom_labels(page)
+    expected = next_pending_after(order, accepted)
     page.keyboard.press("n")
     page.keyboard.type("Matches the guidelines.")
     page.keyboard.press("Escape")
@@ -91,11 +105,10 @@ def test_review_by_keyboard(live_server: Any, page: Any) -> None:
     label = Label.objects.get(pk=accepted)
     assert label.review_state == "accepted"
     assert label.review_note == "Matches the guidelines."
-    # An accepted label needs nothing more: the page moves on to the next one
-    # (issue 15, item 16), in the order the reloaded page shows.
-    order = dom_labels(page)
-    assert current(page) == order[order.index(accepted) + 1]
-    assert focused_label(page) == f"label-{current(page)}"
+    # Accepting moves on as well: no extra key to reach the next pending label.
+    assert current(page) == expected
+    assert focused_label(page) == f"label-{expected}"
+    assert Label.objects.get(pk=expected).review_state == "pending"
 
     # Shift+J jumps to the first label of the next comparison.
     here = page.evaluate("() => document.activeElement.closest('.review-item').id")

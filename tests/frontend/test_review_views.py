@@ -108,7 +108,8 @@ def test_reject_and_accept_change_p_a_and_export(
         url, {"state": "rejected", "note": "Careless.", "round": "", "page": "1"}
     )
     assert response.status_code == 302
-    assert response["Location"].endswith(f"#label-{label.pk}")
+    # A decision moves the reviewer on to a pending label (issue 18 item 6).
+    assert _next_pending_in(response) != label.pk
     label.refresh_from_db()
     comparison.refresh_from_db()
     assert label.review_state == "rejected" and label.review_note == "Careless."
@@ -120,8 +121,15 @@ def test_reject_and_accept_change_p_a_and_export(
     accepted = client.post(url, {"state": "accepted"})
     comparison.refresh_from_db()
     assert comparison.p_a == pytest.approx(2 / 3)
-    # An accepted label sends the reviewer on to the next one (review.js reads it).
-    assert accepted["Location"].endswith(f"#next-after-label-{label.pk}")
+    assert _next_pending_in(accepted) != label.pk
+
+
+def _next_pending_in(response: Any) -> int:
+    """The label a review decision's redirect selects; it must be pending."""
+    anchor = response["Location"].rsplit("#label-", 1)[1]
+    target = Label.objects.get(pk=int(anchor))
+    assert target.review_state == "pending"
+    return target.pk
 
 
 def test_review_label_refuses_annotators_and_bad_state(demo: DemoProject) -> None:

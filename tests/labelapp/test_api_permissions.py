@@ -9,6 +9,7 @@ import pytest
 
 from labelapp.models import Job, ModelVersion, Response, Round, text_hash
 from labelapp.queue import comparison_next_for, label_submit
+from labelapp.services.notes import label_note_add
 from labelapp.services.rankings import ranking_item_create
 
 from .conftest import make_comparisons, make_project, make_user
@@ -73,7 +74,9 @@ def world() -> World:
         prompt_id=c_other.prompt_id,
         response_ids=[c_other.response_a_id, c_other.response_b_id],
     )
+    note = label_note_add(label=label, author=users["reviewer"], body="Why A?")
     ids = {
+        "note": note.pk,
         "ranking_item": ranking_item.pk,
         "other_ranking_item": other_ranking_item.pk,
         "project": project.pk,
@@ -92,6 +95,7 @@ def world() -> World:
         "extra_response": extra.pk,
         "response_b": c1.response_b_id,
     }
+    users["colleague"] = colleague
     return World(users, ids)
 
 
@@ -134,6 +138,10 @@ CASES = {
     "other-ranking-item": ("get", "/api/v1/ranking-items/{other_ranking_item}/", None, row(403, 200, 404, 404, 404, 200, 200)),
     "ranking-item-rank": ("post", "/api/v1/ranking-items/{ranking_item}/rank/", {"tiers": [[2], [0]]}, row(403, 404, 201, 201, 201, 404, 404)),
     "rank-other-ranking-item": ("post", "/api/v1/ranking-items/{other_ranking_item}/rank/", {"tiers": [[1]]}, row(403, 201, 404, 404, 404, 404, 404)),
+    "label-notes-list": ("get", "/api/v1/label-notes/", None, row(403, 200, 200, 200, 200, 200, 200)),
+    "label-note-detail": ("get", "/api/v1/label-notes/{note}/", None, row(403, 404, 404, 200, 200, 200, 200)),
+    "label-note-create": ("post", "/api/v1/label-notes/", {"label": "{label}", "body": "See rule 2."}, row(403, 404, 404, 201, 201, 201, 201)),
+    "label-notes-read": ("post", "/api/v1/label-notes/read/", {}, row(403, 200, 200, 200, 200, 200, 200)),
 }  # fmt: skip
 # Less obvious cells: staff are not project members, so they get no queue (404);
 # reviewers and admins label too (they are members); the outsider annotates another
@@ -146,7 +154,7 @@ def _fill(value, ids):
         return value.format(**ids) if "{" in value else value
     if isinstance(value, dict):
         filled = {k: _fill(v, ids) for k, v in value.items()}
-        ints = ("project", "prompt", "response_a", "response_b")
+        ints = ("project", "prompt", "response_a", "response_b", "label")
         return {k: int(v) if k in ints else v for k, v in filled.items()}
     if isinstance(value, list):
         return [_fill(v, ids) for v in value]
@@ -173,6 +181,8 @@ LIST_COUNTS = {
     "/api/v1/assignments/": row(0, 0, 1, 0, 0, 2, 2),
     "/api/v1/projects/": row(0, 1, 1, 1, 1, 2, 2),
     "/api/v1/jobs/": row(0, 0, 0, 2, 2, 2, 2),
+    # The note is on a colleague's label: other annotators never see it.
+    "/api/v1/label-notes/": row(0, 0, 0, 1, 1, 1, 1),
 }
 
 
@@ -195,3 +205,22 @@ def test_annotator_never_sees_scores_gold_or_others(world, api_client_for):
     assert ranked.status_code == 200
     for secret in ("reward", "gold", "p_a", "labels_count", "labels_required"):
         assert secret not in str(ranked.json())
+
+
+def test_label_notes_are_the_labels_annotators_too(world, api_client_for):
+    """The colleague wrote the label: they read the reviewer's note, see it as
+    unread until they mark it, and answer in the thread."""
+    client = api_client_for(world.users["colleague"])
+    unread = client.get("/api/v1/label-notes/?unread=1").json()["results"]
+    assert [n["id"] for n in unread] == [world.ids["note"]]
+    assert unread[0]["body"] == "Why A?" and unread[0]["read_at"] is None
+    answer = client.post(
+        "/api/v1/label-notes/",
+        {"label": world.ids["label"], "body": "It follows the prompt."},
+        format="json",
+    )
+    assert answer.status_code == 201 and answer.json()["read_at"] is not None
+    marked = client.post("/api/v1/label-notes/read/", {}, format="json").json()
+    assert marked == {"marked": 1}
+    assert client.get("/api/v1/label-notes/?unread=1").json()["results"] == []
+    assert len(client.get("/api/v1/label-notes/").json()["results"]) == 2

@@ -1,6 +1,9 @@
 // Review queue: keyboard navigation and accept / reject. Without this script the page
 // still works (every label has its own form); with it, no mouse is needed:
-// j/k labels, J/K comparisons, a accept, r reject, n note, ? help.
+// j/k labels, J/K comparisons, a accept, r reject, n review note, c discussion note
+// to the annotator (Ctrl+Enter sends it), ? help. After a decision the server moves
+// the selection to the next pending label (this script tells it which one is next
+// on the page as it was seen).
 
 const help = document.getElementById("help");
 const helpButton = document.getElementById("help-button");
@@ -41,15 +44,38 @@ function moveComparison(step) {
   select(all[next].querySelector(".review-label"));
 }
 
+// The next pending label after `row` in page order (with an annotator filter, that
+// annotator's highlighted labels only, as the server's fallback does), or none.
+function nextPendingAfter(row) {
+  let all = rows();
+  if (all.some((r) => r.classList.contains("highlight"))) {
+    all = all.filter((r) => r === row || r.classList.contains("highlight"));
+  }
+  const i = all.indexOf(row);
+  // A reviewer's own labels (data-own) are not theirs to judge: the server skips
+  // them too.
+  return all.slice(i + 1).find(
+    (r) => r.classList.contains("state-pending") && !r.dataset.own,
+  ) || null;
+}
+
 function review(state) {
   if (!current) return;
   const form = current.querySelector("form.review-form");
   const button = form && form.querySelector(`button[value="${state}"]`);
   if (!button) return;
+  const next = nextPendingAfter(current);
+  form.querySelector('input[name="next"]').value = next ? next.dataset.labelId : "";
   form.querySelectorAll("button").forEach((b) => (b.disabled = false));
   form.requestSubmit(button);
   // One decision per key press: a second press before the page reloads is ignored.
   form.querySelectorAll("button").forEach((b) => (b.disabled = true));
+}
+
+// A label's discussion thread is the table row right after it.
+function discussionBox(row) {
+  const thread = document.getElementById(`notes-${row.dataset.labelId}`);
+  return thread && thread.querySelector("textarea.discussion-note");
 }
 
 function toggleHelp() {
@@ -79,6 +105,12 @@ document.addEventListener("keydown", (event) => {
   if (event.defaultPrevented || event.isComposing) return;
   const target = event.target;
   if (isTyping(target)) {
+    if (event.key === "Enter" && (event.ctrlKey || event.metaKey) &&
+        target.matches("textarea.discussion-note")) {
+      event.preventDefault();
+      target.form.requestSubmit();
+      return;
+    }
     if (event.key === "Escape") {
       event.preventDefault();
       target.blur();
@@ -103,6 +135,12 @@ document.addEventListener("keydown", (event) => {
     a: () => review("accepted"),
     r: () => review("rejected"),
     n: () => current && current.querySelector("textarea.review-note").focus(),
+    c: () => {
+      const box = current && discussionBox(current);
+      if (!box) return;
+      box.closest("details").open = true;
+      box.focus();
+    },
   };
   const action = actions[event.key];
   if (action) {
@@ -111,21 +149,14 @@ document.addEventListener("keydown", (event) => {
   }
 });
 
-// After a decision the server redirects back to #label-<id> (a rejection: stay, a
-// note may follow) or #next-after-label-<id> (an acceptance: move on to the next
-// label, or stay on the last one).
+// After a decision the server redirects to #label-<id>: the next pending label
+// (on whichever page holds it), or the decided one when nothing is left pending.
 function boot() {
-  let hash = decodeURIComponent(location.hash.slice(1));
-  const after = /^next-after-(label-\d+)$/.exec(hash);
-  if (after) hash = after[1];
+  const hash = decodeURIComponent(location.hash.slice(1));
   const target = hash ? document.getElementById(hash) : null;
   let row = null;
   if (target && target.classList.contains("review-label")) row = target;
   else if (target) row = target.querySelector(".review-label");
-  if (row && after) {
-    const all = rows();
-    row = all[all.indexOf(row) + 1] || row;
-  }
   // A fresh page keeps the filters in view; a return from a decision scrolls back.
   if (row) select(row);
   else select(rows()[0], false);

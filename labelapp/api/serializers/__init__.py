@@ -19,6 +19,12 @@ from labelapp.api.serializers.fastpath import (
     plain_label_input,
     submitted_label_data,
 )
+from labelapp.api.serializers.notes import (
+    LabelNoteInputSerializer,
+    LabelNoteSerializer,
+    LabelNotesReadSerializer,
+    MarkedSerializer,
+)
 from labelapp.api.serializers.rankings import (
     RankingItemSerializer,
     RankingSerializer,
@@ -52,7 +58,11 @@ __all__ = [
     "ComparisonUpdateSerializer",
     "JobSerializer",
     "LabelInputSerializer",
+    "LabelNoteInputSerializer",
+    "LabelNoteSerializer",
+    "LabelNotesReadSerializer",
     "LabelSerializer",
+    "MarkedSerializer",
     "MeSerializer",
     "MembershipSerializer",
     "MessageSerializer",
