@@ -110,7 +110,8 @@ def test_add_a_member_by_invite_link(live_server: Any, browser: Any, page: Any) 
     with invitee.expect_navigation():
         invitee.keyboard.press("Enter")
     invitee.wait_for_url(f"{live_server.url}/")
-    assert invitee.get_by_role("row", name="Invites").count() == 1
+    projects = invitee.locator("table.projects")
+    assert projects.get_by_role("row", name="Invites").count() == 1
     assert invitee.locator(".who").inner_text() == "newbie"  # logged in
     membership = Membership.objects.get(project=project, user__username="newbie")
     assert membership.role == "reviewer"
