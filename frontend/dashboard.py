@@ -49,6 +49,7 @@ from labelapp.models import (
     Membership,
     Project,
 )
+from labelapp.selectors.my_labels import skip_reason_counts
 from labelapp.selectors.notes import notes_of_labels
 from labelapp.selectors.quality import project_quality_report
 from labelapp.selectors.review import (
@@ -317,6 +318,7 @@ def quality_page(request: HttpRequest, project: Project, role: str) -> HttpRespo
         "report": report,
         "flagged_users": [a for a in report["annotators"] if a["flagged"]],
         "diversity": _diversity_table(report["reward_monitor"]["diversity"]),
+        "skip_reasons": skip_reason_counts(project=project),
         "plots": [
             {
                 "name": name,

@@ -25,6 +25,7 @@ SECTIONS: list[tuple[str, tuple[str, ...]]] = [
         (
             "overlap",
             "lease_seconds",
+            "undo_grace_seconds",
             "label_scale",
             "gold_rate",
             "gold_min_count",
@@ -93,6 +94,8 @@ class ProjectForm(forms.ModelForm):
         labels = {
             "overlap": "Overlap k",
             "lease_seconds": "Lease length (seconds)",
+            "undo_grace_seconds": "Undo and edit window for annotators (seconds, "
+            "0 = off)",
             "n_samples": "Samples per prompt (N)",
             "top_p": "Top-p",
             "max_new_tokens": "Max new tokens",

@@ -5,6 +5,7 @@ from frontend import (
     dashboard,
     views,
     views_jobs,
+    views_my_labels,
     views_notes,
     views_projects,
     views_rank,
@@ -152,5 +153,29 @@ urlpatterns += [
         "projects/<int:project_id>/notes/<int:label_id>/reply/",
         views_notes.my_notes_reply,
         name="my-notes-reply",
+    ),
+]
+
+# Annotator comforts: undo the last label, my recent labels with edit (issue 18).
+urlpatterns += [
+    path(
+        "projects/<int:project_id>/compare/undo.json",
+        views_my_labels.compare_undo,
+        name="compare-undo",
+    ),
+    path(
+        "projects/<int:project_id>/my-labels/",
+        views_my_labels.my_labels,
+        name="my-labels",
+    ),
+    path(
+        "projects/<int:project_id>/my-labels/<int:label_id>/edit/",
+        views_my_labels.my_label_edit,
+        name="my-label-edit",
+    ),
+    path(
+        "projects/<int:project_id>/my-labels/<int:label_id>/undo/",
+        views_my_labels.my_label_undo,
+        name="my-label-undo",
     ),
 ]

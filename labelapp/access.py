@@ -107,6 +107,12 @@ def can_review_own_label(*, user: User) -> bool:
     return is_staff(user=user)
 
 
+def can_change_own_label(*, user: User, annotator_id: int) -> bool:
+    """Undo and edit (labelapp.queue.undo) are the annotator's alone: not even staff
+    or reviewers change someone else's answer (they review it)."""
+    return user.pk == annotator_id
+
+
 def can_create_projects(*, user: User) -> bool:
     return is_staff(user=user)
 

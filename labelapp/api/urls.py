@@ -1,7 +1,7 @@
 from django.urls import path
 from rest_framework.routers import DefaultRouter
 
-from labelapp.api import views, views_notes
+from labelapp.api import views, views_labels, views_notes
 
 app_name = "api"
 
@@ -10,7 +10,7 @@ router.register("projects", views.ProjectViewSet, basename="project")
 router.register("prompts", views.PromptViewSet, basename="prompt")
 router.register("responses", views.ResponseViewSet, basename="response")
 router.register("comparisons", views.ComparisonViewSet, basename="comparison")
-router.register("labels", views.LabelViewSet, basename="label")
+router.register("labels", views_labels.LabelViewSet, basename="label")
 router.register("assignments", views.AssignmentViewSet, basename="assignment")
 router.register("model-versions", views.ModelVersionViewSet, basename="modelversion")
 router.register("rounds", views.RoundViewSet, basename="round")

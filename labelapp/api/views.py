@@ -26,7 +26,11 @@ from labelapp.errors import NotFound, PermissionDenied
 from labelapp.jobs import job_retry
 from labelapp.loop.policy import policy_start
 from labelapp.loop.triggers import round_start, scoring_start, training_start
-from labelapp.queue import assignment_skip, comparison_next_for, label_submit
+from labelapp.queue import (
+    assignment_skip,
+    comparison_next_for,
+    label_submit,
+)
 from labelapp.selectors.rankings import (
     ITEM_NOT_FOUND,
     ranking_display_order,
@@ -43,7 +47,6 @@ from labelapp.services.content import (
 )
 from labelapp.services.projects import project_create_by, project_update
 from labelapp.services.rankings import ranking_rank
-from labelapp.services.reviews import label_review
 
 
 def _int_param(request: Request, name: str) -> int | None:
@@ -350,47 +353,6 @@ class ComparisonViewSet(_Scoped, viewsets.ModelViewSet):
 @extend_schema_view(
     list=extend_schema(
         parameters=[
-            *_int_params("project", "comparison", "annotator"),
-            _enum_param("review_state", ["pending", "accepted", "rejected"]),
-        ]
-    )
-)
-class LabelViewSet(_Scoped, viewsets.ReadOnlyModelViewSet):
-    model = models.Label
-    """Labels are written through assignments (annotators) and reviews (reviewers)."""
-
-    serializer_class = s.LabelSerializer
-
-    def scoped_queryset(self) -> QuerySet:
-        request = self.request
-        qs = selectors.labels_for(request.user)
-        qs = _filter_ints(
-            request,
-            qs,
-            {
-                "project": "comparison__project_id",
-                "comparison": "comparison_id",
-                "annotator": "annotator_id",
-            },
-        )
-        states = ["pending", "accepted", "rejected"]
-        if value := _choice_param(request, "review_state", states):
-            qs = qs.filter(review_state=value)
-        return qs
-
-    @extend_schema(request=s.ReviewInputSerializer, responses=s.LabelSerializer)
-    @action(detail=True, methods=["post"])
-    def review(self, request: Request, pk: str | None = None) -> HttpResponse:
-        label = self.get_object()
-        data = s.ReviewInputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        label = label_review(label=label, reviewer=request.user, **data.validated_data)
-        return HttpResponse(s.LabelSerializer(label).data)
-
-
-@extend_schema_view(
-    list=extend_schema(
-        parameters=[
             *_int_params("project"),
             _enum_param("state", ["leased", "labelled", "skipped", "expired"]),
         ]
@@ -431,10 +393,16 @@ class AssignmentViewSet(_Scoped, viewsets.ReadOnlyModelViewSet):
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
         )
 
-    @extend_schema(request=None, responses=s.AssignmentSerializer)
+    @extend_schema(request=s.SkipInputSerializer, responses=s.AssignmentSerializer)
     @action(detail=True, methods=["post"])
     def skip(self, request: Request, pk: str | None = None) -> HttpResponse:
-        assignment = assignment_skip(assignment_id=path_id(pk), annotator=request.user)
+        data = s.SkipInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        assignment = assignment_skip(
+            assignment_id=path_id(pk),
+            annotator=request.user,
+            reason=data.validated_data["reason"],
+        )
         return HttpResponse(s.AssignmentSerializer(assignment).data)
 
 

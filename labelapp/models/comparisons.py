@@ -153,6 +153,14 @@ class Assignment(models.Model):
     leased_at = models.DateTimeField()
     expires_at = models.DateTimeField()
     finished_at = models.DateTimeField(null=True, blank=True)
+    # db_default: the queue's hand-written INSERT (sql/next.sql) does not name it.
+    skip_reason = models.CharField(
+        max_length=200,
+        blank=True,
+        default="",
+        db_default="",
+        help_text="Why the annotator skipped (optional).",
+    )
 
     class Meta:
         constraints = [
@@ -237,6 +245,9 @@ class Label(models.Model):
     )
     reviewed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    edited_at = models.DateTimeField(
+        null=True, blank=True, help_text="When its annotator last edited it."
+    )
 
     class Meta:
         constraints = [

@@ -27,6 +27,11 @@ class Project(models.Model):
     lease_seconds = models.PositiveIntegerField(
         default=600, help_text="How long an annotator holds a comparison."
     )
+    undo_grace_seconds = models.PositiveIntegerField(
+        default=300,
+        help_text="How long an annotator may undo or edit their label while it is "
+        "unreviewed (0 turns undo and edit off).",
+    )
     gold_rate = models.FloatField(
         default=0.0, help_text="Fraction of served comparisons that are gold items."
     )

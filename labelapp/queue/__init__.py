@@ -30,7 +30,8 @@ and a lock wait does not refresh what its subqueries saw.
 Clock (``now``) and randomness (``rng``) are injected so tests control them.
 
 Where things live: ``leases`` (next), ``label`` (with ``label_input``, the one
-validator of label input), ``skip``, ``reclaim`` (bulk lease
+validator of label input), ``skip``, ``undo`` (undo and edit of one's own recent
+label), ``reclaim`` (bulk lease
 expiry), ``assignments`` (what they share: the assignment row, the comparison lock),
 ``sql/`` (the PL/pgSQL functions ``next`` calls), ``checks`` (the drift check),
 ``fastlane`` (the WSGI fast path for next and label).
@@ -55,20 +56,29 @@ from labelapp.queue.label_input import (
 )
 from labelapp.queue.leases import comparison_next_for
 from labelapp.queue.reclaim import leases_reclaim
-from labelapp.queue.skip import assignment_skip
+from labelapp.queue.skip import (
+    SKIP_REASON_MAX_CHARS,
+    assignment_skip,
+    skip_reason_problem,
+)
+from labelapp.queue.undo import label_edit, label_undo
 
 __all__ = [
     "MAX_DURATION_MS",
     "MAX_IDEMPOTENCY_KEY",
     "RATIONALE_MAX_CHARS",
+    "SKIP_REASON_MAX_CHARS",
     "STRENGTH_MAX",
     "STRENGTH_MIN",
     "assignment_skip",
     "canonical_choice",
     "comparison_next_for",
     "display_choice",
+    "label_edit",
     "label_input_problem",
     "label_input_problems",
     "label_submit",
+    "label_undo",
     "leases_reclaim",
+    "skip_reason_problem",
 ]

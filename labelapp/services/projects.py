@@ -39,6 +39,7 @@ from training.selection import STRATEGIES as SELECTION_STRATEGIES
 PROJECT_BOUNDS: dict[str, dict[str, float]] = {
     "overlap": {"min_value": 1, "max_value": 100},
     "lease_seconds": {"min_value": 10, "max_value": 2**31 - 1},
+    "undo_grace_seconds": {"min_value": 0, "max_value": 7 * 24 * 3600},
     "gold_rate": {"min_value": 0.0, "max_value": 1.0},
     "n_samples": {"min_value": 1, "max_value": 32767},
     "temperature": {"min_value": 0.0},
@@ -51,6 +52,7 @@ EDITABLE_FIELDS: tuple[str, ...] = (
     "guidelines",
     "overlap",
     "lease_seconds",
+    "undo_grace_seconds",
     "gold_rate",
     "gold_min_count",
     "gold_min_accuracy",

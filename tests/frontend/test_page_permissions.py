@@ -78,7 +78,13 @@ PAGES = {
     "review-label-note": ("post", "review-label-note", {"label_id": None}, {"body": "Why A?"}, row(LOGIN, 404, 403, 302, 302, 302)),
     "my-notes": ("get", "my-notes", {}, None, row(LOGIN, 404, 200, 200, 200, 403)),
     "my-notes-reply": ("post", "my-notes-reply", {"label_id": None}, {"body": "ok"}, row(LOGIN, 404, 404, 404, 404, 403)),
+    "compare-undo": ("post", "compare-undo", {}, {}, row(401, 404, 409, 409, 409, 403)),
+    "my-labels": ("get", "my-labels", {}, None, row(LOGIN, 404, 200, 200, 200, 403)),
+    "my-label-edit": ("post", "my-label-edit", {"label_id": None}, {"choice": "b", "strength": "1"}, row(LOGIN, 404, 404, 404, 404, 403)),
+    "my-label-undo": ("post", "my-label-undo", {"label_id": None}, {}, row(LOGIN, 404, 404, 404, 404, 403)),
 }  # fmt: skip
+# compare-undo: the members have no label of their own here, so nothing to undo
+# (409); my-label-edit/undo: the label is a colleague's (404: own labels only).
 # my-notes-reply: the label is a colleague's, so only its own annotator may answer
 # (tests/frontend/test_notes_pages.py); staff are no member (403).
 # export-download: the guard lets admins through to a job that is no export (404);

@@ -121,6 +121,9 @@ CASES = {
     "comparison-patch": ("patch", "/api/v1/comparisons/{comparison}/", {"priority": 3}, row(403, 403, 403, 403, 200, 200, 200)),
     "label-detail": ("get", "/api/v1/labels/{label}/", None, row(403, 404, 404, 200, 200, 200, 200)),
     "label-review": ("post", "/api/v1/labels/{label}/review/", {"state": "accepted"}, row(403, 404, 404, 200, 200, 200, 200)),
+    "label-undo-others": ("post", "/api/v1/labels/{label}/undo/", None, row(403, 404, 404, 403, 403, 403, 403)),
+    "label-edit-others": ("post", "/api/v1/labels/{label}/edit/", {"choice": "b", "strength": 1}, row(403, 404, 404, 403, 403, 403, 403)),
+    "skip-own-with-reason": ("post", "/api/v1/assignments/{own_assignment}/skip/", {"reason": "Prompt unclear"}, row(403, 404, 200, 404, 404, 404, 404)),
     "own-assignment": ("get", "/api/v1/assignments/{own_assignment}/", None, row(403, 404, 200, 404, 404, 200, 200)),
     "label-others-assignment": ("post", "/api/v1/assignments/{own_assignment}/label/", {"choice": "a", "strength": 1}, row(403, 404, 201, 404, 404, 404, 404)),
     "skip-others-assignment": ("post", "/api/v1/assignments/{colleague_assignment}/skip/", None, row(403, 404, 404, 404, 404, 404, 404)),
@@ -143,6 +146,8 @@ CASES = {
     "label-note-create": ("post", "/api/v1/label-notes/", {"label": "{label}", "body": "See rule 2."}, row(403, 404, 404, 201, 201, 201, 201)),
     "label-notes-read": ("post", "/api/v1/label-notes/read/", {}, row(403, 200, 200, 200, 200, 200, 200)),
 }  # fmt: skip
+# Undo and edit are the label's annotator's alone: whoever may see someone else's
+# label (reviewers, admins, staff) is refused (403), the rest cannot see it (404).
 # Less obvious cells: staff are not project members, so they get no queue (404);
 # reviewers and admins label too (they are members); the outsider annotates another
 # project and sees nothing of this one. Ranking is labelling: staff see a ranking

@@ -18,6 +18,7 @@ const cfg = {
   nextUrl: root.dataset.nextUrl,
   labelUrl: root.dataset.labelUrl,
   skipUrl: root.dataset.skipUrl,
+  undoUrl: root.dataset.undoUrl,
 };
 const OUTBOX_KEY = `pairloop.outbox.v1.user-${cfg.userId}`;
 const RETRY_MIN_MS = 500;
@@ -36,6 +37,8 @@ const el = {
   rationale: $("rationale"),
   formHint: $("form-hint"),
   skip: $("skip"),
+  skipReason: $("skip-reason"),
+  undo: $("undo"),
   outboxStatus: $("outbox-status"),
   errorStatus: $("error-status"),
   timer: $("timer"),
@@ -557,11 +560,53 @@ function skipCurrent(startedAt) {
     assignmentId: current.assignment_id,
     comparisonId: current.comparison_id,
     url: cfg.skipUrl.replace("{id}", String(current.assignment_id)),
-    body: {},
+    body: { reason: el.skipReason.value },
   });
-  toast("Skipped");
+  toast(el.skipReason.value ? `Skipped: ${el.skipReason.value}` : "Skipped");
   advance(startedAt);
 }
+
+// Undo the last label (key u): once the outbox has delivered it, the server deletes
+// it and leases its pair back; the pair comes back on screen with the old answer
+// selected, and the pair that was showing comes next (its lease is kept).
+let undoing = false;
+
+async function undoLast() {
+  if (undoing || !el.undo) return; // no button: the project has undo off
+  undoing = true;
+  try {
+    await outbox.drain();
+    const response = await postJson(cfg.undoUrl, {});
+    let body = {};
+    try {
+      body = await response.json();
+    } catch {
+      /* not JSON */
+    }
+    if (!response.ok || !body.assignment) {
+      toast(body.detail || `Undo failed: HTTP ${response.status}`);
+      return;
+    }
+    if (state.current && state.current.assignment_id !== body.assignment.assignment_id) {
+      state.prefetched = state.current;
+    }
+    state.exhausted = false;
+    state.progress = body.progress;
+    renderProgress();
+    show(body.assignment);
+    const answer = body.answer;
+    choose("choice", answer.choice);
+    if (answer.strength) choose("strength", String(answer.strength));
+    el.rationale.value = answer.rationale || "";
+    root.dataset.undone = String(answer.label_id);
+    toast(`Undone: your label on comparison #${body.assignment.comparison_id}; answer it again`);
+  } catch {
+    toast("Undo failed: the server is unreachable; try again");
+  } finally {
+    undoing = false;
+  }
+}
+if (el.undo) el.undo.addEventListener("click", () => undoLast());
 
 el.form.addEventListener("submit", (event) => {
   event.preventDefault();
@@ -618,6 +663,12 @@ document.addEventListener("keydown", (event) => {
   if (event.key === "g") {
     event.preventDefault();
     el.guidelines.open = !el.guidelines.open;
+    return;
+  }
+  if (event.key === "u" || event.key === "U") {
+    // Also when nothing is left to label: the last pair can still be taken back.
+    event.preventDefault();
+    undoLast();
     return;
   }
   if (!state.current) return;

@@ -3,9 +3,11 @@
 its tests import them from here."""
 
 from labelapp.api.serializers.annotation import (
+    LabelEditInputSerializer,
     LabelInputSerializer,
     NextSerializer,
     ReviewInputSerializer,
+    SkipInputSerializer,
     SubmittedLabelSerializer,
 )
 from labelapp.api.serializers.common import (
@@ -57,6 +59,7 @@ __all__ = [
     "ComparisonSerializer",
     "ComparisonUpdateSerializer",
     "JobSerializer",
+    "LabelEditInputSerializer",
     "LabelInputSerializer",
     "LabelNoteInputSerializer",
     "LabelNoteSerializer",
@@ -78,6 +81,7 @@ __all__ = [
     "ReviewInputSerializer",
     "RoundSerializer",
     "SafeJSONField",
+    "SkipInputSerializer",
     "SubmittedLabelSerializer",
     "TiersField",
     "enum_field",

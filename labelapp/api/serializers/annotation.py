@@ -19,6 +19,7 @@ from labelapp.queue import (
     MAX_DURATION_MS,
     MAX_IDEMPOTENCY_KEY,
     RATIONALE_MAX_CHARS,
+    SKIP_REASON_MAX_CHARS,
     STRENGTH_MAX,
     STRENGTH_MIN,
     display_choice,
@@ -95,10 +96,7 @@ def _service_check(field: str) -> object:
     return validate
 
 
-# Coerces the body's types and documents the schema; the rules are the service's
-# (labelapp.queue.label_input), reported as field errors. (A comment, not a
-# docstring: drf-spectacular would publish a docstring in the schema.)
-class LabelInputSerializer(serializers.Serializer):
+class _AnswerInput(serializers.Serializer):
     choice = enum_field(Choice.values, help_text="Display terms.")
     strength = _SchemaInteger(
         min_value=STRENGTH_MIN,
@@ -112,18 +110,10 @@ class LabelInputSerializer(serializers.Serializer):
     rationale = _SchemaText(
         max_length=RATIONALE_MAX_CHARS, required=False, allow_blank=True, default=""
     )
-    duration_ms = _SchemaInteger(
-        min_value=0, max_value=MAX_DURATION_MS, required=False, allow_null=True
-    )
-    idempotency_key = _SchemaText(
-        max_length=MAX_IDEMPOTENCY_KEY, required=False, allow_blank=True, default=""
-    )
 
     validate_choice = _service_check("choice")
     validate_strength = _service_check("strength")
     validate_rationale = _service_check("rationale")
-    validate_duration_ms = _service_check("duration_ms")
-    validate_idempotency_key = _service_check("idempotency_key")
 
     def validate(self, attrs: dict) -> dict:
         # The one rule across fields (a and b need a strength), the service's too.
@@ -140,6 +130,37 @@ class LabelInputSerializer(serializers.Serializer):
                 }
             )
         return attrs
+
+
+# Coerces the body's types and documents the schema; the rules are the service's
+# (labelapp.queue.label_input), reported as field errors. (A comment, not a
+# docstring: drf-spectacular would publish a docstring in the schema.)
+class LabelInputSerializer(_AnswerInput):
+    duration_ms = _SchemaInteger(
+        min_value=0, max_value=MAX_DURATION_MS, required=False, allow_null=True
+    )
+    idempotency_key = _SchemaText(
+        max_length=MAX_IDEMPOTENCY_KEY, required=False, allow_blank=True, default=""
+    )
+
+    validate_duration_ms = _service_check("duration_ms")
+    validate_idempotency_key = _service_check("idempotency_key")
+
+
+# Editing one's own label (labelapp.queue.label_edit): the answer, in display terms
+# as on the compare page; the same rules as a new label.
+class LabelEditInputSerializer(_AnswerInput):
+    pass
+
+
+class SkipInputSerializer(serializers.Serializer):
+    reason = serializers.CharField(
+        max_length=SKIP_REASON_MAX_CHARS,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="Why you skip (optional; shown to the project's admins).",
+    )
 
 
 class SubmittedLabelSerializer(serializers.Serializer):

@@ -332,6 +332,7 @@ class LabelSerializer(serializers.ModelSerializer):
             "reviewed_by",
             "reviewed_at",
             "created_at",
+            "edited_at",
         ]
         read_only_fields = fields
 
@@ -350,6 +351,7 @@ class AssignmentSerializer(serializers.ModelSerializer):
             "leased_at",
             "expires_at",
             "finished_at",
+            "skip_reason",
         ]
         read_only_fields = fields
 
