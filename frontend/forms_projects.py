@@ -47,6 +47,7 @@ SECTIONS: list[tuple[str, tuple[str, ...]]] = [
             "max_new_tokens",
             "pairs_per_prompt",
             "pair_mix",
+            "round_ranking_k",
             "round_prompt_limit",
         ),
     ),
@@ -104,6 +105,7 @@ class ProjectForm(forms.ModelForm):
             "auto_rounds": "Start a round automatically after each promotion",
             "rm_config": "Reward-model training settings (JSON)",
             "pair_mix": "Pair-selection mix (JSON)",
+            "round_ranking_k": "Ranking task per prompt: K samples (0 = pairs only)",
             "selection_strategy": "Queue order: random, uncertainty, disagreement, "
             'gap, or a mix as JSON ({"uncertainty": 0.5, "random": 0.5})',
             "auto_policy": "Train the policy automatically after a round",

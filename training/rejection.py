@@ -450,6 +450,22 @@ def propose_pairs(
 # --------------------------------------------------------------------------------
 
 
+def ranking_picks(samples: Sequence[Sample], k: int) -> list[Sample]:
+    """Up to ``k`` distinct samples for one K-way ranking task: the best, the worst
+    and evenly spread between them by score (several pairs per human minute, over
+    the whole range the policy produced). Unscored samples (no reward model yet)
+    are taken in sample order. Fewer than two distinct samples, or k < 2: none."""
+    unique = [s for s in samples if s.duplicate_of is None]
+    if k < 2 or len(unique) < 2:
+        return []
+    if len(unique) <= k:
+        return unique
+    if all(s.score is not None for s in unique):
+        unique = sorted(unique, key=lambda s: (-s.score, s.index))
+    n = len(unique)
+    return [unique[round(i * (n - 1) / (k - 1))] for i in range(k)]
+
+
 def round_stats(results: Sequence[PromptResult], pairs: Sequence[PairProposal]) -> dict:
     """Reward distribution, diversity, length bias and duplicates of a round."""
     samples = [s for r in results for s in r.samples]

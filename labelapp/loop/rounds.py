@@ -32,6 +32,7 @@ from labelapp.models import (
     text_hash,
 )
 from labelapp.services.projects import sampler_config_problems
+from labelapp.services.rankings import ranking_item_create
 from training.bon_stats import heads_disagreement
 from training.data_guard import (
     GuardConfig,
@@ -39,6 +40,7 @@ from training.data_guard import (
     select_pairs,
     select_sft,
 )
+from training.rejection import ranking_picks
 
 # The sampler backend of rounds frozen before projects had one (issue 19).
 DEFAULT_SAMPLER_BACKEND = "transformers"
@@ -398,7 +400,12 @@ def _round_write(
             list(comparisons.values()), ignore_conflicts=True
         )
         new_comparisons = Comparison.objects.filter(project=project).count() - before_c
-        stats = {**result.stats, "policy_data": _policy_picks(guard, prompt_ids, ids)}
+        ranking_items = _round_ranking_items(project, prompt_ids, result, ids)
+        stats = {
+            **result.stats,
+            "policy_data": _policy_picks(guard, prompt_ids, ids),
+            "ranking_items": ranking_items,
+        }
         Round.objects.filter(pk=rnd.pk).update(
             status=Round.Status.DONE,
             stats=_json_safe(stats),
@@ -408,7 +415,29 @@ def _round_write(
         "responses": new_responses,
         "sft_examples": len(sft),
         "comparisons": new_comparisons,
+        "ranking_items": ranking_items,
     }
+
+
+def _round_ranking_items(
+    project: Project, prompt_ids: list[int], result, ids: dict
+) -> int:
+    """With ``round_ranking_k`` >= 2, one K-way ranking task per prompt from its
+    samples (training.rejection.ranking_picks: best, worst, between); ranking items
+    are unique per set of responses, so a repeat creates none twice."""
+    made = 0
+    for pr in result.prompts if project.round_ranking_k >= 2 else ():
+        picks = ranking_picks(pr.samples, project.round_ranking_k)
+        prompt_id = prompt_ids[pr.index]
+        response_ids = list(
+            dict.fromkeys(ids[(prompt_id, text_hash(s.text))] for s in picks)
+        )
+        if len(response_ids) >= 2:
+            ranking_item_create(
+                project=project, prompt_id=prompt_id, response_ids=response_ids
+            )
+            made += 1
+    return made
 
 
 def _json_safe(value):

@@ -54,6 +54,11 @@ class Project(models.Model):
     max_new_tokens = models.PositiveIntegerField(default=256)
     pairs_per_prompt = models.PositiveSmallIntegerField(default=1)
     pair_mix = models.JSONField(default=default_pair_mix)
+    round_ranking_k = models.PositiveSmallIntegerField(
+        default=0,
+        help_text="0 or 1: rounds propose pairs only; 2-9: each prompt of a round also "
+        "gets a ranking task of this many samples (best, worst and between).",
+    )
     round_prompt_limit = models.PositiveIntegerField(
         default=32, help_text="Prompts sampled per rejection-sampling round."
     )

@@ -42,6 +42,7 @@ PROJECT_BOUNDS: dict[str, dict[str, float]] = {
     "undo_grace_seconds": {"min_value": 0, "max_value": 7 * 24 * 3600},
     "gold_rate": {"min_value": 0.0, "max_value": 1.0},
     "n_samples": {"min_value": 1, "max_value": 32767},
+    "round_ranking_k": {"min_value": 0, "max_value": 9},  # a ranking's most
     "temperature": {"min_value": 0.0},
     "top_p": {"max_value": 1.0},  # and > 0: top_p_problems
 }
@@ -66,6 +67,7 @@ EDITABLE_FIELDS: tuple[str, ...] = (
     "max_new_tokens",
     "pairs_per_prompt",
     "pair_mix",
+    "round_ranking_k",
     "round_prompt_limit",
     "selection_strategy",
     "retrain_threshold",

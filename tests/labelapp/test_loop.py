@@ -13,7 +13,16 @@ from django.utils import timezone
 from labelapp.datasets.importing import import_files
 from labelapp.jobs import Reporter, Superseded
 from labelapp.loop import overview, reward, rounds, triggers
-from labelapp.models import Comparison, Job, ModelVersion, Project, Round, SFTExample
+from labelapp.models import (
+    Comparison,
+    Job,
+    ModelVersion,
+    Project,
+    RankingItem,
+    Response,
+    Round,
+    SFTExample,
+)
 from tests.training.conftest import save_tiny_base
 
 pytestmark = pytest.mark.django_db
@@ -248,3 +257,35 @@ def test_a_superseded_execution_registers_nothing(project, kind):
     assert Comparison.objects.count() == before
     assert not Round.objects.filter(status="done").exists()
     assert not SFTExample.objects.exists()
+
+
+def test_a_round_proposes_k_way_ranking_tasks_from_its_samples(project):
+    """With round_ranking_k, each prompt of a round also gets one ranking item of
+    its samples (best, worst and between once a reward model scores them)."""
+    project.round_ranking_k = 3
+    project.n_samples = 4
+    project.max_new_tokens = 6
+    project.save()
+    run(Job.objects.create(project=project, kind="train_rm"), reward.reward_model_train)
+    job = Job.objects.create(project=project, kind="round")
+    result = run(job, rounds.round_run)
+    rnd = Round.objects.get(project=project, status="done")
+    items = list(RankingItem.objects.filter(project=project))
+    assert result["ranking_items"] == len(items) == rnd.stats["ranking_items"] > 0
+    for item in items:
+        # The round's samples of the prompt: new ones, and earlier responses with
+        # the same text (stored once), all scored by this round's reward model.
+        sampled = {
+            r.pk: r.reward
+            for r in Response.objects.filter(
+                prompt_id=item.prompt_id, reward_version=rnd.reward_version
+            )
+        }
+        assert 2 <= len(item.response_ids) <= 3
+        assert set(item.response_ids) <= set(sampled)
+        # Best and worst of the prompt's scored samples are both in the task.
+        picked = sorted(sampled[i] for i in item.response_ids)
+        assert picked[0] == min(sampled.values())
+        assert picked[-1] == max(sampled.values())
+    assert run(job, rounds.round_run) == {"round": rnd.number, "already": "done"}
+    assert RankingItem.objects.filter(project=project).count() == len(items)

@@ -10,7 +10,9 @@ from tests.training._bon_fixtures import CONVERSATIONS, tiny_sampler
 from training import bon_stats
 from training.rejection import (
     RoundConfig,
+    Sample,
     propose_pairs,
+    ranking_picks,
     run_round,
     should_stop,
 )
@@ -307,3 +309,31 @@ def test_propose_pairs_is_deterministic_per_seed():
     result = one_pair_round("random")
     again = propose_pairs(result.prompts, result.config, scored=True)
     assert again == result.pairs
+
+
+def _samples(scores, duplicates=()):
+    return [
+        Sample(
+            index=i,
+            text=f"s{i}",
+            token_count=1,
+            finish_reason="stop",
+            score=score,
+            duplicate_of=0 if i in duplicates else None,
+        )
+        for i, score in enumerate(scores)
+    ]
+
+
+def test_ranking_picks_spread_best_middle_worst():
+    samples = _samples([0.1, 0.9, 0.5, 0.3, 0.7, 0.2])
+    # By score: 0.9 0.7 0.5 0.3 0.2 0.1; three picks at ranks 0, 2.5 -> 2, 5.
+    assert [s.score for s in ranking_picks(samples, 3)] == [0.9, 0.5, 0.1]
+    assert [s.score for s in ranking_picks(samples, 4)] == [0.9, 0.5, 0.3, 0.1]
+    assert len(ranking_picks(samples, 9)) == 6  # all of them, best first
+    # Duplicates never enter; unscored samples keep sample order.
+    dup = _samples([0.4, 0.4, 0.8], duplicates={1})
+    assert [s.index for s in ranking_picks(dup, 3)] == [0, 2]
+    unscored = _samples([None] * 5)
+    assert [s.index for s in ranking_picks(unscored, 3)] == [0, 2, 4]
+    assert ranking_picks(samples, 1) == [] and ranking_picks(samples[:1], 3) == []
