@@ -147,6 +147,16 @@ def bootstrap_mean(values: list[float], seed: int = 0, b: int = 2000):
     return statistics.fmean(values), means[int(0.025 * b)], means[int(0.975 * b) - 1]
 
 
+def _grid(text: str) -> list[tuple[float, float]]:
+    try:
+        pairs = [tuple(float(x) for x in item.split(":")) for item in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not T:top_p,...: {text!r}") from None
+    if not pairs or any(len(p) != 2 for p in pairs):
+        raise argparse.ArgumentTypeError(f"not T:top_p,...: {text!r}")
+    return [(t, p) for t, p in pairs]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=HH)
@@ -155,6 +165,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument(
+        "--grid",
+        type=_grid,
+        default=GRID,
+        help='settings to compare, "T:top_p,T:top_p" (default: the whole grid)',
+    )
     args = ap.parse_args(argv)
 
     from training.bon_stats import distinct_n
@@ -178,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         ]
     )
     rows: list[dict[str, Any]] = []
-    for temperature, top_p in GRID:
+    for temperature, top_p in args.grid:
         t0 = time.perf_counter()
         samples = sampler.sample(
             [c for c, _ in items],

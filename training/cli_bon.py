@@ -126,8 +126,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--n", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=256)
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--top-p", type=float, default=1.0)
+    # The measured defaults (docs/benchmarks.md, bench/sampling_defaults.py), as
+    # Project.temperature/top_p.
+    parser.add_argument("--temperature", type=float, default=0.9)
+    parser.add_argument("--top-p", type=float, default=0.95)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, help="use only the first LIMIT prompts")
     parser.add_argument("--pairs-per-prompt", type=int, default=1)
