@@ -37,8 +37,19 @@ from training.sampling import (
     Sampler,
     validate_request,
 )
+from training.selection import Candidate, from_head_rewards, selection_score
 
-PAIR_STRATEGIES = ("best_vs_runner_up", "best_vs_random", "closest", "random")
+# The last two are the human queue's selection strategies (training.selection)
+# applied to a prompt's samples; the queue's "uncertainty" is "closest" here (the
+# same P(A > B) from the mean reward).
+PAIR_STRATEGIES = (
+    "best_vs_runner_up",
+    "best_vs_random",
+    "closest",
+    "random",
+    "disagreement",
+    "gap",
+)
 DEFAULT_PAIR_MIX = {
     "best_vs_runner_up": 0.25,
     "best_vs_random": 0.25,
@@ -79,7 +90,11 @@ class RoundConfig:
     """Share of proposed pairs per strategy: ``best_vs_runner_up`` (the reward
     model's closest call at the top), ``best_vs_random`` (audits the pick),
     ``closest`` (the closest-scored pair: most informative for the reward model),
-    ``random``. Weights are normalised; ignored without a scorer (random only)."""
+    ``random``, and the queue's ``disagreement`` (the pair whose reward difference
+    the ensemble heads disagree on most; needs an ensemble RM, else it falls back
+    to random, recorded as such) and ``gap`` (large predicted gap weighted by
+    uncertainty), both as ``training.selection`` scores them. Weights are
+    normalised; ignored without a scorer (random only)."""
     pairs_per_prompt: int = 1
     """Pairs proposed per prompt (fewer where a prompt has too few unique samples)."""
     adaptive: bool = False
@@ -131,6 +146,9 @@ class Sample:
     score: float | None = None
     duplicate_of: int | None = None
     """Index of the earlier identical sample, for exact duplicates."""
+    heads: list[float] | None = None
+    """The rewards by ensemble head, when the scorer reports them (``score`` is
+    their mean)."""
 
 
 @dataclass
@@ -219,12 +237,18 @@ def _score(
         scores = scorer([r.conversation for r, _ in todo], [s.text for _, s in todo])
         if len(scores) != len(todo):
             raise RuntimeError(f"scorer returned {len(scores)} scores for {len(todo)}")
-        for (_, sample), score in zip(todo, scores, strict=True):
+        # training.scoring.RewardScorer keeps each item's rewards by head.
+        by_head = getattr(scorer, "head_rewards", None)
+        for (r, sample), score in zip(todo, scores, strict=True):
             sample.score = float(score)
+            if by_head is not None:
+                row = by_head.get(scorer.key(r.conversation, sample.text))  # type: ignore[attr-defined]
+                sample.heads = None if row is None else [float(x) for x in row]
     for r in results:
         for s in r.samples:
             if s.duplicate_of is not None:
                 s.score = r.samples[s.duplicate_of].score
+                s.heads = r.samples[s.duplicate_of].heads
 
 
 def _best_index(samples: Sequence[Sample]) -> int | None:
@@ -392,8 +416,31 @@ def _candidates(
         pairs = [(a, b) for i, a in enumerate(ranked) for b in ranked[i + 1 :]]
         return sorted(pairs, key=lambda p: (abs(p[0].score - p[1].score), p[0].index))
     pairs = [(a, b) for i, a in enumerate(ranked) for b in ranked[i + 1 :]]
+    if strategy in ("disagreement", "gap"):
+        return _selection_order(strategy, pairs)
     rng.shuffle(pairs)
     return pairs
+
+
+def _selection_order(
+    strategy: str, pairs: list[tuple[Sample, Sample]]
+) -> list[tuple[Sample, Sample]]:
+    """``pairs`` by the queue's selection score (highest first; ties keep the
+    best-first order). ``disagreement`` needs every sample's head rewards from an
+    ensemble of two or more heads: without them it offers nothing and the pair
+    falls back to random."""
+
+    def candidate(a: Sample, b: Sample) -> Candidate:
+        if a.heads and b.heads and len(a.heads) == len(b.heads):
+            return from_head_rewards("", a.heads, b.heads)
+        return Candidate("", (a.score or 0.0) - (b.score or 0.0))
+
+    if strategy == "disagreement" and not all(
+        s.heads is not None and len(s.heads) >= 2 for p in pairs for s in p
+    ):
+        return []
+    scored = [(selection_score(candidate(a, b), strategy), (a, b)) for a, b in pairs]
+    return [p for _, p in sorted(scored, key=lambda x: -x[0])]
 
 
 def propose_pairs(

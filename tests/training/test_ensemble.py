@@ -111,3 +111,34 @@ def test_heads_disagreement_counts_prompts_whose_best_sample_differs() -> None:
     same = [[[r, r] for r, _ in p] for p in (agree, differ)]
     assert heads_disagreement(same)["share"] == 0.0
     assert heads_disagreement([[[0.1], [0.2]]]) is None
+
+
+def test_a_round_with_a_real_ensemble_rm_proposes_by_head_disagreement(
+    tmp_path: Path,
+) -> None:
+    from tests.training._bon_fixtures import CONVERSATIONS, tiny_sampler
+    from training.rejection import RoundConfig, run_round
+    from training.scoring import RewardScorer
+    from training.selection import from_head_rewards
+
+    base = save_tiny_base(tmp_path / "base", "encoder")
+    train(synthetic_pairs(32, seed=2), tiny_config(base, ensemble_heads=3),
+          out_dir=tmp_path / "v")  # fmt: skip
+    scorer = RewardScorer(tmp_path / "v", device="cpu")
+    config = RoundConfig(n=4, max_new_tokens=6, pair_mix={"disagreement": 1.0})
+    result = run_round(CONVERSATIONS[:2], tiny_sampler(), scorer, config)
+    assert len(result.pairs) == 2
+    for prompt, pair in zip(result.prompts, result.pairs, strict=True):
+        unique = prompt.unique
+        assert all(len(s.heads) == 3 for s in unique)
+        assert pair.strategy == "disagreement"
+        variances = [
+            from_head_rewards("", a.heads, b.heads).diff_var
+            for i, a in enumerate(unique)
+            for b in unique[i + 1 :]
+        ]
+        by_index = {s.index: s for s in unique}
+        picked = from_head_rewards(
+            "", by_index[pair.a_index].heads, by_index[pair.b_index].heads
+        ).diff_var
+        assert picked == max(variances) > 0

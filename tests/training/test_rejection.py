@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -337,3 +338,68 @@ def test_ranking_picks_spread_best_middle_worst():
     unscored = _samples([None] * 5)
     assert [s.index for s in ranking_picks(unscored, 3)] == [0, 2, 4]
     assert ranking_picks(samples, 1) == [] and ranking_picks(samples[:1], 3) == []
+
+
+class HeadScorer:
+    """An ensemble stand-in with RewardScorer's interface: the reward is the heads'
+    mean and ``head_rewards`` keeps each item's rewards by head."""
+
+    def __init__(self, heads: dict[str, list[float]]) -> None:
+        self.heads = heads
+        self.head_rewards: dict = {}
+
+    @staticmethod
+    def key(conversation, response):
+        return json.dumps(list(conversation), sort_keys=True), response
+
+    def __call__(self, conversations, responses):
+        for c, r in zip(conversations, responses, strict=True):
+            self.head_rewards[self.key(c, r)] = self.heads[r]
+        return [sum(self.heads[r]) / len(self.heads[r]) for r in responses]
+
+
+# Means: a 0, b 1, c 1, d 2 (best first: d, b, c, a). Per-head differences
+# (hand-computed): d-b [3, -1] var 4 gap 2; d-c [1, 1] var 0; d-a [4, 0] var 4
+# gap 4; b-c [-2, 2] var 4 gap 0; b-a [1, 1] var 0; c-a [3, -1] var 4 gap 2.
+HEADS = {"a": [0, 0], "b": [1, 1], "c": [3, -1], "d": [4, 0]}
+
+
+def heads_round(strategy: str, scorer=None):
+    return run_round(
+        [conv("h")],
+        ScriptedSampler({"h": ["a", "b", "c", "d"]}),
+        scorer or HeadScorer(HEADS),
+        RoundConfig(n=4, pair_mix={strategy: 1.0}),
+    )
+
+
+def test_samples_carry_the_ensemble_heads_rewards():
+    result = heads_round("random")
+    assert {s.text: s.heads for s in result.prompts[0].samples} == HEADS
+    assert [s.score for s in result.prompts[0].samples] == [0, 1, 1, 2]
+
+
+def test_disagreement_proposes_the_pair_the_heads_disagree_on_most():
+    (pair,) = heads_round("disagreement").pairs
+    # var 4 ties between d-b, d-a, b-c and c-a: the best-first order picks d-b.
+    assert (pair.a_text, pair.b_text, pair.strategy) == ("d", "b", "disagreement")
+
+
+def test_gap_proposes_a_large_gap_the_heads_are_unsure_about():
+    (pair,) = heads_round("gap").pairs
+    assert (pair.a_text, pair.b_text, pair.strategy) == ("d", "a", "gap")
+
+
+def test_without_heads_disagreement_falls_back_to_random_and_gap_to_bernoulli():
+    (pair,) = one_pair_round("disagreement").pairs[:1]
+    assert pair.strategy == "random"  # one head: nothing to disagree about
+    # gap = |diff| * 4 p (1 - p), p = sigmoid(diff): for prompt p (a 0.1, b 2.0,
+    # c 1.0, d 1.9) the largest is d-a (1.8 -> 0.877) over b-a (1.9 -> 0.859).
+    first = one_pair_round("gap").pairs[0]
+    assert (first.a_text, first.b_text, first.strategy) == ("d", "a", "gap")
+
+
+def test_pair_mix_accepts_the_queue_strategies_and_names_unknown_ones():
+    RoundConfig(pair_mix={"gap": 1, "disagreement": 1}).validate()
+    with pytest.raises(BadSamplingInput, match="uncertainty"):
+        RoundConfig(pair_mix={"uncertainty": 1}).validate()

@@ -45,7 +45,8 @@ class ProjectSerializer(serializers.ModelSerializer):
         required=False,
         validators=[validate_pair_mix],
         help_text="Share of proposed pairs per strategy (best_vs_runner_up, "
-        "best_vs_random, closest, random); weights >= 0, not all 0.",
+        "best_vs_random, closest, random, disagreement, gap); weights >= 0, not "
+        "all 0.",
     )
     selection_strategy = SafeJSONField(
         required=False,
