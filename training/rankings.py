@@ -54,8 +54,13 @@ def check_tiers(tiers: object, items: Sequence[T]) -> list[list[T]]:
         if not members:
             raise RankingError(f"tier {i} is empty")
         for member in members:
-            # bool is an int in Python; True must not pass for response 1.
-            if isinstance(member, bool) or member not in allowed:
+            # bool is an int in Python; True must not pass for response 1. An
+            # unhashable value (a dict, from JSON) is simply not one of the items.
+            try:
+                known = not isinstance(member, bool) and member in allowed
+            except TypeError:
+                known = False
+            if not known:
                 raise RankingError(
                     f"tier {i} holds {member!r}, which is not one of the responses "
                     f"({_show(items)})"
