@@ -46,6 +46,9 @@ def rank(request: HttpRequest, project: Project, role: str) -> HttpResponse:
         "rank_url_template": reverse("api:rankingitem-rank", kwargs={"pk": 0}).replace(
             "/0/", "/{id}/"
         ),
+        "skip_url_template": reverse("api:rankingitem-skip", kwargs={"pk": 0}).replace(
+            "/0/", "/{id}/"
+        ),
     }
     return render(request, "frontend/rank.html", context)
 
