@@ -17,7 +17,8 @@ from frontend.views import _json_login_required
 from labelapp.api.serializers import RankingItemSerializer
 from labelapp.errors import DomainError
 from labelapp.models import Project, RankingItem
-from labelapp.selectors.rankings import ranking_item_next_for, ranking_item_payload
+from labelapp.queue.rankings import ranking_item_lease_for
+from labelapp.selectors.rankings import ranking_item_payload
 
 
 def payload_with_html(item: RankingItem, user: Any) -> dict[str, Any]:
@@ -45,6 +46,9 @@ def rank(request: HttpRequest, project: Project, role: str) -> HttpResponse:
         "rank_url_template": reverse("api:rankingitem-rank", kwargs={"pk": 0}).replace(
             "/0/", "/{id}/"
         ),
+        "skip_url_template": reverse("api:rankingitem-skip", kwargs={"pk": 0}).replace(
+            "/0/", "/{id}/"
+        ),
     }
     return render(request, "frontend/rank.html", context)
 
@@ -53,14 +57,15 @@ def rank(request: HttpRequest, project: Project, role: str) -> HttpResponse:
 @require_GET
 @project_page(role="annotate")
 def rank_next(request: HttpRequest, project: Project, role: str) -> JsonResponse:
-    """``{"item": payload | null}``: the next item to rank (null when none, or the
-    membership is paused); always 200 so the page tells "none" from an error."""
+    """``{"item": payload | null}``: the next item to rank, leased to the
+    annotator (null when none, or the membership is paused); always 200 so the page
+    tells "none" from an error. A reload asks again and gets the same lease back."""
     try:
-        item = ranking_item_next_for(annotator=request.user, project_id=project.pk)
+        lease = ranking_item_lease_for(annotator=request.user, project_id=project.pk)
     except DomainError as exc:
         return JsonResponse(
             {"detail": str(exc), "code": exc.code}, status=exc.http_status
         )
     return JsonResponse(
-        {"item": payload_with_html(item, request.user) if item else None}
+        {"item": payload_with_html(lease.item, request.user) if lease else None}
     )

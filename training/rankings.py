@@ -54,8 +54,13 @@ def check_tiers(tiers: object, items: Sequence[T]) -> list[list[T]]:
         if not members:
             raise RankingError(f"tier {i} is empty")
         for member in members:
-            # bool is an int in Python; True must not pass for response 1.
-            if isinstance(member, bool) or member not in allowed:
+            # bool is an int in Python; True must not pass for response 1. An
+            # unhashable value (a dict, from JSON) is simply not one of the items.
+            try:
+                known = not isinstance(member, bool) and member in allowed
+            except TypeError:
+                known = False
+            if not known:
                 raise RankingError(
                     f"tier {i} holds {member!r}, which is not one of the responses "
                     f"({_show(items)})"
@@ -113,3 +118,31 @@ def aggregate_rankings(
         for pair, p in implied_pairs(tiers, list(items)).items():
             values.setdefault(pair, []).append(p)
     return {pair: (statistics.fmean(ps), len(ps)) for pair, ps in values.items()}
+
+
+def gold_pair_agreement(
+    tiers: Sequence[Sequence[T]],
+    gold_tiers: Sequence[Sequence[T]],
+    items: Iterable[T],
+) -> tuple[int, int]:
+    """``(correct, n)``: how many of the ``n`` pairs a gold ranking implies one
+    annotator's ranking implies the same way (the same winner, or a tie for a
+    tie). A gold pair the annotator's ranking leaves unordered (both unranked in a
+    top-k ranking) counts as a miss: the gold order says something about it and
+    the annotator did not. This is the gold accuracy of a ranking, pair by pair,
+    so it reads like pairwise gold accuracy (the share of gold pairs answered
+    right); ``correct / n`` is a monotone transform of Kendall's tau-b between the
+    two orders for full rankings without ties."""
+    items = list(items)
+    gold = implied_pairs(gold_tiers, items)
+    given = implied_pairs(tiers, items)
+    correct = sum(
+        1
+        for pair, p in gold.items()
+        if pair in given and _side(given[pair]) == _side(p)
+    )
+    return correct, len(gold)
+
+
+def _side(p: float) -> int:
+    return 1 if p > 0.5 else -1 if p < 0.5 else 0

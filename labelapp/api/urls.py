@@ -1,7 +1,7 @@
 from django.urls import path
 from rest_framework.routers import DefaultRouter
 
-from labelapp.api import views, views_labels, views_notes
+from labelapp.api import views, views_labels, views_notes, views_rankings
 
 app_name = "api"
 
@@ -15,7 +15,10 @@ router.register("assignments", views.AssignmentViewSet, basename="assignment")
 router.register("model-versions", views.ModelVersionViewSet, basename="modelversion")
 router.register("rounds", views.RoundViewSet, basename="round")
 router.register("jobs", views.JobViewSet, basename="job")
-router.register("ranking-items", views.RankingItemViewSet, basename="rankingitem")
+router.register(
+    "ranking-items", views_rankings.RankingItemViewSet, basename="rankingitem"
+)
+router.register("rankings", views_rankings.RankingViewSet, basename="ranking")
 router.register("label-notes", views_notes.LabelNoteViewSet, basename="labelnote")
 
 urlpatterns = [

@@ -31,14 +31,8 @@ from labelapp.queue import (
     comparison_next_for,
     label_submit,
 )
-from labelapp.selectors.rankings import (
-    ITEM_NOT_FOUND,
-    ranking_display_order,
-    ranking_item_for,
-    ranking_item_next_for,
-    ranking_item_payload,
-    tiers_to_display,
-)
+from labelapp.queue.rankings import ranking_item_lease_for
+from labelapp.selectors.rankings import ranking_item_payload
 from labelapp.services.content import (
     comparison_create,
     comparison_update,
@@ -46,7 +40,6 @@ from labelapp.services.content import (
     response_create,
 )
 from labelapp.services.projects import project_create_by, project_update
-from labelapp.services.rankings import ranking_rank
 
 
 def _int_param(request: Request, name: str) -> int | None:
@@ -151,7 +144,7 @@ class ProjectViewSet(_Scoped, viewsets.ModelViewSet):
             200: s.RankingItemSerializer,
             204: OpenApiResponse(description="Nothing left to rank for you."),
         },
-        summary="The next ranking item to rank",
+        summary="Lease the next ranking item to rank",
     )
     @action(
         detail=True,
@@ -160,11 +153,14 @@ class ProjectViewSet(_Scoped, viewsets.ModelViewSet):
         permission_classes=[IsAuthenticated],
     )
     def ranking_next(self, request: Request, pk: str | None = None) -> HttpResponse:
+        # Leases the item (labelapp.queue.rankings): asking again gives the same
+        # item back until it is ranked, skipped or the lease runs out, so a
+        # repeated GET is harmless.
         project_id = path_id(pk, "Project not found.")
-        item = ranking_item_next_for(annotator=request.user, project_id=project_id)
-        if item is None:
+        lease = ranking_item_lease_for(annotator=request.user, project_id=project_id)
+        if lease is None:
             return HttpResponse(status=status.HTTP_204_NO_CONTENT)
-        payload = ranking_item_payload(item=item, user=request.user)
+        payload = ranking_item_payload(item=lease.item, user=request.user)
         return HttpResponse(s.RankingItemSerializer(payload).data)
 
     def _administered(self) -> models.Project:
@@ -404,59 +400,6 @@ class AssignmentViewSet(_Scoped, viewsets.ReadOnlyModelViewSet):
             reason=data.validated_data["reason"],
         )
         return HttpResponse(s.AssignmentSerializer(assignment).data)
-
-
-class RankingItemViewSet(viewsets.ViewSet):
-    """Ranking items: read one as you are shown it, rank it. Members of its project
-    (and staff) see it; members rank it (staff who are not members do not)."""
-
-    lookup_value_regex = "[0-9]+"
-    permission_classes = [IsAuthenticated]
-
-    @extend_schema(responses=s.RankingItemSerializer, summary="A ranking item")
-    def retrieve(self, request: Request, pk: str | None = None) -> HttpResponse:
-        item = ranking_item_for(user=request.user, item_id=path_id(pk, ITEM_NOT_FOUND))
-        payload = ranking_item_payload(item=item, user=request.user)
-        return HttpResponse(s.RankingItemSerializer(payload).data)
-
-    @extend_schema(
-        request=s.RankInputSerializer,
-        responses={
-            201: s.RankingSerializer,
-            200: OpenApiResponse(
-                s.RankingSerializer, description="Your earlier ranking, replaced."
-            ),
-        },
-        summary="Rank the item's responses (tiers of display indexes, best first)",
-    )
-    @action(detail=True, methods=["post"])
-    def rank(self, request: Request, pk: str | None = None) -> HttpResponse:
-        item = ranking_item_for(user=request.user, item_id=path_id(pk, ITEM_NOT_FOUND))
-        paused = access.annotation_paused(user=request.user, project=item.project_id)
-        if paused is None:
-            raise NotFound(ITEM_NOT_FOUND)  # staff who are not members do not rank
-        if paused:
-            raise PermissionDenied("Your membership of this project is paused.")
-        data = s.RankInputSerializer(
-            data=request.data, context={"k": len(item.response_ids)}
-        )
-        data.is_valid(raise_exception=True)
-        ranking, created = ranking_rank(
-            item_id=item.pk, annotator=request.user, **data.validated_data
-        )
-        order = ranking_display_order(item=item, annotator_id=request.user.pk)
-        body = {
-            "id": ranking.pk,
-            "item": item.pk,
-            "tiers": tiers_to_display(ranking.tiers, order),
-            "duration_ms": ranking.duration_ms,
-            "created_at": ranking.created_at,
-            "updated_at": ranking.updated_at,
-        }
-        return HttpResponse(
-            s.RankingSerializer(body).data,
-            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
-        )
 
 
 _MAX_ID = 2**63 - 1  # bigint: a larger id cannot exist (and cannot be bound)

@@ -23,7 +23,7 @@ from labelapp.models.loop import Job, ModelVersion, SFTExample
 from labelapp.models.notes import NOTE_MAX_CHARS, NOTES_PER_LABEL_MAX, LabelNote
 from labelapp.models.projects import Invite, Membership, Project
 from labelapp.models.prompts import Prompt, Response, Round
-from labelapp.models.rankings import Ranking, RankingItem
+from labelapp.models.rankings import Ranking, RankingAssignment, RankingItem
 
 __all__ = [
     "DEFAULT_PAIR_MIX",
@@ -44,6 +44,7 @@ __all__ = [
     "Project",
     "Prompt",
     "Ranking",
+    "RankingAssignment",
     "RankingItem",
     "Response",
     "Round",

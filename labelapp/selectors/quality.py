@@ -23,6 +23,7 @@ from labelapp.models import (
     Membership,
     ModelVersion,
     Project,
+    Ranking,
     Response,
     Round,
 )
@@ -44,6 +45,7 @@ from labelapp.selectors.quality_stats import (
     speed,
 )
 from training.metrics import expected_calibration_error, sigmoid
+from training.rankings import gold_pair_agreement
 
 # Per-label values fetched from the DB; kept in one place so the selectors agree.
 _CHUNK = 5000
@@ -149,12 +151,14 @@ def annotator_stats(
     *, project: Project, fast_threshold_s: float = DEFAULT_FAST_THRESHOLD_S
 ) -> list[dict[str, Any]]:
     """One row per annotator who labelled in the project: label count, leave-one-out
-    agreement, position bias, speed, gold accuracy and whether they are flagged."""
+    agreement, position bias, speed, gold accuracy (pairwise, and on gold ranking
+    items beside it) and whether they are flagged."""
     obs = label_observations(project=project, include_rejected=True)
     loo = leave_one_out_agreement(obs)
     bias = position_bias(obs)
     spd = speed(obs, fast_threshold_s=fast_threshold_s)
     gold = gold_accuracy(obs)
+    ranking_gold = ranking_gold_agreement(project=project)
     flagged = set(
         gold_flagged(
             gold,
@@ -178,11 +182,41 @@ def annotator_stats(
             "position_bias": bias.get(uid),
             "speed": spd.get(uid),
             "gold": gold.get(uid, {"n": 0, "correct": 0, "accuracy": None}),
+            "ranking_gold": ranking_gold.get(uid, dict(NO_RANKING_GOLD)),
             "flagged": uid in flagged,
             "paused": paused.get(uid, False),
         }
         for uid in sorted(counts)
     ]
+
+
+NO_RANKING_GOLD = {"items": 0, "pairs": 0, "correct": 0, "accuracy": None}
+
+
+def ranking_gold_agreement(*, project: Project) -> dict[int, dict[str, Any]]:
+    """Per annotator, their rankings of the project's gold ranking items: how many
+    items, how many pairs the gold orders imply, how many of those their rankings
+    imply the same way, and the share (``training.rankings.gold_pair_agreement``:
+    a pair their top-k ranking leaves unordered is a miss). Every ranking counts,
+    rejected ones included, as every label counts for pairwise gold accuracy.
+
+    Shown beside pairwise gold accuracy, not merged into it: a ranking of K
+    responses is K(K-1)/2 pairs, so one ranking would outweigh many pairwise gold
+    labels; and it does not flag annotators (``gold_flagged`` reads pairwise gold
+    only)."""
+    out: dict[int, dict[str, Any]] = {}
+    rows = Ranking.objects.filter(
+        item__project=project, item__is_gold=True
+    ).values_list("annotator_id", "tiers", "item__gold_tiers", "item__response_ids")
+    for uid, tiers, gold_tiers, response_ids in rows.iterator(chunk_size=_CHUNK):
+        correct, n = gold_pair_agreement(tiers, gold_tiers, response_ids)
+        row = out.setdefault(uid, dict(NO_RANKING_GOLD))
+        row["items"] += 1
+        row["pairs"] += n
+        row["correct"] += correct
+    for row in out.values():
+        row["accuracy"] = row["correct"] / row["pairs"] if row["pairs"] else None
+    return out
 
 
 def gold_accuracy_for_project(*, project: Project) -> dict[Hashable, dict[str, Any]]:

@@ -1,5 +1,6 @@
-"""Reads for ranking mode: the next ranking item an annotator should rank, one item
-as that annotator is shown it, and the display order its tiers are written in.
+"""Reads for ranking mode: one item as an annotator is shown it, and the display
+order its tiers are written in. (The next item to rank is a lease, a write:
+``labelapp.queue.rankings``.)
 
 An annotator is shown an item's responses in an order of their own (a shuffle
 seeded by item and annotator, so position bias averages out over annotators and a
@@ -11,13 +12,15 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from datetime import datetime
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import F
+from django.db.models import QuerySet
+from django.utils import timezone
 
 from labelapp import access
 from labelapp.errors import NotFound
-from labelapp.models import Ranking, RankingItem
+from labelapp.models import Ranking, RankingAssignment, RankingItem
 
 ITEM_NOT_FOUND = "Ranking item not found."
 
@@ -35,36 +38,6 @@ def tiers_to_display(tiers: Sequence[Sequence[int]], order: Sequence[int]) -> li
     return [[position[rid] for rid in tier] for tier in tiers]
 
 
-def ranking_item_next_for(
-    *, annotator: AbstractBaseUser, project_id: int
-) -> RankingItem | None:
-    """The next item of the project ``annotator`` has not ranked and that still
-    needs rankings (fewer than its k); None when there is none or the membership is
-    paused. NotFound for non-members (staff who are not members included: they get
-    no queue) and unknown projects.
-
-    Items with the most rankings come first, so started items complete before new
-    ones are begun (the pairwise queue's rule too). There is no lease: two
-    annotators may be served the same last slot, and the second to submit gets the
-    service's 409 and asks again."""
-    paused = access.annotation_paused(user=annotator, project=project_id)
-    if paused is None:
-        raise NotFound("Project not found.")
-    if paused:
-        return None
-    return (
-        RankingItem.objects.filter(
-            project_id=project_id,
-            status=RankingItem.Status.OPEN,
-            labels_count__lt=F("labels_required"),
-        )
-        .exclude(rankings__annotator=annotator)
-        .select_related("prompt")
-        .order_by("-labels_count", "id")
-        .first()
-    )
-
-
 def ranking_item_for(*, user: AbstractBaseUser, item_id: int) -> RankingItem:
     """The item if ``user`` may see its project (members and staff), else
     NotFound (so ids cannot be probed)."""
@@ -74,10 +47,13 @@ def ranking_item_for(*, user: AbstractBaseUser, item_id: int) -> RankingItem:
     return item
 
 
-def ranking_item_payload(*, item: RankingItem, user: AbstractBaseUser) -> dict:
+def ranking_item_payload(
+    *, item: RankingItem, user: AbstractBaseUser, now: datetime | None = None
+) -> dict:
     """What ``user`` is shown: the prompt and the responses in their display order,
-    each with its ``index`` (what ``tiers`` refer to), and their own ranking of it
-    (in display indexes) or None."""
+    each with its ``index`` (what ``tiers`` refer to), their own ranking of it
+    (in display indexes) or None, and when their live lease on it ends (None
+    without one)."""
     order = ranking_display_order(item=item, annotator_id=user.pk)
     texts = dict(item.prompt.responses.filter(id__in=order).values_list("id", "text"))
     own = (
@@ -94,4 +70,23 @@ def ranking_item_payload(*, item: RankingItem, user: AbstractBaseUser) -> dict:
             for i, rid in enumerate(order)
         ],
         "your_tiers": None if own is None else tiers_to_display(own, order),
+        "lease_expires_at": (
+            RankingAssignment.objects.filter(
+                item=item,
+                annotator_id=user.pk,
+                state=RankingAssignment.State.LEASED,
+                expires_at__gt=now or timezone.now(),
+            )
+            .values_list("expires_at", flat=True)
+            .first()
+        ),
     }
+
+
+def rankings_for(user: AbstractBaseUser) -> QuerySet[Ranking]:
+    """The rankings ``user`` may review: every ranking of the projects they
+    review (``access.REVIEW_ROLES``; staff: all). Annotators see none, not even
+    their own (they read their ranking on the item, ``your_tiers``)."""
+    ids = access.project_ids_with_role(user=user, roles=access.REVIEW_ROLES)
+    qs = Ranking.objects.select_related("item").order_by("id")
+    return qs if ids is None else qs.filter(item__project_id__in=ids)

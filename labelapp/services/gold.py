@@ -1,4 +1,5 @@
-"""Gold items: comparisons with a known answer, used to measure annotators.
+"""Gold items: comparisons with a known answer, and ranking items with a known
+order, used to measure annotators.
 
 Services only (writes). ``gold_choice_check`` is the rule every write of a gold answer
 obeys. Marking is an admin action; the import is all-or-nothing so a half-imported
@@ -16,7 +17,8 @@ from django.db import transaction
 
 from labelapp import access
 from labelapp.errors import ImportFailed, PermissionDenied, ValidationFailed
-from labelapp.models import Choice, Comparison, Project
+from labelapp.models import Choice, Comparison, Project, RankingItem
+from training.rankings import RankingError, check_tiers
 
 # "Both bad" is a judgement of quality, not of preference; as a gold answer it would
 # make every decisive label a miss, so gold answers are a preference.
@@ -137,3 +139,30 @@ def gold_import(
             found[cid].gold_choice = choice
         Comparison.objects.bulk_update(found.values(), ["is_gold", "gold_choice"])
     return len(wanted)
+
+
+def ranking_item_mark_gold(
+    *,
+    item: RankingItem,
+    tiers: object,
+    by: AbstractBaseUser | None,
+) -> RankingItem:
+    """Make ``item`` a gold item with the known order ``tiers`` (tiers of response
+    ids, best first; ties and a top-k order allowed, as for a ranking), or stop it
+    being one when ``tiers`` is None. Rankings keep their values; gold agreement
+    is computed at read time (labelapp.selectors.quality), so it reflects the new
+    order at once. ValidationFailed (field ``tiers``) for an order that is not a
+    ranking of the item's responses."""
+    _check_admin(by, item.project_id)
+    checked = None
+    if tiers is not None:
+        try:
+            checked = check_tiers(tiers, list(item.response_ids))
+        except RankingError as exc:
+            raise ValidationFailed(f"tiers: {exc}") from None
+    with transaction.atomic():
+        locked = RankingItem.objects.select_for_update().get(pk=item.pk)
+        locked.is_gold = checked is not None
+        locked.gold_tiers = checked
+        locked.save(update_fields=["is_gold", "gold_tiers"])
+    return locked

@@ -14,14 +14,16 @@ its annotator already labelled pairwise keeps that label (one label per
 annotator and comparison): the ranking does not overwrite a direct judgement.
 
 Annotators rank through :func:`ranking_rank` (the API), whose ``tiers`` are indexes
-into the order they were shown (``labelapp.selectors.rankings``); it refuses a new
-ranking of an item that already has its k, and then stores it with
-:func:`ranking_submit`, as the importer does.
+into the order they were shown (``labelapp.selectors.rankings``); a new ranking
+consumes the annotator's lease (``labelapp.queue.rankings``: leases keep the
+overlap exactly k), and is then stored with :func:`ranking_submit`, as the
+importer does.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 from django.db import transaction
 from django.utils import timezone
@@ -36,6 +38,7 @@ from labelapp.models import (
     RankingItem,
     Response,
 )
+from labelapp.queue.rankings import ranking_lease_consume, ranking_slot_check
 from labelapp.selectors.rankings import ITEM_NOT_FOUND, ranking_display_order
 from labelapp.services.aggregates import comparison_aggregate_refresh
 from training.rankings import (
@@ -145,28 +148,34 @@ def ranking_rank(
     annotator,
     tiers: object,
     duration_ms: int | None = None,
+    now: datetime | None = None,
 ) -> tuple[Ranking, bool]:
     """``annotator``'s ranking of the item, ``tiers`` in their display order;
     returns (ranking, created). A second ranking by the same annotator replaces
-    the first (created False). Conflict when the item already has its k rankings
-    from others; NotFound when there is no such item. The caller checked that the
-    annotator may rank in the item's project.
+    the first (created False) while it is unreviewed (Conflict once reviewed, as
+    a reviewed pairwise label cannot be edited). A new ranking consumes the
+    annotator's lease (``labelapp.queue.rankings.ranking_slot_check``), or a slot
+    nobody holds; Conflict when the item has no slot left for them. NotFound when
+    there is no such item. The caller checked that the annotator may rank in the
+    item's project.
 
-    Race: the k-th slot. Two annotators ranking an item with one slot left could
-    both read ``labels_count < k`` and both insert. The item row is locked
-    (SELECT ... FOR UPDATE) before the count is read, so the second waits for the
-    first's commit, re-reads the row and gets the 409. The same lock serialises two
-    submissions of one annotator (update_or_create cannot double-insert)."""
+    Race: the k-th slot. The item row is locked (SELECT ... FOR UPDATE) before the
+    lease and the counts are read, so two annotators ranking the last free slot
+    are serialised: the second re-reads the counts after the first's commit and
+    gets the 409. With leases (``next``) that cannot happen to annotators who
+    asked for the item: ``next`` never leases more slots than are left."""
     with transaction.atomic():
         item = RankingItem.objects.select_for_update().filter(pk=item_id).first()
         if item is None:
             raise NotFound(ITEM_NOT_FOUND)
         checked = check_display_tiers(tiers, len(item.response_ids))
-        exists = Ranking.objects.filter(item=item, annotator=annotator).exists()
-        if not exists and item.labels_count >= item.labels_required:
+        own = Ranking.objects.filter(item=item, annotator=annotator).first()
+        if own is None:
+            ranking_slot_check(item=item, annotator=annotator, now=now)
+        elif own.review_state != Label.ReviewState.PENDING:
             raise Conflict(
-                f"Ranking item {item.pk} already has the {item.labels_required} "
-                "ranking(s) it needs; ask for the next one."
+                f"Your ranking of item {item.pk} has been reviewed ({own.review_state})"
+                "; it can no longer be changed."
             )
         order = ranking_display_order(item=item, annotator_id=annotator.pk)
         ranking = ranking_submit(
@@ -174,8 +183,9 @@ def ranking_rank(
             annotator=annotator,
             tiers=[[order[i] for i in tier] for tier in checked],
             duration_ms=duration_ms,
+            now=now,
         )
-    return ranking, not exists
+    return ranking, own is None
 
 
 def ranking_submit(
@@ -185,9 +195,11 @@ def ranking_submit(
     tiers: object,
     source: str = Label.Source.HUMAN,
     duration_ms: int | None = None,
+    now: datetime | None = None,
 ) -> Ranking:
     """Store ``annotator``'s ranking of ``item`` (replacing an earlier one) and
-    rewrite the pairwise labels it implies; one transaction, item row locked."""
+    rewrite the pairwise labels it implies; one transaction, item row locked. A
+    new ranking ends the annotator's lease on the item, if they hold one."""
     checked = check_ranking(item=item, tiers=tiers)
     with transaction.atomic():
         # The item lock serialises two submissions of one annotator (and keeps
@@ -196,7 +208,18 @@ def ranking_submit(
         ranking, created = Ranking.objects.update_or_create(
             item=item,
             annotator=annotator,
-            defaults={"tiers": checked, "source": source, "duration_ms": duration_ms},
+            defaults={
+                "tiers": checked,
+                "source": source,
+                "duration_ms": duration_ms,
+                # Imported rankings' labels are stored accepted (below); so is the
+                # ranking.
+                "review_state": (
+                    Label.ReviewState.ACCEPTED
+                    if source == Label.Source.IMPORTED
+                    else Label.ReviewState.PENDING
+                ),
+            },
         )
         touched = set(
             Label.objects.filter(ranking=ranking).values_list(
@@ -207,6 +230,7 @@ def ranking_submit(
         touched |= _write_implied_labels(item, ranking, checked, source)
         _refresh_comparisons(touched)
         if created:
+            ranking_lease_consume(item_id=item.pk, annotator_id=annotator.pk, now=now)
             item.labels_count += 1
             if item.labels_count >= item.labels_required:
                 item.status = RankingItem.Status.COMPLETE

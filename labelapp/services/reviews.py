@@ -1,5 +1,6 @@
-"""Label review: a reviewer accepts or rejects a label; the comparison's aggregates
-are refreshed in the same transaction (``services.aggregates``)."""
+"""Label review: a reviewer accepts or rejects a label (or a ranking, with every
+label it implies); the comparisons' aggregates are refreshed in the same
+transaction (``services.aggregates``)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from django.utils import timezone
 
 from labelapp import access
 from labelapp.errors import NotFound, PermissionDenied, ValidationFailed
-from labelapp.models import Comparison, Label
+from labelapp.models import Comparison, Label, Ranking, RankingItem
 from labelapp.services.aggregates import comparison_aggregate_refresh
 
 REVIEW_NOTE_MAX_CHARS = 10_000
@@ -97,3 +98,65 @@ def labels_bulk_accept(
         for comparison in comparisons:
             comparison_aggregate_refresh(comparison)
     return accepted
+
+
+def ranking_review(
+    *,
+    ranking: Ranking,
+    reviewer: AbstractBaseUser,
+    state: str,
+    note: str = "",
+    now: datetime | None = None,
+) -> Ranking:
+    """Accept or reject a ranking as a whole: the ranking and every label it
+    implies get ``state`` (and the note, reviewer and time), and the implied
+    comparisons are re-aggregated, in one transaction. As for a label, a rejected
+    ranking stays stored and keeps its slot (the item is not re-opened), but its
+    labels no longer enter the aggregates, the exports or reward-model training.
+
+    A pair the annotator had labelled pairwise keeps that label, which is not the
+    ranking's (see labelapp.services.rankings), so it is not touched here.
+
+    Lock order: the item, then the ranking, then the comparisons in id order, then
+    the labels: ranking_submit's order (item first) and label_review's
+    (comparison before label), so a review, a re-ranking and a label review of the
+    same pairs cannot deadlock or interleave their aggregate refreshes."""
+    if state not in (Label.ReviewState.ACCEPTED, Label.ReviewState.REJECTED):
+        raise ValidationFailed("state: must be accepted or rejected")
+    if len(note) > REVIEW_NOTE_MAX_CHARS:
+        raise ValidationFailed(f"note: at most {REVIEW_NOTE_MAX_CHARS} characters")
+    item = RankingItem.objects.filter(pk=ranking.item_id).only("project_id").first()
+    if item is None:
+        raise NotFound("Ranking not found.")
+    if not access.can_review(user=reviewer, project=item.project_id):
+        raise PermissionDenied(
+            "Only reviewers of this project may review its rankings."
+        )
+    if ranking.annotator_id == reviewer.pk and not access.can_review_own_label(
+        user=reviewer
+    ):
+        raise PermissionDenied("You cannot review your own ranking.")
+    now = now or timezone.now()
+    with transaction.atomic():
+        RankingItem.objects.select_for_update().filter(pk=ranking.item_id).first()
+        locked = Ranking.objects.select_for_update().filter(pk=ranking.pk).first()
+        if locked is None:
+            raise NotFound("Ranking not found.")
+        implied = Label.objects.filter(ranking=locked)
+        ids = sorted(set(implied.values_list("comparison_id", flat=True)))
+        comparisons = list(
+            Comparison.objects.select_for_update().filter(pk__in=ids).order_by("pk")
+        )
+        fields = {
+            "review_state": state,
+            "review_note": note,
+            "reviewed_by": reviewer,
+            "reviewed_at": now,
+        }
+        implied.update(**fields)
+        for name, value in fields.items():
+            setattr(locked, name, value)
+        locked.save(update_fields=list(fields))
+        for comparison in comparisons:
+            comparison_aggregate_refresh(comparison)
+    return locked

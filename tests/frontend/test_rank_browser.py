@@ -1,5 +1,6 @@
 """Ranking mode in a real browser (Debian's chromium via Playwright), keyboard only:
-a partial ranking with a tie and an undo, then a full ranking, then "nothing left".
+a partial ranking with a tie and an undo, then a full ranking, a skip, then
+"nothing left".
 Model text is shown sanitised (no script runs). A screenshot goes to docs/ with
 PAIRLOOP_SCREENSHOT=1."""
 
@@ -10,7 +11,14 @@ from typing import Any
 
 import pytest
 
-from labelapp.models import Label, Membership, Project, Ranking, RankingItem
+from labelapp.models import (
+    Label,
+    Membership,
+    Project,
+    Ranking,
+    RankingAssignment,
+    RankingItem,
+)
 from labelapp.selectors.rankings import ranking_display_order
 from labelapp.services.content import prompt_create, response_create
 from labelapp.services.rankings import ranking_item_create
@@ -48,6 +56,7 @@ def test_rank_by_keyboard_with_a_partial_ranking(live_server: Any, page: Any) ->
         ["Two.", "<img src=x onerror=alert(1)> Three.", "Five, *surely*.", "Seven."],
     )
     second = item_of(project, "Say hello.", ["Hello!", "hi", "Greetings."])
+    third = item_of(project, "Say goodbye.", ["Bye.", "Farewell!"])
 
     login(page, live_server.url, "ranker")
     page.goto(f"{live_server.url}/projects/{project.pk}/rank/")
@@ -91,11 +100,16 @@ def test_rank_by_keyboard_with_a_partial_ranking(live_server: Any, page: Any) ->
     # A top-1 (tied) ranking of 4: 1 tie + 2·2 wins over the unranked = 5 pairs.
     assert Label.objects.filter(ranking=ranking).count() == 5
 
-    # The second item, ranked in full; then nothing is left.
+    # The second item, ranked in full; the third skipped; then nothing is left.
     for key in ["2", "3", "1"]:
         page.keyboard.press(key)
     page.keyboard.press("Enter")
+    wait_for_prompt(page, "Say goodbye.")
+    page.keyboard.press("s")
     page.get_by_text("Nothing left to rank").wait_for()
+    skipped = RankingAssignment.objects.get(item=third, annotator=ranker)
+    assert skipped.state == "skipped"
+    assert not Ranking.objects.filter(item=third).exists()
     order2 = ranking_display_order(item=second, annotator_id=ranker.pk)
     assert Ranking.objects.get(item=second, annotator=ranker).tiers == [
         [order2[1]],
@@ -103,5 +117,7 @@ def test_rank_by_keyboard_with_a_partial_ranking(live_server: Any, page: Any) ->
         [order2[0]],
     ]
     assert page.locator("#ranked-count").inner_text() == "2"
-    assert set(RankingItem.objects.values_list("status", flat=True)) == {"complete"}
+    assert set(
+        RankingItem.objects.exclude(pk=third.pk).values_list("status", flat=True)
+    ) == {"complete"}
     assert page.js_errors == [] and page.dialogs == []

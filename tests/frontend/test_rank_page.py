@@ -60,4 +60,5 @@ def test_the_page_links_its_api_and_json():
     client = client_for(make_user(project=project))
     page = client.get(reverse("frontend:rank", args=[project.pk])).content.decode()
     assert 'data-rank-url="/api/v1/ranking-items/{id}/rank/"' in page
+    assert 'data-skip-url="/api/v1/ranking-items/{id}/skip/"' in page
     assert reverse("frontend:rank-next", args=[project.pk]) in page

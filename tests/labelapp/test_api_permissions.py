@@ -10,7 +10,7 @@ import pytest
 from labelapp.models import Job, ModelVersion, Response, Round, text_hash
 from labelapp.queue import comparison_next_for, label_submit
 from labelapp.services.notes import label_note_add
-from labelapp.services.rankings import ranking_item_create
+from labelapp.services.rankings import ranking_item_create, ranking_submit
 
 from .conftest import make_comparisons, make_project, make_user
 
@@ -75,9 +75,16 @@ def world() -> World:
         response_ids=[c_other.response_a_id, c_other.response_b_id],
     )
     note = label_note_add(label=label, author=users["reviewer"], body="Why A?")
+    # The colleague's top-1 ranking: A over B (which they labelled pairwise: that
+    # label stands) and A over extra (a new implied label and comparison); B and
+    # extra stay unordered, so comparison-create can still make that pair.
+    ranking = ranking_submit(
+        item=ranking_item, annotator=colleague, tiers=[[c1.response_a_id]]
+    )
     ids = {
         "note": note.pk,
         "ranking_item": ranking_item.pk,
+        "ranking": ranking.pk,
         "other_ranking_item": other_ranking_item.pk,
         "project": project.pk,
         "other_project": other.pk,
@@ -141,6 +148,12 @@ CASES = {
     "other-ranking-item": ("get", "/api/v1/ranking-items/{other_ranking_item}/", None, row(403, 200, 404, 404, 404, 200, 200)),
     "ranking-item-rank": ("post", "/api/v1/ranking-items/{ranking_item}/rank/", {"tiers": [[2], [0]]}, row(403, 404, 201, 201, 201, 404, 404)),
     "rank-other-ranking-item": ("post", "/api/v1/ranking-items/{other_ranking_item}/rank/", {"tiers": [[1]]}, row(403, 201, 404, 404, 404, 404, 404)),
+    "ranking-item-skip": ("post", "/api/v1/ranking-items/{ranking_item}/skip/", {"reason": "unclear"}, row(403, 404, 200, 200, 200, 404, 404)),
+    "ranking-item-gold": ("post", "/api/v1/ranking-items/{ranking_item}/gold/", {"tiers": [["{response}"], ["{response_b}"]]}, row(403, 404, 403, 403, 200, 200, 200)),
+    "ranking-item-gold-off": ("post", "/api/v1/ranking-items/{ranking_item}/gold/", {"tiers": None}, row(403, 404, 403, 403, 200, 200, 200)),
+    "rankings-list": ("get", "/api/v1/rankings/", None, row(403, 200, 200, 200, 200, 200, 200)),
+    "ranking-detail": ("get", "/api/v1/rankings/{ranking}/", None, row(403, 404, 404, 200, 200, 200, 200)),
+    "ranking-review": ("post", "/api/v1/rankings/{ranking}/review/", {"state": "rejected", "note": "Order ignores the prompt."}, row(403, 404, 404, 200, 200, 200, 200)),
     "label-notes-list": ("get", "/api/v1/label-notes/", None, row(403, 200, 200, 200, 200, 200, 200)),
     "label-note-detail": ("get", "/api/v1/label-notes/{note}/", None, row(403, 404, 404, 200, 200, 200, 200)),
     "label-note-create": ("post", "/api/v1/label-notes/", {"label": "{label}", "body": "See rule 2."}, row(403, 404, 404, 201, 201, 201, 201)),
@@ -162,7 +175,13 @@ def _fill(value, ids):
         ints = ("project", "prompt", "response_a", "response_b", "label")
         return {k: int(v) if k in ints else v for k, v in filled.items()}
     if isinstance(value, list):
-        return [_fill(v, ids) for v in value]
+        # An id in a list (gold tiers of response ids) is a number.
+        return [
+            int(_fill(v, ids))
+            if isinstance(v, str) and v.startswith("{")
+            else _fill(v, ids)
+            for v in value
+        ]
     return value
 
 
@@ -177,12 +196,14 @@ def test_permission_matrix(world, api_client_for, role, case):
     assert resp.status_code == expected[role], (case, role, resp.content[:200])
 
 
-# Rows each role sees in list endpoints (project has 2 comparisons, 5 responses and
-# 2 jobs; other has 1 comparison).
+# Rows each role sees in list endpoints (project has 2 comparisons, 1 more implied
+# by the colleague's ranking, 5 responses and 2 jobs; other has 1 comparison).
 LIST_COUNTS = {
-    "/api/v1/comparisons/": row(0, 0, 0, 2, 2, 3, 3),
+    "/api/v1/comparisons/": row(0, 0, 0, 3, 3, 4, 4),
     "/api/v1/responses/": row(0, 0, 0, 5, 5, 7, 7),
-    "/api/v1/labels/": row(0, 0, 0, 1, 1, 1, 1),
+    "/api/v1/labels/": row(0, 0, 0, 2, 2, 2, 2),
+    # Rankings are for reviewers: annotators see none, not even their own.
+    "/api/v1/rankings/": row(0, 0, 0, 1, 1, 1, 1),
     "/api/v1/assignments/": row(0, 0, 1, 0, 0, 2, 2),
     "/api/v1/projects/": row(0, 1, 1, 1, 1, 2, 2),
     "/api/v1/jobs/": row(0, 0, 0, 2, 2, 2, 2),

@@ -98,3 +98,28 @@ def test_bad_rankings_are_refused_naming_the_problem(tiers, why):
 
 def test_single_ids_and_lists_mix():
     assert check_tiers([2, [0, 1]], [0, 1, 2]) == [[2], [0, 1]]
+
+
+def test_gold_pair_agreement_by_hand():
+    from training.rankings import gold_pair_agreement
+
+    items = [1, 2, 3, 4]
+    gold = [[1], [2], [3], [4]]  # 6 pairs
+    assert gold_pair_agreement(gold, gold, items) == (6, 6)
+    assert gold_pair_agreement([[4], [3], [2], [1]], gold, items) == (0, 6)
+    # One swap (2 and 3): 5 of 6; Kendall tau = 2 * 5/6 - 1 = 2/3.
+    assert gold_pair_agreement([[1], [3], [2], [4]], gold, items) == (5, 6)
+    # Top-1 [1]: 1 over each other right (3); 2-3, 2-4, 3-4 unordered: misses.
+    assert gold_pair_agreement([[1]], gold, items) == (3, 6)
+    # A tie where gold orders is a miss; a tie where gold ties is right.
+    assert gold_pair_agreement([[1, 2], [3], [4]], gold, items) == (5, 6)
+    assert gold_pair_agreement([[1, 2]], [[1, 2]], [1, 2]) == (1, 1)
+    # A top-k gold order implies fewer pairs: [1] over the rest is 3 pairs.
+    assert gold_pair_agreement([[2], [1]], [[1]], items) == (2, 3)
+
+
+def test_an_unhashable_member_is_a_ranking_error_not_a_crash():
+    from training.rankings import RankingError, check_tiers
+
+    with pytest.raises(RankingError, match="not one of the responses"):
+        check_tiers([[{"id": 1}]], [1, 2])

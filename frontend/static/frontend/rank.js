@@ -3,7 +3,7 @@
 //
 // - Keys: a digit n puts response n in the next place (again: moves it there);
 //   "t" then a digit ties it with the last place; Backspace undoes the last
-//   placement, Esc clears, Enter submits. Responses left out are unranked (a
+//   placement, Esc clears, Enter submits, "s" skips (gives the leased item back). Responses left out are unranked (a
 //   top-k ranking), which the API reads as below every ranked one.
 // - Content is HTML rendered and sanitised by the server (frontend/rendering.py),
 //   the compare page's renderer; the CSP forbids inline scripts as a second line.
@@ -11,7 +11,11 @@
 const root = document.getElementById("rank");
 const $ = (id) => document.getElementById(id);
 
-const cfg = { nextUrl: root.dataset.nextUrl, rankUrl: root.dataset.rankUrl };
+const cfg = {
+  nextUrl: root.dataset.nextUrl,
+  rankUrl: root.dataset.rankUrl,
+  skipUrl: root.dataset.skipUrl,
+};
 
 const el = {
   work: $("work"),
@@ -24,6 +28,7 @@ const el = {
   maxKey: $("max-key"),
   submit: $("submit"),
   clear: $("clear"),
+  skip: $("skip"),
   formHint: $("form-hint"),
   errorStatus: $("error-status"),
   toast: $("toast"),
@@ -245,6 +250,35 @@ async function submit() {
   renderTiers();
 }
 
+// The item is leased to this annotator (ranking-next); skipping gives it back at
+// once, and it is never served to them again.
+async function skip() {
+  if (!state.item || state.busy > 0) return;
+  let resp;
+  try {
+    resp = await request(cfg.skipUrl.replace("{id}", String(state.item.id)), {
+      method: "POST",
+      body: JSON.stringify({ reason: "" }),
+    });
+  } catch (err) {
+    showError("Could not reach the server; press s to try again.");
+    return;
+  }
+  if (resp.ok) {
+    showError("");
+    toast("Skipped.");
+    await loadNext();
+    return;
+  }
+  let detail = `The server answered ${resp.status}.`;
+  try {
+    detail = (await resp.json()).detail || detail;
+  } catch (err) {
+    /* not JSON: keep the status line */
+  }
+  showError(detail);
+}
+
 async function loadNext() {
   el.loading.hidden = false;
   let resp;
@@ -304,6 +338,9 @@ document.addEventListener("keydown", (event) => {
     if (event.target instanceof HTMLButtonElement) return; // the button's own click
     event.preventDefault();
     submit();
+  } else if (key === "s") {
+    event.preventDefault();
+    skip();
   } else if (key === "g") {
     event.preventDefault();
     el.guidelines.open = !el.guidelines.open;
@@ -312,5 +349,6 @@ document.addEventListener("keydown", (event) => {
 
 el.submit.addEventListener("click", () => submit());
 el.clear.addEventListener("click", () => clearRanking());
+el.skip.addEventListener("click", () => skip());
 
 loadNext();

@@ -28,8 +28,12 @@ from labelapp.api.serializers.notes import (
     MarkedSerializer,
 )
 from labelapp.api.serializers.rankings import (
+    RankingGoldInputSerializer,
+    RankingItemGoldSerializer,
     RankingItemSerializer,
+    RankingReviewSerializer,
     RankingSerializer,
+    RankingSkipSerializer,
     RankInputSerializer,
     TiersField,
 )
@@ -75,8 +79,12 @@ __all__ = [
     "ProjectSerializer",
     "PromptSerializer",
     "RankInputSerializer",
+    "RankingGoldInputSerializer",
+    "RankingItemGoldSerializer",
     "RankingItemSerializer",
+    "RankingReviewSerializer",
     "RankingSerializer",
+    "RankingSkipSerializer",
     "ResponseSerializer",
     "ReviewInputSerializer",
     "RoundSerializer",

@@ -67,6 +67,11 @@ class RankingItemSerializer(serializers.Serializer):
         allow_null=True,
         help_text="Your ranking of it (display indexes), null if you have none.",
     )
+    lease_expires_at = serializers.DateTimeField(
+        allow_null=True,
+        help_text="When your lease on it ends (ranking-next leases it to you); "
+        "null without a live lease.",
+    )
 
 
 class RankInputSerializer(serializers.Serializer):
@@ -84,5 +89,60 @@ class RankingSerializer(serializers.Serializer):
         help_text="As you sent them (display indexes).",
     )
     duration_ms = serializers.IntegerField(allow_null=True)
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+
+
+class RankingSkipSerializer(serializers.Serializer):
+    """Your lease on the item, given back."""
+
+    item = serializers.IntegerField()
+    state = serializers.CharField()
+    skip_reason = serializers.CharField(allow_blank=True)
+
+
+_GOLD_TIERS_SCHEMA = {
+    "type": ["array", "null"],
+    "items": {"type": "array", "items": {"type": "integer"}},
+    "description": "The known order: tiers of response ids (not display "
+    "indexes), best first; ties and a top-k order allowed. null: not gold.",
+}
+
+
+@extend_schema_field(_GOLD_TIERS_SCHEMA)
+class GoldTiersField(SafeJSONField):
+    """Response ids, checked by the service (labelapp.services.gold)."""
+
+
+class RankingGoldInputSerializer(serializers.Serializer):
+    tiers = GoldTiersField(allow_null=True)
+
+
+class RankingItemGoldSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    is_gold = serializers.BooleanField()
+    gold_tiers = serializers.ListField(
+        child=serializers.ListField(child=serializers.IntegerField()),
+        allow_null=True,
+    )
+
+
+class RankingReviewSerializer(serializers.Serializer):
+    """A ranking as reviewers see it: tiers of response ids, as stored."""
+
+    id = serializers.IntegerField()
+    item = serializers.IntegerField(source="item_id")
+    project = serializers.IntegerField(source="item.project_id")
+    annotator = serializers.IntegerField(source="annotator_id")
+    tiers = serializers.ListField(
+        child=serializers.ListField(child=serializers.IntegerField()),
+        help_text="Response ids, best first.",
+    )
+    source = serializers.CharField()
+    duration_ms = serializers.IntegerField(allow_null=True)
+    review_state = serializers.CharField()
+    review_note = serializers.CharField(allow_blank=True)
+    reviewed_by = serializers.IntegerField(source="reviewed_by_id", allow_null=True)
+    reviewed_at = serializers.DateTimeField(allow_null=True)
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()

@@ -61,8 +61,11 @@ def implied_labels(item, annotator) -> dict[tuple[int, int], float]:
 
 
 def test_next_serves_the_prompt_and_responses_in_a_per_annotator_order(
-    project, item, api_client_for
+    project, api_client_for
 ):
+    # k = 6: each of the six annotators is leased a slot (with k = 2 the third
+    # would get 204: two live leases hold both slots).
+    item = make_item(project, k=6)
     orders = []
     for _ in range(6):
         user = make_user(project=project)
@@ -76,6 +79,7 @@ def test_next_serves_the_prompt_and_responses_in_a_per_annotator_order(
             item.response_ids
         )
         assert body["your_tiers"] is None
+        assert body["lease_expires_at"] is not None  # next leased it
         text = str(body)
         for secret in ("labels_count", "labels_required", "reward", "status"):
             assert secret not in text
