@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import hashlib
 import json
 import math
 import random
@@ -40,23 +39,22 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from training.data import Formatter, Pair, read_pairs  # noqa: E402
+from training.data import Pair, read_pairs  # noqa: E402
+from training.label_efficiency import (  # noqa: E402
+    STRATEGIES,
+    HeadConfig,
+    embed,
+    labels_to_reach,
+    mean_ci,
+    run_curve,
+    stderr_progress,
+)
 from training.rm_data import split_train_eval  # noqa: E402
-from training.selection import Candidate, order_pool  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
-STRATEGIES: dict[str, str | dict[str, float]] = {
-    "random": "random",
-    "uncertainty": "uncertainty",
-    "disagreement": "disagreement",
-    "gap": "gap",
-    "mix": {"uncertainty": 0.5, "random": 0.5},
-}
 
 
 @dataclass
@@ -132,170 +130,6 @@ def subset(task: Task, ids: set[str]) -> Task:
     )
 
 
-# ---------------------------------------------------------------- frozen features
-
-
-@torch.no_grad()
-def embed(pairs: list[Pair], max_length: int, cache: Path) -> torch.Tensor:
-    """``[n, 2, 384]`` mean-pooled MiniLM embeddings of (conversation, reply A/B),
-    cached by content (the same texts never run twice)."""
-    key = hashlib.sha256()
-    for p in pairs:
-        key.update(
-            json.dumps([p.id, p.conversation, p.response_a, p.response_b]).encode()
-        )
-    key.update(str(max_length).encode())
-    path = cache / f"emb-{key.hexdigest()[:16]}.pt"
-    if path.is_file():
-        return torch.load(path)
-    from transformers import AutoModel, AutoTokenizer
-
-    from training.models import resolve_model_ref
-
-    base = resolve_model_ref("builtin:minilm-l6")
-    tok = AutoTokenizer.from_pretrained(str(base))
-    model = AutoModel.from_pretrained(str(base)).eval()
-    fmt = Formatter(tok, max_length, is_encoder=True)
-    rows = []
-    for p in pairs:
-        prefix, a, b = fmt.encode_pair(p)
-        rows += [prefix + a, prefix + b]
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
-    out = torch.zeros(len(rows), model.config.hidden_size)
-    t0 = time.perf_counter()
-    for start in range(0, len(order), 64):
-        idx = order[start : start + 64]
-        width = max(len(rows[i]) for i in idx)
-        ids = torch.zeros(len(idx), width, dtype=torch.long)
-        mask = torch.zeros(len(idx), width, dtype=torch.long)
-        for j, i in enumerate(idx):
-            ids[j, : len(rows[i])] = torch.tensor(rows[i])
-            mask[j, : len(rows[i])] = 1
-        hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state
-        m = mask.unsqueeze(-1).float()
-        out[idx] = (hidden * m).sum(1) / m.sum(1)
-        print(
-            f"\rembedding {start + len(idx)}/{len(rows)} replies "
-            f"({time.perf_counter() - t0:.0f} s)",
-            end="",
-            file=sys.stderr,
-        )
-    print(file=sys.stderr)
-    out = out.view(len(pairs), 2, -1)
-    cache.mkdir(parents=True, exist_ok=True)
-    torch.save(out, path)
-    return out
-
-
-# ------------------------------------------------------------- the cheap ensemble
-
-
-def fit_heads(
-    x: torch.Tensor, p_a: torch.Tensor, *, heads: int, seed: int, steps: int, l2: float
-) -> torch.Tensor:
-    """K linear reward heads ``[K, D]`` on ``x = emb_a − emb_b`` ``[n, D]``, each
-    trained by the soft Bradley-Terry loss on its own Poisson(1) bootstrap."""
-    g = torch.Generator().manual_seed(seed)
-    n, d = x.shape
-    weights = torch.poisson(torch.ones(n, heads), generator=g)  # [n, K]
-    w = (torch.randn(heads, d, generator=g) * 0.01).requires_grad_(True)
-    opt = torch.optim.Adam([w], lr=0.02)
-    for _ in range(steps):
-        logit = x @ w.T  # [n, K]
-        loss = -(
-            p_a[:, None] * torch.nn.functional.logsigmoid(logit)
-            + (1 - p_a[:, None]) * torch.nn.functional.logsigmoid(-logit)
-        )
-        loss = (loss * weights).sum(0) / weights.sum(0).clamp(min=1)
-        loss = loss.sum() + l2 * (w * w).sum()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return w.detach()
-
-
-def accuracy(w: torch.Tensor, x: torch.Tensor, truth: list[float | None]) -> float:
-    diff = (x @ w.T).mean(-1)
-    right = [
-        (float(d) > 0) == (t > 0.5)
-        for d, t in zip(diff, truth, strict=True)
-        if t is not None
-    ]
-    return sum(right) / len(right)
-
-
-def run_curve(
-    strategy: str | dict[str, float],
-    *,
-    seed: int,
-    pool_x: torch.Tensor,
-    pool_answers: list[list[float]],
-    eval_x: torch.Tensor,
-    eval_truth: list[float | None],
-    budgets: list[int],
-    args: argparse.Namespace,
-) -> list[float]:
-    rng = random.Random(seed)
-    n = len(pool_answers)
-    # The same first batch for every strategy of a seed (a cold start is random).
-    labelled = random.Random(seed).sample(range(n), budgets[0])
-    answer_rng = random.Random(seed + 1000)
-    answers: dict[int, float] = {}
-
-    def label(idx: list[int]) -> None:
-        for i in idx:
-            # Each simulated annotator answers as one human annotator of the pair.
-            answers[i] = answer_rng.choice(pool_answers[i])
-
-    label(labelled)
-    curve = []
-    w = torch.zeros(args.heads, pool_x.shape[1])  # replaced after the first step
-    for step, budget in enumerate(budgets):
-        if step:
-            rest = [i for i in range(n) if i not in answers]
-            diff = pool_x[rest] @ w.T  # [m, K]
-            mean, var = diff.mean(-1), diff.var(-1, unbiased=False)
-            pool = [
-                Candidate(str(i), float(m), float(v))
-                for i, m, v in zip(rest, mean, var, strict=True)
-            ]
-            k = min(budget - len(answers), len(rest))
-            picked = order_pool(pool, strategy, rng=rng)[:k]
-            label([rest[j] for j in picked])
-        idx = sorted(answers)
-        w = fit_heads(
-            pool_x[idx],
-            torch.tensor([answers[i] for i in idx]),
-            heads=args.heads,
-            seed=seed * 7919 + step,
-            steps=args.steps,
-            l2=args.l2,
-        )
-        curve.append(accuracy(w, eval_x, eval_truth))
-    return curve
-
-
-def mean_ci(values: list[float]) -> tuple[float, float]:
-    m = sum(values) / len(values)
-    if len(values) < 2:
-        return m, 0.0
-    sd = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
-    return m, 1.96 * sd / math.sqrt(len(values))
-
-
-def labels_to_reach(curve: list[float], budgets: list[int], target: float) -> float:
-    """Labels at which ``curve`` first reaches ``target`` (linear interpolation
-    between budgets); ``inf`` if it never does."""
-    for i, acc in enumerate(curve):
-        if acc >= target:
-            if i == 0:
-                return float(budgets[0])
-            lo, hi = curve[i - 1], acc
-            frac = (target - lo) / (hi - lo) if hi > lo else 1.0
-            return budgets[i - 1] + frac * (budgets[i] - budgets[i - 1])
-    return math.inf
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", choices=["hh", "pandalm"], default="hh")
@@ -336,8 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         eval_task = subset(task, {p.id for p in held})
         source = args.data
     cache = ROOT / "var" / "label_efficiency"
-    pool_emb = embed(pool_task.pairs, args.max_length, cache)
-    eval_emb = embed(eval_task.pairs, args.max_length, cache)
+    pool_emb = embed(pool_task.pairs, args.max_length, cache, stderr_progress())
+    eval_emb = embed(eval_task.pairs, args.max_length, cache, stderr_progress())
     pool_x = pool_emb[:, 0] - pool_emb[:, 1]
     eval_x = eval_emb[:, 0] - eval_emb[:, 1]
     t_embed = time.perf_counter() - t_start
@@ -357,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
                     eval_x=eval_x,
                     eval_truth=eval_task.truth,
                     budgets=budgets,
-                    args=args,
+                    heads=HeadConfig(args.heads, args.steps, args.l2),
                 )
             )
     wall = time.perf_counter() - t_start

@@ -39,6 +39,7 @@ from frontend.rendering import render_markdown
 from labelapp import access
 from labelapp.datasets import export_jobs
 from labelapp.errors import DomainError
+from labelapp.loop.overview import strategy_gain_report
 from labelapp.models import (
     NOTE_MAX_CHARS,
     STRENGTH_LABELS,
@@ -319,6 +320,7 @@ def quality_page(request: HttpRequest, project: Project, role: str) -> HttpRespo
         "flagged_users": [a for a in report["annotators"] if a["flagged"]],
         "diversity": _diversity_table(report["reward_monitor"]["diversity"]),
         "skip_reasons": skip_reason_counts(project=project),
+        "gain": strategy_gain_report(project),
         "plots": [
             {
                 "name": name,

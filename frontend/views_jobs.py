@@ -24,7 +24,12 @@ from labelapp.jobs import job_retry, max_attempts
 from labelapp.loop import overview
 from labelapp.loop.policy import policy_archive, policy_start
 from labelapp.loop.policy_data import policy_versions
-from labelapp.loop.triggers import round_start, scoring_start, training_start
+from labelapp.loop.triggers import (
+    round_start,
+    scoring_start,
+    strategy_gain_start,
+    training_start,
+)
 from labelapp.models import Job, ModelVersion, Project, Round
 from training.bon_stats import flatten_round_stats
 
@@ -192,6 +197,7 @@ def jobs_start(
         "round": round_start,
         "policy": policy_start,
         "score": scoring_start,
+        "gain": strategy_gain_start,
     }.get(kind)
     if start is None:
         raise Http404("Unknown job kind.")

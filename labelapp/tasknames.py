@@ -14,6 +14,8 @@ RUN_ROUND = "pairloop.gpu.run_round"
 TRAIN_POLICY = "pairloop.gpu.train_policy"
 # Reward-model forward passes over the open comparisons (labelapp.loop.selection).
 SCORE_COMPARISONS = "pairloop.gpu.score_comparisons"
+# Simulated labelling on the project's labels (labelapp.loop.strategy_gain).
+STRATEGY_GAIN = "pairloop.gpu.strategy_gain"
 EXPORT = "pairloop.export"
 REAP_STALE_JOBS = "pairloop.jobs.reap_stale"
 CHECK_TRIGGERS = "pairloop.loop.check_triggers"
@@ -28,6 +30,7 @@ TASK_FOR_KIND: dict[str, str] = {
     "round": RUN_ROUND,
     "train_policy": TRAIN_POLICY,
     "score_comparisons": SCORE_COMPARISONS,
+    "strategy_gain": STRATEGY_GAIN,
     "export": EXPORT,
     "import": IMPORT_UPLOAD,
 }

@@ -23,6 +23,7 @@ from labelapp.loop.policy import policy_train
 from labelapp.loop.reward import reward_model_train
 from labelapp.loop.rounds import round_run
 from labelapp.loop.selection import comparisons_score
+from labelapp.loop.strategy_gain import strategy_gain_run
 from labelapp.loop.triggers import training_maybe_trigger
 from labelapp.queue import leases_reclaim
 from labelapp.services.uploads import upload_import_job
@@ -64,6 +65,11 @@ def train_policy(job_id: int) -> None:
 @shared_task(name=tasknames.SCORE_COMPARISONS, **COMMON, **GPU_LIMITS)
 def score_comparisons(job_id: int) -> None:
     jobs.job_run(job_id=job_id, worker=_worker_id(), service=comparisons_score)
+
+
+@shared_task(name=tasknames.STRATEGY_GAIN, **COMMON, **GPU_LIMITS)
+def strategy_gain(job_id: int) -> None:
+    jobs.job_run(job_id=job_id, worker=_worker_id(), service=strategy_gain_run)
 
 
 @shared_task(name=tasknames.EXPORT, **COMMON, **DEFAULT_LIMITS)

@@ -41,6 +41,9 @@ ALLOWED_LAZY: dict[tuple[str, str], str] = {
     ("labelapp.loop.policy", "training.scoring"): "torch: worker only",
     # The score_comparisons job scores with the promoted reward model.
     ("labelapp.loop.selection", "training.scoring"): "torch: worker only",
+    # The strategy_gain job embeds the project's pairs and fits reward heads.
+    ("labelapp.loop.strategy_gain", "training.label_efficiency"): "torch: worker only",
+    ("labelapp.loop.strategy_gain", "training.rm_data"): "torch: worker only",
     # The launcher forks torchrun workers and sets up torch.distributed.
     ("labelapp.loop.policy", "training.distributed"): "torch: worker only",
     ("labelapp.loop.reward", "training.distributed"): "torch: worker only",

@@ -25,7 +25,12 @@ from labelapp.api.permissions import ProjectAdminWrites, StaffCreatesProjects
 from labelapp.errors import NotFound, PermissionDenied
 from labelapp.jobs import job_retry
 from labelapp.loop.policy import policy_start
-from labelapp.loop.triggers import round_start, scoring_start, training_start
+from labelapp.loop.triggers import (
+    round_start,
+    scoring_start,
+    strategy_gain_start,
+    training_start,
+)
 from labelapp.queue import (
     assignment_skip,
     comparison_next_for,
@@ -225,6 +230,28 @@ class ProjectViewSet(_Scoped, viewsets.ModelViewSet):
         self, request: Request, pk: str | None = None
     ) -> HttpResponse:
         job = scoring_start(project=self._administered(), created_by=request.user)
+        return HttpResponse(s.JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(
+        request=None,
+        responses={202: s.JobSerializer},
+        summary="Measure what the selection strategy saves (admins)",
+        description="Replays label selection on the project's own human labels: "
+        "each strategy (the project's included) picks pairs from a pool whose "
+        "simulated annotators answer as the real ones did, with a cheap stand-in "
+        "reward model retrained per step; the job's result holds the accuracy "
+        "curves and the labels each strategy needs to reach random's final "
+        "accuracy, which the quality page shows. Fewer than 60 human-labelled "
+        "comparisons is a 400 naming the count.",
+    )
+    @action(
+        detail=True,
+        methods=["post"],
+        url_path="strategy-gain",
+        permission_classes=[IsAuthenticated],
+    )
+    def strategy_gain(self, request: Request, pk: str | None = None) -> HttpResponse:
+        job = strategy_gain_start(project=self._administered(), created_by=request.user)
         return HttpResponse(s.JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(responses=s.ProgressSerializer, summary="Your progress")

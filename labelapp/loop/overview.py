@@ -125,3 +125,55 @@ def selection_status(project: Project) -> dict:
         "last_job": last,
         "last_result": last.result if last else {},
     }
+
+
+def strategy_label(strategy: str | dict) -> str:
+    """A selection strategy as people read it: ``gap``, ``random 0.5 · gap 0.5``."""
+    if isinstance(strategy, str):
+        return strategy
+    return " · ".join(f"{k} {float(v):g}" for k, v in sorted(strategy.items()))
+
+
+def strategy_gain_report(project: Project) -> dict:
+    """The project's selection strategy and what its newest finished strategy_gain
+    job (labelapp.loop.strategy_gain) measured, shaped for the quality page: one
+    row per strategy, the project's own marked, with the labels it needed to reach
+    random's final accuracy (mean ± 95 % CI over seeds) and its final accuracy."""
+    own = strategy_label(project.selection_strategy)
+    job = (
+        Job.objects.filter(
+            project=project,
+            kind=Job.Kind.STRATEGY_GAIN,
+            status=Job.Status.SUCCEEDED,
+        )
+        .order_by("-id")
+        .first()
+    )
+    out: dict = {"strategy": own, "job": job, "rows": []}
+    result = (job.result if job else None) or {}
+    budgets = result.get("budgets") or []
+    for name, row in (result.get("strategies") or {}).items():
+        final, final_ci = (row.get("curve") or [[None, None]])[-1]
+        out["rows"].append(
+            {
+                "name": name,
+                "own": name == own,
+                "labels": row.get("labels"),
+                "labels_ci": row.get("labels_ci"),
+                "saved": row.get("saved"),
+                "reached": row.get("reached"),
+                "seeds": row.get("seeds"),
+                "final": final,
+                "final_ci": final_ci,
+            }
+        )
+    if result:
+        out |= {
+            "pool": result.get("pool"),
+            "eval": result.get("eval"),
+            "seeds": result.get("seeds"),
+            "max_labels": budgets[-1] if budgets else None,
+            "random_final": result.get("random_final"),
+            "measured_for": result.get("strategy"),
+        }
+    return out

@@ -40,7 +40,7 @@ from training.data_guard import (
     select_pairs,
     select_sft,
 )
-from training.rejection import ranking_picks
+from training.pair_proposals import ranking_picks
 
 # The sampler backend of rounds frozen before projects had one (issue 19).
 DEFAULT_SAMPLER_BACKEND = "transformers"

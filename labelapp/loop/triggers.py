@@ -17,6 +17,8 @@ from labelapp.loop.overview import (
     reward_version_promoted,
 )
 from labelapp.loop.promotion import policy_audit_check
+from labelapp.loop.strategy_gain import MIN_PAIRS as GAIN_MIN_PAIRS
+from labelapp.loop.strategy_gain import labelled_count
 from labelapp.models import Job, Project
 from labelapp.tasknames import CHECK_TRIGGERS
 from training.selection import is_random
@@ -56,6 +58,27 @@ def scoring_start(
     job, _ = jobs.job_enqueue(
         project=project,
         kind=Job.Kind.SCORE_COMPARISONS,
+        created_by=created_by,
+        if_active=if_active,
+    )
+    return job
+
+
+def strategy_gain_start(
+    *, project: Project, created_by=None, if_active: str = "raise"
+) -> Job:
+    """A strategy_gain job (labelapp.loop.strategy_gain): replay label selection on
+    the project's labels to measure what its strategy saves. Refused while the
+    project has too few human-labelled comparisons to replay."""
+    have = labelled_count(project)
+    if have < GAIN_MIN_PAIRS:
+        raise ValidationFailed(
+            f"project {project.name!r} has {have} human-labelled comparisons; "
+            f"measuring a strategy's gain needs at least {GAIN_MIN_PAIRS}"
+        )
+    job, _ = jobs.job_enqueue(
+        project=project,
+        kind=Job.Kind.STRATEGY_GAIN,
         created_by=created_by,
         if_active=if_active,
     )

@@ -95,6 +95,7 @@ class Job(models.Model):
         EXPORT = "export", "Export"
         TRAIN_POLICY = "train_policy", "Policy training"
         SCORE_COMPARISONS = "score_comparisons", "Selection scoring"
+        STRATEGY_GAIN = "strategy_gain", "Strategy gain"
 
     class Status(models.TextChoices):
         PENDING = "pending"

@@ -74,6 +74,7 @@ PAGES = {
     "jobs-start": ("post", "jobs-start", {"kind": "train"}, {}, row(LOGIN, 404, 403, 403, 302, 302)),
     "jobs-retry": ("post", "jobs-retry", {"job_id": None}, {}, row(LOGIN, 404, 403, 403, 302, 302)),
     "jobs-start-policy": ("post", "jobs-start", {"kind": "policy"}, {}, row(LOGIN, 404, 403, 403, 302, 302)),
+    "jobs-start-gain": ("post", "jobs-start", {"kind": "gain"}, {}, row(LOGIN, 404, 403, 403, 302, 302)),
     "policy-download": ("get", "policy-download", {"version": 1}, None, row(LOGIN, 404, 403, 403, 404, 404)),
     "review-label-note": ("post", "review-label-note", {"label_id": None}, {"body": "Why A?"}, row(LOGIN, 404, 403, 302, 302, 302)),
     "my-notes": ("get", "my-notes", {}, None, row(LOGIN, 404, 200, 200, 200, 403)),

@@ -140,6 +140,7 @@ CASES = {
     "train": ("post", "/api/v1/projects/{project}/train/", None, row(403, 404, 403, 403, 202, 202, 202)),
     "round": ("post", "/api/v1/projects/{project}/round/", None, row(403, 404, 403, 403, 202, 202, 202)),
     "train_policy": ("post", "/api/v1/projects/{project}/train-policy/", None, row(403, 404, 403, 403, 202, 202, 202)),
+    "strategy-gain": ("post", "/api/v1/projects/{project}/strategy-gain/", None, row(403, 404, 403, 403, 400, 400, 400)),
     "job-retry": ("post", "/api/v1/jobs/{failed_job}/retry/", None, row(403, 404, 404, 403, 202, 202, 202)),
     "response-create": ("post", "/api/v1/responses/", {"prompt": "{prompt}", "text": "new"}, row(403, 403, 403, 403, 201, 201, 201)),
     "comparison-create": ("post", "/api/v1/comparisons/", {"project": "{project}", "response_a": "{extra_response}", "response_b": "{response_b}"}, row(403, 403, 403, 403, 201, 201, 201)),

@@ -9,11 +9,10 @@ import pytest
 
 from tests.training._bon_fixtures import CONVERSATIONS, tiny_sampler
 from training import bon_stats
+from training.pair_proposals import propose_pairs, ranking_picks
 from training.rejection import (
     RoundConfig,
     Sample,
-    propose_pairs,
-    ranking_picks,
     run_round,
     should_stop,
 )
