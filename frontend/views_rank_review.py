@@ -94,9 +94,10 @@ def _html(detail: dict[str, Any]) -> dict[str, Any]:
             response.setdefault("html", render_markdown(response["text"]))
     for response in detail["unranked"]:
         response.setdefault("html", render_markdown(response["text"]))
-    detail["messages"] = [
+    # Not "messages": that is the messages framework's flash list in templates.
+    detail["prompt_messages"] = [
         {"role": m.get("role", ""), "html": render_markdown(str(m.get("content", "")))}
-        for m in detail["messages"]
+        for m in detail["prompt_messages"]
     ]
     return detail
 

@@ -128,7 +128,9 @@ def ranking_review_detail(*, ranking: Ranking) -> dict[str, Any]:
     return {
         "ranking": ranking,
         "item": item,
-        "messages": [m for m in (item.prompt.messages or []) if isinstance(m, dict)],
+        "prompt_messages": [
+            m for m in (item.prompt.messages or []) if isinstance(m, dict)
+        ],
         "tiers": _tier_rows(ranking.tiers, responses),
         "unranked": [responses[rid] for rid in order if rid not in ranked],
         "gold_tiers": (

@@ -121,6 +121,9 @@ def test_accept_and_reject_review_the_ranking_and_move_to_the_next(world):
     response = decide(client, project, r1, "accepted", note="Fine.")
     assert response.status_code == 302
     assert response["Location"] == detail_url(project, r2)
+    page = client.get(response["Location"]).content.decode()
+    assert f"Ranking {r1.pk} accepted." in page  # the flash, on the next one
+    assert "Second prompt" in page
     r1.refresh_from_db()
     assert (r1.review_state, r1.review_note) == ("accepted", "Fine.")
     assert set(
