@@ -53,6 +53,7 @@ from labelapp.models import (
 from labelapp.selectors.my_labels import skip_reason_counts
 from labelapp.selectors.notes import notes_of_labels
 from labelapp.selectors.quality import project_quality_report
+from labelapp.selectors.ranking_review import ranking_review_counts
 from labelapp.selectors.review import (
     ReviewFilters,
     bulk_accept_labels,
@@ -153,6 +154,7 @@ def review(request: HttpRequest, project: Project, role: str) -> HttpResponse:
         "choices": review_filter_choices(project),
         "bulk_count": _bulk_labels(request, project, filters).count(),
         "bulk_form": BulkAcceptForm(),
+        "ranking_counts": ranking_review_counts(project=project),
     }
     return render(request, "frontend/review.html", context)
 

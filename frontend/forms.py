@@ -81,3 +81,14 @@ class ExportForm(forms.Form):
         if data.get("min_agreement") is not None:
             params["min_agreement"] = data["min_agreement"]
         return params
+
+
+class RankingGoldForm(forms.Form):
+    """The ranking review page's gold buttons: make the ranking shown the item's
+    gold order, or stop the item being gold."""
+
+    MARK = "mark"
+    UNMARK = "unmark"
+    action = forms.ChoiceField(
+        choices=[(MARK, "Make this ranking the gold order"), (UNMARK, "Unmark gold")]
+    )

@@ -9,6 +9,7 @@ from frontend import (
     views_notes,
     views_projects,
     views_rank,
+    views_rank_review,
 )
 
 app_name = "frontend"
@@ -177,5 +178,29 @@ urlpatterns += [
         "projects/<int:project_id>/my-labels/<int:label_id>/undo/",
         views_my_labels.my_label_undo,
         name="my-label-undo",
+    ),
+]
+
+# Ranking review and gold ranking items in the app (issue 18 item 4).
+urlpatterns += [
+    path(
+        "projects/<int:project_id>/review/rankings/",
+        views_rank_review.rank_review_list,
+        name="rank-review",
+    ),
+    path(
+        "projects/<int:project_id>/review/rankings/<int:ranking_id>/",
+        views_rank_review.rank_review_detail,
+        name="rank-review-detail",
+    ),
+    path(
+        "projects/<int:project_id>/review/rankings/<int:ranking_id>/review/",
+        views_rank_review.rank_review_decide,
+        name="rank-review-decide",
+    ),
+    path(
+        "projects/<int:project_id>/review/rankings/<int:ranking_id>/gold/",
+        views_rank_review.rank_review_gold,
+        name="rank-review-gold",
     ),
 ]

@@ -12,7 +12,9 @@ from django.urls import reverse
 
 from labelapp.models import Job
 from labelapp.queue import comparison_next_for, label_submit
+from labelapp.services.rankings import ranking_submit
 from tests.frontend.conftest import client_for
+from tests.labelapp.api.test_rankings_api import make_item
 from tests.labelapp.conftest import make_comparisons, make_project, make_user
 
 pytestmark = pytest.mark.django_db
@@ -40,7 +42,12 @@ def world() -> dict[str, Any]:
         assignment_id=lease.pk, annotator=colleague, choice="a", strength=2
     )
     failed = Job.objects.create(project=project, kind=Job.Kind.ROUND, status="failed")
+    item = make_item(project)
+    ranking = ranking_submit(
+        item=item, annotator=colleague, tiers=[[item.response_ids[0]]]
+    )
     ids = {
+        "ranking_id": ranking.pk,
         "project_id": project.pk,
         "label_id": label.pk,
         "comparison_id": c1.pk,
@@ -83,6 +90,10 @@ PAGES = {
     "my-labels": ("get", "my-labels", {}, None, row(LOGIN, 404, 200, 200, 200, 403)),
     "my-label-edit": ("post", "my-label-edit", {"label_id": None}, {"choice": "b", "strength": "1"}, row(LOGIN, 404, 404, 404, 404, 403)),
     "my-label-undo": ("post", "my-label-undo", {"label_id": None}, {}, row(LOGIN, 404, 404, 404, 404, 403)),
+    "rank-review": ("get", "rank-review", {}, None, row(LOGIN, 404, 403, 200, 200, 200)),
+    "rank-review-detail": ("get", "rank-review-detail", {"ranking_id": None}, None, row(LOGIN, 404, 403, 200, 200, 200)),
+    "rank-review-decide": ("post", "rank-review-decide", {"ranking_id": None}, {"state": "accepted"}, row(LOGIN, 404, 403, 302, 302, 302)),
+    "rank-review-gold": ("post", "rank-review-gold", {"ranking_id": None}, {"action": "mark"}, row(LOGIN, 404, 403, 403, 302, 302)),
 }  # fmt: skip
 # compare-undo: the members have no label of their own here, so nothing to undo
 # (409); my-label-edit/undo: the label is a colleague's (404: own labels only).
