@@ -51,6 +51,7 @@ from training.label_efficiency import (  # noqa: E402
     mean_ci,
     run_curve,
     stderr_progress,
+    torch_threads,
 )
 from training.rm_data import split_train_eval  # noqa: E402
 
@@ -182,8 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     curves: dict[str, list[list[float]]] = {name: [] for name in names}
     for seed in range(args.seeds):
         for name in names:
-            curves[name].append(
-                run_curve(
+            with torch_threads(1):  # tiny matrices: threads only contend
+                curve = run_curve(
                     STRATEGIES[name],
                     seed=seed,
                     pool_x=pool_x,
@@ -193,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
                     budgets=budgets,
                     heads=HeadConfig(args.heads, args.steps, args.l2),
                 )
-            )
+            curves[name].append(curve)
     wall = time.perf_counter() - t_start
     n_eval = sum(t is not None for t in eval_task.truth)
 
