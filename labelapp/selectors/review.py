@@ -57,15 +57,21 @@ class ReviewFilters:
 
 def review_queue(*, project: Project, filters: ReviewFilters) -> QuerySet[Comparison]:
     """Labelled comparisons of ``project``, disagreement first, with their labels
-    (annotator loaded) prefetched in a stable order."""
+    (annotator loaded) prefetched in a stable order. Comparisons made by rankings
+    are left out, and a label a ranking implies does not make a comparison
+    pending: those are reviewed with their ranking, as a whole
+    (selectors.ranking_review)."""
     gold_miss = Label.objects.filter(
         comparison=OuterRef("pk"), comparison__is_gold=True
     ).exclude(choice=OuterRef("gold_choice"))
     pending = Label.objects.filter(
-        comparison=OuterRef("pk"), review_state=Label.ReviewState.PENDING
+        comparison=OuterRef("pk"),
+        review_state=Label.ReviewState.PENDING,
+        ranking__isnull=True,
     )
     qs = (
         Comparison.objects.filter(project=project, labels_count__gte=1)
+        .exclude(origin=Comparison.Origin.RANKING)
         .annotate(
             gold_miss=Exists(gold_miss),
             has_pending=Exists(pending),
@@ -139,6 +145,7 @@ def bulk_accept_labels(
     labels = Label.objects.filter(
         comparison__in=comparisons.values("pk"),
         review_state=Label.ReviewState.PENDING,
+        ranking__isnull=True,  # reviewed with their ranking
     )
     if filters.annotator is not None:
         labels = labels.filter(annotator_id=filters.annotator)
@@ -177,7 +184,9 @@ def review_next_pending(
     (a reviewer's own, which they may not judge). None: nothing left pending."""
     queue = review_queue(project=project, filters=filters).prefetch_related(None)
     pending = Label.objects.filter(
-        comparison__project=project, review_state=Label.ReviewState.PENDING
+        comparison__project=project,
+        review_state=Label.ReviewState.PENDING,
+        ranking__isnull=True,
     )
     if filters.annotator is not None:
         pending = pending.filter(annotator_id=filters.annotator)

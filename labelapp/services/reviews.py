@@ -12,7 +12,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from labelapp import access
-from labelapp.errors import NotFound, PermissionDenied, ValidationFailed
+from labelapp.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from labelapp.models import Comparison, Label, Ranking, RankingItem
 from labelapp.services.aggregates import comparison_aggregate_refresh
 
@@ -30,7 +30,9 @@ def label_review(
     """Accept or reject a label and re-aggregate its comparison in one transaction.
 
     A rejected label stays stored (and keeps counting towards labels_count, so the
-    comparison is not re-opened) but no longer enters the aggregates."""
+    comparison is not re-opened) but no longer enters the aggregates. A label a
+    ranking implies is reviewed with its ranking (ranking_review), never alone:
+    Conflict, so the ranking's state and its labels' states cannot disagree."""
     if state not in (Label.ReviewState.ACCEPTED, Label.ReviewState.REJECTED):
         raise ValidationFailed("state: must be accepted or rejected")
     if len(note) > REVIEW_NOTE_MAX_CHARS:
@@ -41,6 +43,12 @@ def label_review(
         user=reviewer
     ):
         raise PermissionDenied("You cannot review your own label.")
+    if label.ranking_id is not None:
+        raise Conflict(
+            f"Label {label.pk} is implied by ranking {label.ranking_id}; review that "
+            "ranking as a whole (POST /api/v1/rankings/"
+            f"{label.ranking_id}/review/ or its review page)."
+        )
     now = now or timezone.now()
     with transaction.atomic():
         # Same lock as label_submit takes, so a review and a new label on the same

@@ -102,7 +102,8 @@ class RankingSkipSerializer(serializers.Serializer):
 
 
 _GOLD_TIERS_SCHEMA = {
-    "type": ["array", "null"],
+    "type": "array",
+    "nullable": True,
     "items": {"type": "array", "items": {"type": "integer"}},
     "description": "The known order: tiers of response ids (not display "
     "indexes), best first; ties and a top-k order allowed. null: not gold.",

@@ -204,3 +204,43 @@ def test_api_unknown_or_malformed_ids_are_404(project, item, api_client_for):
         )
     for query in ("project=abc", "review_state=bogus"):
         assert client.get(f"/api/v1/rankings/?{query}").status_code == 400
+
+
+def test_an_implied_label_is_reviewed_only_with_its_ranking(project, item):
+    """One review path: the pairwise review refuses a ranking's label, bulk accept
+    and the pairwise queue pass over it, so a ranking's state and its labels' states
+    cannot disagree."""
+    from labelapp.errors import Conflict
+    from labelapp.selectors.review import (
+        ReviewFilters,
+        bulk_accept_labels,
+        review_queue,
+    )
+    from labelapp.services.reviews import label_review, labels_bulk_accept
+
+    annotator = make_user(project=project)
+    reviewer = make_user(project=project, role="reviewer")
+    ranking = _rank(item, annotator)
+    implied = Label.objects.filter(ranking=ranking).first()
+    with pytest.raises(Conflict, match=f"implied by ranking {ranking.pk}"):
+        label_review(label=implied, reviewer=reviewer, state="rejected")
+    filters = ReviewFilters()
+    assert not review_queue(project=project, filters=filters).exists()
+    picked = bulk_accept_labels(project=project, filters=filters)
+    accepted = labels_bulk_accept(
+        project_id=project.pk, reviewer=reviewer, labels=picked
+    )
+    assert accepted == 0
+    assert set(
+        Label.objects.filter(ranking=ranking).values_list("review_state", flat=True)
+    ) == {"pending"}
+    # Over the API: 409 naming the ranking to review instead.
+    from rest_framework.test import APIClient
+
+    api = APIClient()
+    api.force_authenticate(reviewer)
+    response = api.post(
+        f"/api/v1/labels/{implied.pk}/review/", {"state": "accepted"}, format="json"
+    )
+    assert response.status_code == 409
+    assert f"/api/v1/rankings/{ranking.pk}/review/" in response.json()["detail"]
