@@ -268,7 +268,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{fmt(report['selector_win']['win_rate'])}; time: round {t_round:.0f} s, "
             f"train {t_train:.0f} s, eval {t_eval:.0f} s, iteration {seconds:.0f} s"
         )
-        report.pop("samples")
+        # The paired samples, for reading and for analyses after the run.
+        write_jsonl(args.work / f"eval-samples-{it}.jsonl", report.pop("samples"))
         out["iterations"].append(
             {
                 "iteration": it,
@@ -297,14 +298,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\ntotal {out['total_seconds']:.0f} s")
     print(
         "| iteration | win rate vs base [95 % CI] | reward gain | length ratio | "
-        "distinct-2 cand / base | KL | truncation cand / base | selector win | s |"
+        "distinct-2 cand / base | KL | truncation cand / base | both complete: "
+        "win rate [95 % CI] (pairs) | selector win | s |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in out["iterations"]:
         if r.get("skipped"):
             print(f"| {r['iteration']} | no training data after the guard |")
             continue
         e, w = r["eval"], r["eval"]["win"]
+        b = e["win_both_complete"]
         print(
             f"| {r['iteration']} | {fmt(w['win_rate'])} [{fmt(w['ci_low'])}, "
             f"{fmt(w['ci_high'])}] | {fmt(e['reward_gain'], '+.3f')} | "
@@ -312,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{fmt(e['reference']['distinct_2'])} | {fmt(e.get('kl'))} | "
             f"{fmt(e['candidate_truncation_rate'])} / "
             f"{fmt(e['reference_truncation_rate'])} | "
+            f"{fmt(b['win_rate'])} [{fmt(b['ci_low'])}, {fmt(b['ci_high'])}] "
+            f"({b['n']}) | "
             f"{fmt(e['selector_win']['win_rate'])} | {r['seconds']['iteration']:.0f} |"
         )
     if args.json:

@@ -175,6 +175,18 @@ def summarize(
     out["reward_gain"] = (
         out["candidate_mean_reward"] - out["reference_mean_reward"] if n else None
     )
+    # Length control: the pairs where neither sample was cut off, so a win cannot
+    # come from the other side's missing end (a policy that learns to finish is
+    # otherwise credited for the reference's truncation).
+    both = [
+        i for i in range(n) if not candidate_truncated[i] and not reference_truncated[i]
+    ]
+    out["win_both_complete"] = win_rate(
+        [candidate_rewards[i] for i in both],
+        [reference_rewards[i] for i in both],
+        tie_epsilon=tie_epsilon,
+        confidence=confidence,
+    )
     d2c, d2r = out["candidate"]["distinct_2"], out["reference"]["distinct_2"]
     out["distinct_2_ratio"] = d2c / d2r if d2c is not None and d2r else None
     if candidate_logps is not None and reference_logps is not None:
@@ -343,6 +355,12 @@ def format_report(report: dict[str, Any]) -> str:
         f"KL {f(kl)}±{f(report.get('kl_stderr'))}, "
         f"truncation {f(report['candidate_truncation_rate'])} vs "
         f"{f(report['reference_truncation_rate'])}"
+        + (
+            f"; both complete: win rate {f(b['win_rate'])} [{f(b['ci_low'])}, "
+            f"{f(b['ci_high'])}] of {b['n']}"
+            if (b := report.get("win_both_complete")) and b["n"]
+            else ""
+        )
     )
 
 

@@ -124,6 +124,9 @@ def test_summarize_combines_everything():
     assert s["candidate_truncation_rate"] == 0.5 and s["reference_truncation_rate"] == 0
     assert s["distinct_2_ratio"] == pytest.approx(0.5)
     assert s["kl"] == pytest.approx(1.0)
+    # Length control: the second pair (candidate cut off) is left out.
+    both = s["win_both_complete"]
+    assert (both["n"], both["wins"], both["win_rate"]) == (1, 1, 1.0)
 
 
 def _len_scorer(convs, responses):
