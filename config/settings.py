@@ -278,6 +278,10 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": 4 * 3600,
 }
 CELERY_TIMEZONE = "UTC"
+# Task and worker events, so Flower (or `celery -A config events`) shows the
+# workers, their queues and each task's life: received, started, succeeded.
+CELERY_WORKER_SEND_TASK_EVENTS = True
+CELERY_TASK_SEND_SENT_EVENT = True
 
 LOGGING = {
     "version": 1,
