@@ -34,6 +34,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from training.data_guard import GuardConfig  # noqa: E402  (pure Python, cheap)
+
 DATA = REPO.parent / "shared" / "data"
 HH = DATA / "hh-harmless-dev.jsonl.gz"
 BASE = "builtin:smollm2-135m-instruct"
@@ -123,6 +125,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--beta", type=float, default=0.1)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--margin", type=float, default=0.1, help="data-guard margin")
+    p.add_argument(
+        "--min-length-ratio",
+        type=float,
+        default=GuardConfig.min_length_ratio,
+        help="data guard's length floor: share of the prompt's median sample length"
+        " (0: off, the guard before 2026-12-07)",
+    )
     p.add_argument("--rm-pairs", type=int, default=300, help="pairs per reward model")
     p.add_argument("--rm-epochs", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
@@ -137,7 +146,6 @@ def main(argv: list[str] | None = None) -> int:
     from training.cli_bon import read_prompts
     from training.config import EvalConfig, PolicyConfig
     from training.data_guard import (
-        GuardConfig,
         from_round_result,
         select_pairs,
         select_sft,
@@ -203,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         result = run_round(train_p, current, selector, rconf)
         rounds.append(from_round_result(result, it - 1))
         t_round = time.perf_counter() - t0
-        guard = GuardConfig(margin=args.margin)
+        guard = GuardConfig(margin=args.margin, min_length_ratio=args.min_length_ratio)
         sft, pairs = select_sft(rounds, guard), select_pairs(rounds, guard)
         sft_file = write_jsonl(args.work / f"sft-{it}.jsonl", sft.examples)
         dpo_file = write_jsonl(args.work / f"dpo-{it}.jsonl", pairs.examples)

@@ -14,17 +14,23 @@ rejection-sampling pick), and it is kept only if
 2. it is not empty (``empty``: an immediate end of turn) and it is complete, not
    cut off at the token limit (``truncated``): a cut-off answer scored as if
    complete teaches the policy to stop mid-sentence;
-3. it beats the median reward of the prompt's samples by more than ``margin``
+3. it is at least ``min_length_ratio`` times as long as the median of the
+   prompt's samples, cut-off ones included (``too_short``): the reward models and
+   the completeness rule both favour answers that stop early, and a policy trained
+   on short picks learns to stop (measured in bench/loop_bench.py: without this
+   floor the answers shrank to a quarter of the base's length in two iterations);
+4. it beats the median reward of the prompt's samples by more than ``margin``
    (``below_margin``): when every sample is about as good, the pick is noise;
-4. a human approved it, when ``require_approved`` (``not_approved``);
-5. it is not a duplicate of an example already pooled, from this or an earlier
+5. a human approved it, when ``require_approved`` (``not_approved``);
+6. it is not a duplicate of an example already pooled, from this or an earlier
    round (``duplicate``), compared after collapsing whitespace and case.
 
 Rounds are pooled in order (Llama 2: the best samples of *all* earlier rounds, not
 only the last). DPO (:func:`select_pairs`): per prompt, the best *complete* sample
 against the worst of all its samples (RLHFlow's best-vs-worst; the failures teach
-too), skipping prompts with fewer than two distinct samples, without a complete
-sample, or whose reward gap (empty answers are left out) is at most ``pair_margin`` (ties). Every filter counts
+too); the chosen one is drawn from the complete samples that pass the same length
+floor. Prompts are skipped with fewer than two distinct samples, without a complete
+sample (``no_complete_sample``), without one long enough (``too_short``), or whose reward gap (empty answers are left out) is at most ``pair_margin`` (ties). Every filter counts
 what it removed, per round and in total, so the counts go into the round's stats
 and the training metrics.
 """
@@ -43,11 +49,18 @@ SFT_FILTERS = (
     "no_reward",
     "empty",
     "truncated",
+    "too_short",
     "below_margin",
     "not_approved",
     "duplicate",
 )
-PAIR_FILTERS = ("too_few_samples", "no_complete_sample", "below_margin", "duplicate")
+PAIR_FILTERS = (
+    "too_few_samples",
+    "no_complete_sample",
+    "too_short",
+    "below_margin",
+    "duplicate",
+)
 
 
 @dataclass(frozen=True)
@@ -79,6 +92,10 @@ class GuardConfig:
     """Keep only SFT examples a human approved."""
     pair_margin: float = 0.0
     """DPO pairs need best − worst reward above this (0: skip exact ties only)."""
+    min_length_ratio: float = 0.8
+    """The SFT pick and the DPO chosen answer must be at least this share of the
+    median length (characters) of the prompt's samples; 0 turns the floor off.
+    0.8 is the lower end of the length band eval-policy holds a candidate to."""
 
 
 @dataclass
@@ -116,6 +133,14 @@ def _distinct(samples: Iterable[GuardSample]) -> list[GuardSample]:
             seen.add(s.text)
             out.append(s)
     return out
+
+
+def _length_floor(samples: Sequence[GuardSample], ratio: float) -> float:
+    """The shortest answer the length floor keeps: ``ratio`` times the median
+    length of the samples (0 when the floor is off or there are none)."""
+    if ratio <= 0 or not samples:
+        return 0.0
+    return ratio * statistics.median(len(s.text.strip()) for s in samples)
 
 
 def _best(samples: Sequence[GuardSample]) -> GuardSample | None:
@@ -157,6 +182,11 @@ def select_sft(
                 continue
             if best.truncated:
                 drop("truncated")
+                continue
+            if len(best.text.strip()) < _length_floor(
+                prompt.samples, config.min_length_ratio
+            ):
+                drop("too_short")
                 continue
             median = statistics.median(
                 s.reward for s in prompt.samples if s.reward is not None
@@ -213,9 +243,14 @@ def select_pairs(
             if len(scored) < 2:
                 drop("too_few_samples")
                 continue
-            chosen = _best([s for s in scored if not s.truncated])
-            if chosen is None:
+            complete = [s for s in scored if not s.truncated]
+            if not complete:
                 drop("no_complete_sample")
+                continue
+            floor = _length_floor(prompt.samples, config.min_length_ratio)
+            chosen = _best([s for s in complete if len(s.text.strip()) >= floor])
+            if chosen is None:
+                drop("too_short")
                 continue
             # The worst of all samples, cut-off ones included: they are the
             # failures the policy should move away from.

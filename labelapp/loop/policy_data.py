@@ -33,6 +33,7 @@ from training.data_guard import (
 # Defaults and where they come from are in docs/loop.md ("Policy step").
 POLICY_EXTRAS: dict[str, tuple[type | tuple[type, ...], Any]] = {
     "guard_margin": ((int, float), GuardConfig.margin),
+    "guard_min_length_ratio": ((int, float), GuardConfig.min_length_ratio),
     "require_approved": (bool, False),
     "eval_prompts": (int, 16),
     "eval_samples": (int, 2),

@@ -260,7 +260,10 @@ def round_guard(project: Project, result, number: int) -> dict:
     the rounds' picks (cross-round duplicates, evaluation prompts and approval are
     decided there)."""
     cfg = policy_settings(project)
-    guard = GuardConfig(margin=float(cfg["guard_margin"]))
+    guard = GuardConfig(
+        margin=float(cfg["guard_margin"]),
+        min_length_ratio=float(cfg["guard_min_length_ratio"]),
+    )
     sft, dpo = {}, {}
     sft_counts: dict[str, int] = {}
     dpo_counts: dict[str, int] = {}

@@ -31,6 +31,7 @@ from labelapp.queue import comparison_next_for, label_submit
 from labelapp.services.projects import policy_config_problems
 from tests.labelapp.test_loop import run
 from tests.training.conftest import VOCAB, save_tiny_base
+from training.data_guard import SFT_FILTERS
 
 pytestmark = pytest.mark.django_db
 
@@ -189,21 +190,7 @@ def test_policy_version_trained_audited_promoted_and_sampled_next(project, audit
     per_round = round1.stats["data_guard"]
     assert per_round["prompts"] == 20 and per_round["kept"] >= len(sft)
     assert guard["eval_prompt"] == per_round["kept"] - len(sft)  # left out at pool
-    assert (
-        sum(
-            per_round.get(f, 0)
-            for f in (
-                "kept",
-                "no_reward",
-                "empty",
-                "truncated",
-                "below_margin",
-                "not_approved",
-                "duplicate",
-            )
-        )
-        == 20
-    )
+    assert sum(per_round.get(f, 0) for f in ("kept", *SFT_FILTERS)) == 20
 
     # A standard HF directory; the metrics carry the evaluation.
     model = AutoModelForCausalLM.from_pretrained(v1.artifact_path)

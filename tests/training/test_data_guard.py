@@ -108,7 +108,7 @@ def test_pools_every_round_in_order():
 
 def test_pairs_best_complete_vs_worst():
     p = prompt(("worst", -2.0, True), ("mid", 0.0), ("cut best", 5.0, True), ("b", 1))
-    result = select_pairs([[p]])
+    result = select_pairs([[p]], GuardConfig(min_length_ratio=0))
     (pair,) = result.examples
     assert pair["prompt"] == CONV
     assert pair["chosen"] == [{"role": "assistant", "content": "b"}]
@@ -127,6 +127,7 @@ def test_pairs_skip_ties_margins_and_single_samples():
         "prompts": 4,
         "too_few_samples": 1,
         "no_complete_sample": 1,
+        "too_short": 0,
         "below_margin": 2,
         "duplicate": 0,
         "kept": 0,
@@ -176,3 +177,41 @@ def test_adapters_read_round_outputs():
     prompts = from_sample_records(records)
     assert [len(p.samples) for p in prompts] == [1, 1]
     assert prompts[0].samples[0].truncated and prompts[1].samples[0].approved
+
+
+LONG = "a complete answer of some length"  # 32 characters
+
+
+def test_sft_best_shorter_than_the_length_floor_is_dropped():
+    # Lengths 32, 32, 32 and 3: median 32, floor 0.8 x 32 = 25.6 characters.
+    short_best = prompt(
+        (LONG, 0.0), (LONG.upper(), 0.0), (LONG + "!", 0.0, True), ("Ok.", 2.0)
+    )
+    result = select_sft([[short_best]])
+    assert result.examples == [] and result.counts["too_short"] == 1
+    # Off, the short pick is kept: the floor is the filter.
+    off = select_sft([[short_best]], GuardConfig(min_length_ratio=0))
+    assert texts(off) == ["Ok."] and off.counts["too_short"] == 0
+    # Long best among short others (median 3): kept up to a ratio of 32 / 3.
+    long_best = prompt((LONG, 2.0), ("Ok.", 0.0), ("No.", 0.0))
+    assert texts(select_sft([[long_best]])) == [LONG]
+    assert texts(select_sft([[long_best]], GuardConfig(min_length_ratio=10))) == [LONG]
+    assert select_sft([[long_best]], GuardConfig(min_length_ratio=11)).examples == []
+
+
+def test_pairs_chosen_is_the_best_complete_sample_above_the_length_floor():
+    # "Ok." has the highest reward but is under the floor (median 32): the chosen
+    # answer is the best of the long enough complete samples, the rejected one
+    # the worst of all.
+    p = prompt(
+        ("Ok.", 3.0),
+        (LONG, 1.0),
+        (LONG.upper(), 2.0),
+        (LONG + "!", -1.0, True),
+    )
+    (pair,) = select_pairs([[p]]).examples
+    assert pair["chosen"][0]["content"] == LONG.upper()
+    assert pair["rejected"][0]["content"] == LONG + "!"
+    only_short = prompt(("Ok.", 3.0), (LONG, -1.0, True), (LONG + "?", 0.0, True))
+    result = select_pairs([[only_short]])
+    assert result.examples == [] and result.counts["too_short"] == 1
