@@ -66,9 +66,30 @@ def admin_exec(base: str, sql: str) -> None:
 # --- seeding ---------------------------------------------------------------------
 
 
-def seed(url: str, n_comparisons: int, n_users: int, overlap: int) -> tuple[int, list]:
+def create_project(env: dict, overlap: int) -> int:
+    """The bench's project, made by the ORM so that every column has the model's
+    default (a raw INSERT broke each time the model gained a NOT NULL field)."""
+    code = (
+        "from labelapp.models import Project; print(Project.objects.create("
+        f"name='bench', overlap={overlap}, lease_seconds=600, gold_rate=0,"
+        " selection_strategy='random').pk)"
+    )
+    out = subprocess.run(
+        [PYTHON, "manage.py", "shell", "-c", code],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return int(out.strip().splitlines()[-1])
+
+
+def seed(
+    url: str, project_id: int, n_comparisons: int, n_users: int, overlap: int
+) -> tuple[int, list]:
     """COPY prompts (n/20), responses (7 per prompt) and comparisons (20 of the 21
-    pairs per prompt). Returns (project id, API tokens)."""
+    pairs per prompt) into the project. Returns (project id, API tokens)."""
     t0 = time.perf_counter()
     per_prompt, n_resp = 20, 7
     n_prompts = -(-n_comparisons // per_prompt)
@@ -76,20 +97,6 @@ def seed(url: str, n_comparisons: int, n_users: int, overlap: int) -> tuple[int,
     now = "2026-01-01 00:00:00+00"
     tokens = [secrets.token_hex(20) for _ in range(n_users)]
     with psycopg.connect(url) as conn, conn.cursor() as cur:
-        cur.execute(
-            "INSERT INTO labelapp_project (name, guidelines, overlap, lease_seconds,"
-            " gold_rate, gold_min_count, gold_min_accuracy, pause_flagged_annotators,"
-            " label_scale, policy_ref, reward_base_ref, n_samples, temperature, top_p,"
-            " max_new_tokens, pairs_per_prompt, pair_mix, round_prompt_limit,"
-            " retrain_threshold, auto_rounds, promote_tolerance, rm_config, created_at,"
-            " auto_policy, policy_min_examples, policy_config, policy_eval_prompt_ids,"
-            " sampler_backend, sampler_config, selection_strategy)"
-            " VALUES ('bench', '', %s, 600, 0, 10, 0.7, false, 'llama2-4', 'p', 'r', 8,"
-            " 1, 1, 256, 1, '{}', 32, 50, false, 0, '{}', now(), false, 16, '{}',"
-            " '[]', 'transformers', '{}', '\"random\"') RETURNING id",
-            (overlap,),
-        )
-        project_id = cur.fetchone()[0]
         with cur.copy(
             "COPY auth_user (id, password, is_superuser, username, first_name,"
             " last_name, email, is_staff, is_active, date_joined) FROM STDIN"
@@ -515,7 +522,13 @@ def main() -> int:
         )
         # Disjoint annotators per phase: open, closed, ablation, naive baseline.
         n_users = args.open_annotators + 4 * args.closed_annotators
-        project_id, tokens = seed(url, args.comparisons, n_users, args.overlap)
+        project_id, tokens = seed(
+            url,
+            create_project(env, args.overlap),
+            args.comparisons,
+            n_users,
+            args.overlap,
+        )
         out = io.StringIO()
 
         def say(line: str) -> None:
