@@ -108,6 +108,42 @@ def rates(run: dict) -> dict:
     }
 
 
+def short(args: argparse.Namespace) -> argparse.Namespace:
+    """``args`` for a warm-up call: n=2, 4 new tokens."""
+    return argparse.Namespace(**{**vars(args), "n": 2, "max_new_tokens": 4})
+
+
+def warm_up(sampler: Any, prompts: list, args: argparse.Namespace) -> None:
+    """First calls pay for lazy initialisation (kernels, allocator): one short
+    ``generate`` and one short ``sample`` on the first prompt, not measured."""
+    run_generate(sampler, prompts[:1], short(args))
+    run_engine(sampler, prompts[:1], short(args))
+
+
+def alternate(
+    engine: Any, samplers: dict[str, Any], prompts: list, args: argparse.Namespace
+) -> dict[str, list[dict]]:
+    """``args.repeats`` rounds of ``generate`` (on ``engine``'s model) and of each
+    sampler in ``samplers``; every other round runs them in reverse order, so that
+    a machine shared with other work slows each alike. Returns each one's runs."""
+    runs: dict[str, list[dict]] = {"generate": []} | {k: [] for k in samplers}
+    for repeat in range(args.repeats):
+        order = list(runs)
+        if repeat % 2:
+            order.reverse()
+        for name in order:
+            if name == "generate":
+                result = rates(run_generate(engine, prompts, args))
+            else:
+                result = rates(run_engine(samplers[name], prompts, args))
+            runs[name].append(result)
+            print(
+                f"  {name:24s} run {repeat + 1}: {result['tokens']} tokens in "
+                f"{result['seconds']:.1f} s = {result['tokens_per_s']:.1f} tokens/s"
+            )
+    return runs
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=Path, default=DEFAULT_PROMPTS)
@@ -157,10 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(json.dumps(setup))
 
-    # Warm-up: first calls pay for lazy initialisation (kernels, allocator).
-    tiny = argparse.Namespace(**{**vars(args), "n": 2, "max_new_tokens": 4})
-    run_generate(engine, prompts[:1], tiny)
-    run_engine(engine, prompts[:1], tiny)
+    warm_up(engine, prompts, args)
 
     samplers = {"transformers": engine}
     if args.ablate and engine.fused_decode:
@@ -174,25 +207,11 @@ def main(argv: list[str] | None = None) -> int:
             max_batch_rows=rows,
             shared_prefix_attention=False,
         )
-    runs: dict[str, list[dict]] = {"generate": []} | {k: [] for k in samplers}
-    for repeat in range(args.repeats):
-        order = list(runs)
-        if repeat % 2:
-            order.reverse()
-        for name in order:
-            if name == "generate":
-                result = rates(run_generate(engine, prompts, args))
-            else:
-                result = rates(run_engine(samplers[name], prompts, args))
-            runs[name].append(result)
-            print(
-                f"  {name:24s} run {repeat + 1}: {result['tokens']} tokens in "
-                f"{result['seconds']:.1f} s = {result['tokens_per_s']:.1f} tokens/s"
-            )
+    runs = alternate(engine, samplers, prompts, args)
 
     if "vllm" in args.backends.split(","):
         vllm_sampler = make_sampler("vllm", args.policy)
-        run_engine(vllm_sampler, prompts[:1], tiny)
+        run_engine(vllm_sampler, prompts[:1], short(args))
         runs["vllm"] = [
             rates(run_engine(vllm_sampler, prompts, args)) for _ in range(args.repeats)
         ]
