@@ -17,7 +17,7 @@ from django.conf import settings
 from tests.e2e.conftest import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _server_url() -> str:
