@@ -14,7 +14,7 @@ SUBCOMMAND_MODULES = (
     "training.cli_rm",
     "training.cli_bon",
     "training.cli_hf",
-    "training.train_policy",
+    "training.cli_policy",
     "training.eval_policy",
 )
 
