@@ -9,7 +9,7 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_POST
 
 from frontend.guards import project_page
 from frontend.rendering import render_markdown
@@ -54,12 +54,13 @@ def rank(request: HttpRequest, project: Project, role: str) -> HttpResponse:
 
 
 @_json_login_required  # a script gets a 401 it can act on, as compare-next's
-@require_GET
+@require_POST
 @project_page(role="annotate")
 def rank_next(request: HttpRequest, project: Project, role: str) -> JsonResponse:
     """``{"item": payload | null}``: the next item to rank, leased to the
     annotator (null when none, or the membership is paused); always 200 so the page
-    tells "none" from an error. A reload asks again and gets the same lease back."""
+    tells "none" from an error. POST, as compare-next and the API's ranking-next
+    are: it writes a lease. A reload asks again and gets the same lease back."""
     try:
         lease = ranking_item_lease_for(annotator=request.user, project_id=project.pk)
     except DomainError as exc:

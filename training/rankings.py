@@ -46,7 +46,7 @@ def check_tiers(tiers: object, items: Sequence[T]) -> list[list[T]]:
         raise RankingError(f"expected a list of tiers, got {type(tiers).__name__}")
     if not tiers:
         raise RankingError("the ranking ranks nothing (an empty list)")
-    allowed = set(items)
+    allowed = {item: item for item in items}
     seen: set[T] = set()
     out: list[list[T]] = []
     for i, tier in enumerate(tiers):
@@ -54,10 +54,12 @@ def check_tiers(tiers: object, items: Sequence[T]) -> list[list[T]]:
         if not members:
             raise RankingError(f"tier {i} is empty")
         for member in members:
-            # bool is an int in Python; True must not pass for response 1. An
-            # unhashable value (a dict, from JSON) is simply not one of the items.
+            # Equal is not enough: True == 1 and 1.0 == 1 (JSON has both), but
+            # neither is response 1, and a float used as an index crashes the
+            # caller. An unhashable value (a dict, from JSON) is simply not one of
+            # the items.
             try:
-                known = not isinstance(member, bool) and member in allowed
+                known = member in allowed and type(allowed[member]) is type(member)
             except TypeError:
                 known = False
             if not known:

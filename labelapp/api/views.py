@@ -145,6 +145,7 @@ class ProjectViewSet(_Scoped, viewsets.ModelViewSet):
         return HttpResponse(s.next_data(payload))  # NextSerializer's shape
 
     @extend_schema(
+        request=None,
         responses={
             200: s.RankingItemSerializer,
             204: OpenApiResponse(description="Nothing left to rank for you."),
@@ -153,14 +154,14 @@ class ProjectViewSet(_Scoped, viewsets.ModelViewSet):
     )
     @action(
         detail=True,
-        methods=["get"],
+        methods=["post"],
         url_path="ranking-next",
         permission_classes=[IsAuthenticated],
     )
     def ranking_next(self, request: Request, pk: str | None = None) -> HttpResponse:
-        # Leases the item (labelapp.queue.rankings): asking again gives the same
-        # item back until it is ranked, skipped or the lease runs out, so a
-        # repeated GET is harmless.
+        # POST, as ``next`` is: it writes a lease (labelapp.queue.rankings), so a
+        # crawler, a prefetch or a cache must not trigger it. Asking again gives
+        # the same item back until it is ranked, skipped or the lease runs out.
         project_id = path_id(pk, "Project not found.")
         lease = ranking_item_lease_for(annotator=request.user, project_id=project_id)
         if lease is None:

@@ -1,6 +1,6 @@
 """API for ranking mode: read an item as you are shown it, rank it, skip it, mark
 it gold (admins); list and review rankings (reviewers). The next item to rank is
-``projects/<id>/ranking-next/`` (labelapp.api.views). No business logic here: the
+``POST projects/<id>/ranking-next/`` (labelapp.api.views). No business logic here: the
 queue (labelapp.queue.rankings), the services and ``access`` decide."""
 
 from __future__ import annotations

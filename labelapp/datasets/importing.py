@@ -44,6 +44,7 @@ from labelapp.models import (
     text_hash,
 )
 from labelapp.services.aggregates import aggregate_labels
+from labelapp.services.gold import ranking_item_mark_gold
 from labelapp.services.rankings import ranking_item_create, ranking_submit
 
 IMPORTED_USERNAME = "imported"
@@ -152,6 +153,9 @@ def _counts(project: Project) -> dict[str, int]:
         "labels": Label.objects.filter(comparison__project=project).count(),
         "ranking_items": RankingItem.objects.filter(project=project).count(),
         "rankings": Ranking.objects.filter(item__project=project).count(),
+        "gold_ranking_items": RankingItem.objects.filter(
+            project=project, is_gold=True
+        ).count(),
     }
 
 
@@ -351,7 +355,10 @@ def _write_rankings(
     """A ranking item per ranking record and, where the line has a ranking, the
     ``imported`` pseudo-annotator's ranking of it (its implied pairs accepted, as
     imported pairs are). A second line with the same responses and a ranking
-    replaces the first's ranking: one ranking per annotator and item."""
+    replaces the first's ranking: one ranking per annotator and item. A line with
+    ``gold_tiers`` makes its item gold through the service the API and the review
+    page use (``ranking_item_mark_gold``); a later line's order replaces an
+    earlier one's, and a line without one leaves the item as it is."""
     annotator = None
     for _, rec in records:
         if not isinstance(rec, RankingRec):
@@ -365,6 +372,12 @@ def _write_rankings(
             response_ids=ids,
             labels_required=1 if rec.tiers is not None else None,
         )
+        if rec.gold_tiers is not None:
+            ranking_item_mark_gold(
+                item=item,
+                tiers=[[ids[i] for i in tier] for tier in rec.gold_tiers],
+                by=None,
+            )
         if rec.tiers is None:
             continue
         annotator = annotator or imported_annotator()

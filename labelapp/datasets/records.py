@@ -26,6 +26,9 @@ Line formats (detected per line):
   0 and 3 tie second, 1 is unranked). Without ``ranking`` the prompt becomes a
   ranking item for annotators; with it, also a ranking by the ``imported``
   pseudo-annotator (:mod:`training.rankings` says which pairs it implies).
+  ``gold_tiers`` (instead of ``ranking``) makes the item a gold item with that
+  known order: the API's field name and shape, indices into ``responses`` as in
+  ``ranking``, checked by the same rule (``training.rankings.check_tiers``).
 * Open-Assistant message trees (``{"message_tree_id", "prompt": {"text", "role",
   "replies": [...]}}``, its ``*_tree.jsonl`` exports): one ranking per message
   whose assistant replies are ranked (``rank``, 0 = best), on at least two of them;
@@ -98,6 +101,8 @@ class RankingRec:
     texts: list[str]
     # Tiers of indices into ``texts``, best first; None: no ranking (an item only).
     tiers: list[list[int]] | None = None
+    # The known order of a gold item, the same way; None: not gold.
+    gold_tiers: list[list[int]] | None = None
 
 
 Record = PromptRec | ResponseRec | PairRec | RankingRec
@@ -290,13 +295,26 @@ def _ranking(obj: dict) -> RankingRec:
                 "(the responses of a ranking must differ)"
             )
         texts.append(text)
-    tiers = None
-    if obj.get("ranking") is not None:
-        try:
-            tiers = check_tiers(obj["ranking"], list(range(len(texts))))
-        except RankingError as exc:
-            raise LineError(f"field 'ranking'={obj['ranking']!r}: {exc}") from None
-    return RankingRec(messages, texts, tiers)
+    tiers = _tiers(obj, "ranking", len(texts))
+    gold_tiers = _tiers(obj, "gold_tiers", len(texts))
+    if tiers is not None and gold_tiers is not None:
+        # An imported ranking completes the item (k = 1), so a gold item that has
+        # one would never be served to the annotators it is meant to grade.
+        raise LineError(
+            "field 'gold_tiers' with 'ranking': a gold item is for grading "
+            "annotators, who rank it; give its known order as 'gold_tiers' alone"
+        )
+    return RankingRec(messages, texts, tiers, gold_tiers)
+
+
+def _tiers(obj: dict, key: str, k: int) -> list[list[int]] | None:
+    """``obj[key]`` as tiers of indices 0..k-1, best first (None when absent)."""
+    if obj.get(key) is None:
+        return None
+    try:
+        return check_tiers(obj[key], list(range(k)))
+    except RankingError as exc:
+        raise LineError(f"field {key!r}={obj[key]!r}: {exc}") from None
 
 
 OASST_ROLES = {"prompter": "user", "assistant": "assistant"}
@@ -384,8 +402,9 @@ def parse_record(obj: object) -> Record:
         raise LineError(f"expected a JSON object, got {type(obj).__name__}")
     if "responses" in obj:
         return _ranking(obj)
-    if "ranking" in obj:
-        raise LineError("field 'ranking' needs a 'responses' list beside it")
+    for key in ("ranking", "gold_tiers"):
+        if key in obj:
+            raise LineError(f"field {key!r} needs a 'responses' list beside it")
     if "chosen" in obj or "rejected" in obj:
         if "prompt" in obj or "messages" in obj:
             messages = _prompt_messages(obj)

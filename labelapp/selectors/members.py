@@ -1,6 +1,6 @@
-"""The members page's reads: each member with their labels, agreement and gold
-accuracy (the quality page's numbers: labelapp.selectors.quality.annotator_stats),
-and the project's open invites."""
+"""The members page's reads: each member with their labels, agreement, gold
+accuracy, ranking-gold agreement and flag (the quality page's numbers:
+labelapp.selectors.quality.annotator_stats), and the project's open invites."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 from django.utils import timezone
 
 from labelapp.models import Invite, Membership, Project
-from labelapp.selectors.quality import annotator_stats
+from labelapp.selectors.quality import NO_RANKING_GOLD, annotator_stats
 
 _NO_GOLD = {"n": 0, "correct": 0, "accuracy": None}
 
@@ -37,7 +37,9 @@ def project_members(*, project: Project) -> list[dict[str, Any]]:
                 "agreement": loo.get("rate"),
                 "agreement_n": loo.get("n", 0),
                 "gold": s.get("gold", _NO_GOLD),
+                "ranking_gold": s.get("ranking_gold", NO_RANKING_GOLD),
                 "flagged": s.get("flagged", False),
+                "flag_reason": s.get("flag_reason", ""),
             }
         )
     rows.sort(key=lambda r: (order.get(r["role"], 2), r["username"]))

@@ -8,7 +8,7 @@ Which labels count: agreement over the *data* skips rejected labels; checks of
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
 from itertools import groupby
 from typing import Any
 
@@ -150,25 +150,23 @@ def project_agreement(
 def annotator_stats(
     *, project: Project, fast_threshold_s: float = DEFAULT_FAST_THRESHOLD_S
 ) -> list[dict[str, Any]]:
-    """One row per annotator who labelled in the project: label count, leave-one-out
-    agreement, position bias, speed, gold accuracy (pairwise, and on gold ranking
-    items beside it) and whether they are flagged."""
+    """One row per annotator who labelled or ranked in the project: label count,
+    leave-one-out agreement, position bias, speed, gold accuracy (pairwise, and on
+    gold ranking items beside it), whether they are flagged and why
+    (``gold_flags``)."""
     obs = label_observations(project=project, include_rejected=True)
     loo = leave_one_out_agreement(obs)
     bias = position_bias(obs)
     spd = speed(obs, fast_threshold_s=fast_threshold_s)
     gold = gold_accuracy(obs)
     ranking_gold = ranking_gold_agreement(project=project)
-    flagged = set(
-        gold_flagged(
-            gold,
-            min_count=project.gold_min_count,
-            min_accuracy=project.gold_min_accuracy,
-        )
-    )
+    flags = gold_flags(project=project, gold=gold, ranking_gold=ranking_gold)
     counts = Counter(o.coder for o in obs)
     rejected = Counter(o.coder for o in obs if o.rejected)
-    users = get_user_model().objects.in_bulk(list(counts))
+    # A ranking implies labels, so a ranker is almost always in ``counts``; not
+    # when every pair it implies was already labelled pairwise by them.
+    coders = set(counts) | set(ranking_gold)
+    users = get_user_model().objects.in_bulk(list(coders))
     paused = dict(
         Membership.objects.filter(project=project).values_list("user_id", "paused")
     )
@@ -183,10 +181,11 @@ def annotator_stats(
             "speed": spd.get(uid),
             "gold": gold.get(uid, {"n": 0, "correct": 0, "accuracy": None}),
             "ranking_gold": ranking_gold.get(uid, dict(NO_RANKING_GOLD)),
-            "flagged": uid in flagged,
+            "flagged": uid in flags,
+            "flag_reason": flags.get(uid, ""),
             "paused": paused.get(uid, False),
         }
-        for uid in sorted(counts)
+        for uid in sorted(coders)
     ]
 
 
@@ -202,8 +201,7 @@ def ranking_gold_agreement(*, project: Project) -> dict[int, dict[str, Any]]:
 
     Shown beside pairwise gold accuracy, not merged into it: a ranking of K
     responses is K(K-1)/2 pairs, so one ranking would outweigh many pairwise gold
-    labels; and it does not flag annotators (``gold_flagged`` reads pairwise gold
-    only)."""
+    labels. It flags annotators by the same rule, on its own (``gold_flags``)."""
     out: dict[int, dict[str, Any]] = {}
     rows = Ranking.objects.filter(
         item__project=project, item__is_gold=True
@@ -226,17 +224,58 @@ def gold_accuracy_for_project(*, project: Project) -> dict[Hashable, dict[str, A
     )
 
 
-def annotators_flagged(*, project: Project) -> list[int]:
-    """User ids under the project's gold accuracy bar (see ``gold_flagged``)."""
-    gold = gold_accuracy_for_project(project=project)
-    return [
-        int(uid)
-        for uid in gold_flagged(
-            gold,
-            min_count=project.gold_min_count,
-            min_accuracy=project.gold_min_accuracy,
+def gold_flags(
+    *,
+    project: Project,
+    gold: Mapping[Any, Mapping[str, Any]],
+    ranking_gold: Mapping[Any, Mapping[str, Any]],
+) -> dict[int, str]:
+    """The flagged annotators (user id -> why, a sentence per reason), by the one
+    rule (``gold_flagged``) applied to each kind of gold on its own: at least the
+    project's ``gold_min_count`` gold labels with gold accuracy under its
+    ``gold_min_accuracy``, or at least ``gold_min_count`` gold ranking items
+    ranked with ranking-gold agreement under ``gold_min_accuracy``.
+
+    Ranking gold counts items, not pairs, towards the minimum: a ranked item is
+    one judgement, as a gold label is, and its K(K-1)/2 pairs are not independent
+    evidence (counted as pairs, one ranking of five responses, ten pairs, would
+    be enough to flag someone at the default minimum of 10). The two kinds are not pooled, for the reason in
+    ``ranking_gold_agreement``."""
+    bar = project.gold_min_accuracy
+    rule = {"min_count": project.gold_min_count, "min_accuracy": bar}
+    reasons: dict[int, list[str]] = defaultdict(list)
+    for uid in gold_flagged(gold, **rule):
+        g = gold[uid]
+        reasons[int(uid)].append(
+            f"Gold accuracy {g['accuracy']:.0%} on {g['n']} gold labels is below "
+            f"{bar:.0%}."
         )
-    ]
+    by_item = {
+        uid: {"n": r["items"], "accuracy": r["accuracy"]}
+        for uid, r in ranking_gold.items()
+    }
+    for uid in gold_flagged(by_item, **rule):
+        r = ranking_gold[uid]
+        reasons[int(uid)].append(
+            f"Ranking gold agreement {r['accuracy']:.0%} on {r['items']} gold "
+            f"ranking items is below {bar:.0%}."
+        )
+    return {uid: " ".join(why) for uid, why in sorted(reasons.items())}
+
+
+def annotator_flags(*, project: Project) -> dict[int, str]:
+    """``gold_flags`` of the project, read from the database (gold labels and
+    rankings of gold items only)."""
+    return gold_flags(
+        project=project,
+        gold=gold_accuracy_for_project(project=project),
+        ranking_gold=ranking_gold_agreement(project=project),
+    )
+
+
+def annotators_flagged(*, project: Project) -> list[int]:
+    """User ids under the project's gold bar, pairwise or ranking (``gold_flags``)."""
+    return sorted(annotator_flags(project=project))
 
 
 def _comparison_rewards(qs: Any) -> list[dict[str, Any]]:

@@ -52,11 +52,11 @@ def record_format(obj: object) -> str:
     if "message_tree_id" in obj and isinstance(obj.get("prompt"), dict):
         return "Open-Assistant message tree (rankings)"
     if "responses" in obj:
-        return (
-            "ranked responses"
-            if obj.get("ranking") is not None
-            else ("responses to rank")
-        )
+        if obj.get("ranking") is not None:
+            return "ranked responses"
+        if obj.get("gold_tiers") is not None:
+            return "gold responses to rank"
+        return "responses to rank"
     if "chosen" in obj or "rejected" in obj:
         if "prompt" in obj or "messages" in obj:
             return "TRL preference pair"

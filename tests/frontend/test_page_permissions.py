@@ -66,7 +66,7 @@ PAGES = {
     "compare": ("get", "compare", {}, None, row(LOGIN, 404, 200, 200, 200, 403)),
     "compare-next": ("post", "compare-next", {}, {}, row(401, 404, 200, 200, 200, 403)),
     "rank": ("get", "rank", {}, None, row(LOGIN, 404, 200, 200, 200, 403)),
-    "rank-next": ("get", "rank-next", {}, None, row(401, 404, 200, 200, 200, 403)),
+    "rank-next": ("post", "rank-next", {}, {}, row(401, 404, 200, 200, 200, 403)),
     "review": ("get", "review", {}, None, row(LOGIN, 404, 403, 200, 200, 200)),
     "review-label": ("post", "review-label", {"label_id": None}, {"state": "accepted"}, row(LOGIN, 404, 403, 302, 302, 302)),
     "review-bulk-accept": ("post", "review-bulk-accept", {}, {}, row(LOGIN, 404, 403, 302, 302, 302)),

@@ -6,8 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.test import Client
 from django.urls import reverse
 
+from labelapp.models import RankingAssignment
 from labelapp.services.rankings import ranking_submit
 from tests.frontend.conftest import client_for
 from tests.labelapp.api.test_rankings_api import make_item
@@ -17,7 +19,7 @@ pytestmark = pytest.mark.django_db
 
 
 def rank_next(client: Any, project: Any) -> Any:
-    response = client.get(reverse("frontend:rank-next", args=[project.pk]))
+    response = client.post(reverse("frontend:rank-next", args=[project.pk]))
     assert response.status_code == 200, response.content
     return response.json()["item"]
 
@@ -62,3 +64,21 @@ def test_the_page_links_its_api_and_json():
     assert 'data-rank-url="/api/v1/ranking-items/{id}/rank/"' in page
     assert 'data-skip-url="/api/v1/ranking-items/{id}/skip/"' in page
     assert reverse("frontend:rank-next", args=[project.pk]) in page
+
+
+def test_next_json_is_post_with_csrf_and_a_get_is_405():
+    # It leases, as compare-next does: a GET (prefetchable, linkable) must not.
+    project = make_project()
+    make_item(project)
+    user = make_user(project=project)
+    url = reverse("frontend:rank-next", args=[project.pk])
+    assert client_for(user).get(url).status_code == 405
+    assert not RankingAssignment.objects.exists()
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(user)
+    assert client.post(url).status_code == 403  # no CSRF token
+    client.get(reverse("frontend:rank", args=[project.pk]))
+    token = client.cookies["csrftoken"].value
+    response = client.post(url, headers={"X-CSRFToken": token})
+    assert response.status_code == 200 and response.json()["item"] is not None
+    assert RankingAssignment.objects.count() == 1

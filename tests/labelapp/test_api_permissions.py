@@ -144,7 +144,10 @@ CASES = {
     "job-retry": ("post", "/api/v1/jobs/{failed_job}/retry/", None, row(403, 404, 404, 403, 202, 202, 202)),
     "response-create": ("post", "/api/v1/responses/", {"prompt": "{prompt}", "text": "new"}, row(403, 403, 403, 403, 201, 201, 201)),
     "comparison-create": ("post", "/api/v1/comparisons/", {"project": "{project}", "response_a": "{extra_response}", "response_b": "{response_b}"}, row(403, 403, 403, 403, 201, 201, 201)),
-    "ranking-next": ("get", "/api/v1/projects/{project}/ranking-next/", None, row(403, 404, 200, 200, 200, 404, 404)),
+    "ranking-next": ("post", "/api/v1/projects/{project}/ranking-next/", None, row(403, 404, 200, 200, 200, 404, 404)),
+    # Both nexts write a lease: POST only, a GET leases nothing (405).
+    "next-get": ("get", "/api/v1/projects/{project}/next/", None, row(403, 405, 405, 405, 405, 405, 405)),
+    "ranking-next-get": ("get", "/api/v1/projects/{project}/ranking-next/", None, row(403, 405, 405, 405, 405, 405, 405)),
     "ranking-item-detail": ("get", "/api/v1/ranking-items/{ranking_item}/", None, row(403, 404, 200, 200, 200, 200, 200)),
     "other-ranking-item": ("get", "/api/v1/ranking-items/{other_ranking_item}/", None, row(403, 200, 404, 404, 404, 200, 200)),
     "ranking-item-rank": ("post", "/api/v1/ranking-items/{ranking_item}/rank/", {"tiers": [[2], [0]]}, row(403, 404, 201, 201, 201, 404, 404)),
@@ -228,7 +231,7 @@ def test_annotator_never_sees_scores_gold_or_others(world, api_client_for):
     for secret in ("reward", "gold", "p_a", "majority", "labels_count"):
         assert secret not in text
     assert client.get("/api/v1/labels/").json()["results"] == []
-    ranked = client.get(f"/api/v1/projects/{world.ids['project']}/ranking-next/")
+    ranked = client.post(f"/api/v1/projects/{world.ids['project']}/ranking-next/")
     assert ranked.status_code == 200
     for secret in ("reward", "gold", "p_a", "labels_count", "labels_required"):
         assert secret not in str(ranked.json())

@@ -88,6 +88,8 @@ def test_aggregation_is_the_mean_over_the_rankings_that_imply_a_pair():
         ([[0], [7]], "tier 1 holds 7, which is not one of the responses (0..2)"),
         ([0, [1, 0]], "0 is ranked twice (again in tier 1)"),
         ([True], "tier 0 holds True"),
+        # 1.0 == 1, but an index is an integer (a float crashed the importer).
+        ([[0], [1.0]], "tier 1 holds 1.0"),
         ([[0, "1"]], "tier 0 holds '1'"),
     ],
 )

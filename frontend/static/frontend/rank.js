@@ -283,7 +283,8 @@ async function loadNext() {
   el.loading.hidden = false;
   let resp;
   try {
-    resp = await request(cfg.nextUrl);
+    // POST: asking leases the item (as the API's ranking-next does).
+    resp = await request(cfg.nextUrl, { method: "POST" });
   } catch (err) {
     el.loading.hidden = true;
     showError("Could not reach the server; reload to try again.");

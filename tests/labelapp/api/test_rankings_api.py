@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 from django.db import connection
 
-from labelapp.models import Comparison, Label, Ranking, RankingItem
+from labelapp.models import Comparison, Label, Ranking, RankingAssignment, RankingItem
 from labelapp.services.content import prompt_create, response_create
 from labelapp.services.rankings import ranking_item_create, ranking_submit
 from tests.labelapp.conftest import make_project, make_user
@@ -57,7 +57,7 @@ def implied_labels(item, annotator) -> dict[tuple[int, int], float]:
     }
 
 
-# --- GET ranking-next ---------------------------------------------------------------
+# --- POST ranking-next --------------------------------------------------------------
 
 
 def test_next_serves_the_prompt_and_responses_in_a_per_annotator_order(
@@ -69,7 +69,7 @@ def test_next_serves_the_prompt_and_responses_in_a_per_annotator_order(
     orders = []
     for _ in range(6):
         user = make_user(project=project)
-        resp = api_client_for(user).get(f"/api/v1/projects/{project.pk}/ranking-next/")
+        resp = api_client_for(user).post(f"/api/v1/projects/{project.pk}/ranking-next/")
         assert resp.status_code == 200
         body = resp.json()
         assert body["id"] == item.pk and body["project"] == project.pk
@@ -106,29 +106,40 @@ def test_next_skips_ranked_and_complete_items_then_204(project, api_client_for):
     next_url = f"/api/v1/projects/{project.pk}/ranking-next/"
     # The started item first (it completes before a new one is begun), never the
     # complete one.
-    assert client.get(next_url).json()["id"] == started.pk
+    assert client.post(next_url).json()["id"] == started.pk
     assert (
         client.post(
             url(started.pk, "rank"), {"tiers": [[0]]}, format="json"
         ).status_code
         == 201
     )
-    assert client.get(next_url).json()["id"] == fresh.pk
+    assert client.post(next_url).json()["id"] == fresh.pk
     assert (
         client.post(
             url(fresh.pk, "rank"), {"tiers": [[2], [0, 1]]}, format="json"
         ).status_code
         == 201
     )
-    resp = client.get(next_url)
+    resp = client.post(next_url)
     assert resp.status_code == 204 and resp.content == b""
     started.refresh_from_db()
     assert started.status == RankingItem.Status.COMPLETE and started.labels_count == 2
     # Another annotator still gets the fresh item (one ranking of its k = 2).
     assert (
-        api_client_for(make_user(project=project)).get(next_url).json()["id"]
+        api_client_for(make_user(project=project)).post(next_url).json()["id"]
         == fresh.pk
     )
+
+
+def test_next_is_post_and_a_get_is_405_and_leases_nothing(project, api_client_for):
+    make_item(project)
+    client = api_client_for(make_user(project=project))
+    next_url = f"/api/v1/projects/{project.pk}/ranking-next/"
+    resp = client.get(next_url)
+    assert resp.status_code == 405 and resp["Allow"].startswith("POST")
+    assert not RankingAssignment.objects.exists()
+    assert client.post(next_url).status_code == 200
+    assert RankingAssignment.objects.count() == 1
 
 
 def test_next_is_404_for_non_members_and_204_while_paused(
@@ -136,17 +147,17 @@ def test_next_is_404_for_non_members_and_204_while_paused(
 ):
     next_url = f"/api/v1/projects/{project.pk}/ranking-next/"
     outsider = make_user(project=make_project())
-    assert api_client_for(outsider).get(next_url).status_code == 404
+    assert api_client_for(outsider).post(next_url).status_code == 404
     staff = make_user(staff=True)  # not a member: no queue, as for pairs
-    assert api_client_for(staff).get(next_url).status_code == 404
+    assert api_client_for(staff).post(next_url).status_code == 404
     assert (
         api_client_for(outsider)
-        .get("/api/v1/projects/999999/ranking-next/")
+        .post("/api/v1/projects/999999/ranking-next/")
         .status_code
         == 404
     )
     paused = make_user(project=project, paused=True)
-    assert api_client_for(paused).get(next_url).status_code == 204
+    assert api_client_for(paused).post(next_url).status_code == 204
     resp = api_client_for(paused).post(
         url(item.pk, "rank"), {"tiers": [[0]]}, format="json"
     )

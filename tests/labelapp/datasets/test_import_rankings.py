@@ -115,6 +115,11 @@ def test_ranked_and_unranked_records(project, tmp_path):
             "field 'ranking'=[1, [1]]: 1 is ranked twice",
         ),
         (
+            # 1.0 == 1 but is no index (it crashed the writer with a TypeError).
+            {"prompt": "p", "responses": ["a", "b"], "ranking": [1.0, 0]},
+            "field 'ranking'=[1.0, 0]: tier 0 holds 1.0",
+        ),
+        (
             {"prompt": "p", "responses": ["a", "b"], "ranking": []},
             "field 'ranking'=[]: the ranking ranks nothing",
         ),

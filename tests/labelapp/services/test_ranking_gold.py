@@ -126,7 +126,7 @@ def test_the_annotator_is_never_told_an_item_is_gold(project, item, api_client_f
     project.gold_rate = 1.0
     project.save()
     me = make_user(project=project)
-    resp = api_client_for(me).get(f"/api/v1/projects/{project.pk}/ranking-next/")
+    resp = api_client_for(me).post(f"/api/v1/projects/{project.pk}/ranking-next/")
     assert resp.status_code == 200 and resp.json()["id"] == item.pk
     assert "gold" not in str(resp.json())
     assert ranking_item_lease_for(annotator=me, project_id=project.pk).item.is_gold
