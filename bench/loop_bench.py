@@ -132,6 +132,13 @@ def main(argv: list[str] | None = None) -> int:
         help="data guard's length floor: share of the prompt's median sample length"
         " (0: off, the guard before 2026-12-07)",
     )
+    p.add_argument(
+        "--pair-length-band",
+        type=float,
+        default=GuardConfig.pair_length_band,
+        help="data guard: a DPO pair's rejected answer within this length factor of"
+        " the chosen one (0: the worst of all samples)",
+    )
     p.add_argument("--rm-pairs", type=int, default=300, help="pairs per reward model")
     p.add_argument("--rm-epochs", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
@@ -211,7 +218,11 @@ def main(argv: list[str] | None = None) -> int:
         result = run_round(train_p, current, selector, rconf)
         rounds.append(from_round_result(result, it - 1))
         t_round = time.perf_counter() - t0
-        guard = GuardConfig(margin=args.margin, min_length_ratio=args.min_length_ratio)
+        guard = GuardConfig(
+            margin=args.margin,
+            min_length_ratio=args.min_length_ratio,
+            pair_length_band=args.pair_length_band,
+        )
         sft, pairs = select_sft(rounds, guard), select_pairs(rounds, guard)
         sft_file = write_jsonl(args.work / f"sft-{it}.jsonl", sft.examples)
         dpo_file = write_jsonl(args.work / f"dpo-{it}.jsonl", pairs.examples)

@@ -7,18 +7,23 @@ at it, whether it was approved. :func:`from_round_result` and
 :func:`from_sample_records` build them from ``training.rejection.RoundResult`` and
 from the ``samples.jsonl`` that ``python -m training best-of-n`` writes.
 
-SFT (:func:`select_sft`): per prompt, only the best sample is a candidate (the
-rejection-sampling pick), and it is kept only if
+SFT (:func:`select_sft`): per prompt, the pick is the best of the samples that
 
-1. it has a reward (``no_reward``: round 0 has no reward model);
-2. it is not empty (``empty``: an immediate end of turn) and it is complete, not
-   cut off at the token limit (``truncated``): a cut-off answer scored as if
-   complete teaches the policy to stop mid-sentence;
-3. it is at least ``min_length_ratio`` times as long as the median of the
-   prompt's samples, cut-off ones included (``too_short``): the reward models and
-   the completeness rule both favour answers that stop early, and a policy trained
-   on short picks learns to stop (measured in bench/loop_bench.py: without this
-   floor the answers shrank to a quarter of the base's length in two iterations);
+1. have a reward (``no_reward``: round 0 has no reward model);
+2. are not empty (``empty``: an immediate end of turn) and are complete, not cut
+   off at the token limit (``truncated``): a cut-off answer scored as if complete
+   teaches the policy to stop mid-sentence;
+3. are at least ``min_length_ratio`` times as long as the median of the prompt's
+   samples, cut-off ones included (``too_short``): the reward models and the
+   completeness rule both favour answers that stop early, and a policy trained on
+   short picks learns to stop (measured in bench/loop_bench.py: without this floor
+   the answers shrank to a quarter of the base's length in two iterations);
+
+(each name counts the prompts where no sample was left). The pick is the DPO
+chosen answer too. A cut-off or short top sample gives way to the best that
+qualifies: keeping only prompts whose overall best qualified left 3 SFT examples of
+64 prompts in loop_bench. It is kept only if
+
 4. it beats the median reward of the prompt's samples by more than ``margin``
    (``below_margin``): when every sample is about as good, the pick is noise;
 5. a human approved it, when ``require_approved`` (``not_approved``);
@@ -27,10 +32,13 @@ rejection-sampling pick), and it is kept only if
 
 Rounds are pooled in order (Llama 2: the best samples of *all* earlier rounds, not
 only the last). DPO (:func:`select_pairs`): per prompt, the best *complete* sample
-against the worst of all its samples (RLHFlow's best-vs-worst; the failures teach
-too); the chosen one is drawn from the complete samples that pass the same length
+against the worst sample about as long as it (RLHFlow's best-vs-worst, cut-off
+samples included: the failures teach too; "about as long": within
+``pair_length_band``, so that length is not what the pair teaches); the chosen one is drawn from the complete samples that pass the same length
 floor. Prompts are skipped with fewer than two distinct samples, without a complete
-sample (``no_complete_sample``), without one long enough (``too_short``), or whose reward gap (empty answers are left out) is at most ``pair_margin`` (ties). Every filter counts
+sample (``no_complete_sample``), without one long enough (``too_short``), without
+a rival within ``pair_length_band`` of the chosen one's length
+(``length_mismatch``), or whose reward gap (empty answers are left out) is at most ``pair_margin`` (ties). Every filter counts
 what it removed, per round and in total, so the counts go into the round's stats
 and the training metrics.
 """
@@ -58,6 +66,7 @@ PAIR_FILTERS = (
     "too_few_samples",
     "no_complete_sample",
     "too_short",
+    "length_mismatch",
     "below_margin",
     "duplicate",
 )
@@ -96,6 +105,11 @@ class GuardConfig:
     """The SFT pick and the DPO chosen answer must be at least this share of the
     median length (characters) of the prompt's samples; 0 turns the floor off.
     0.8 is the lower end of the length band eval-policy holds a candidate to."""
+    pair_length_band: float = 1.25
+    """A DPO pair's rejected answer is the worst sample whose length is within this
+    factor of the chosen one's (longer / shorter), or within LENGTH_SLACK characters
+    of it; 0 takes the worst of all. 1.25
+    is the upper end of eval-policy's length band."""
 
 
 @dataclass
@@ -143,6 +157,18 @@ def _length_floor(samples: Sequence[GuardSample], ratio: float) -> float:
     return ratio * statistics.median(len(s.text.strip()) for s in samples)
 
 
+LENGTH_SLACK = 16
+"""Characters by which two answers may always differ in the pair length band (a
+few characters are no length signal; without it "no" and "yes" never pair)."""
+
+
+def _about_as_long(a: str, b: str, band: float) -> bool:
+    """Whether two answers are within ``band`` (longer / shorter) of each other's
+    length, or within LENGTH_SLACK characters."""
+    la, lb = len(a.strip()), len(b.strip())
+    return abs(la - lb) <= LENGTH_SLACK or max(la, lb) <= band * min(la, lb)
+
+
 def _best(samples: Sequence[GuardSample]) -> GuardSample | None:
     scored = [s for s in samples if s.reward is not None]
     # max() keeps the first of equal rewards: the earlier sample wins ties, as in
@@ -173,19 +199,21 @@ def select_sft(
                 _count(result, SFT_FILTERS, rnd, what)
 
             drop("prompts")
-            best = _best(prompt.samples)
-            if best is None:
+            scored = [s for s in prompt.samples if s.reward is not None]
+            if not scored:
                 drop("no_reward")
                 continue
-            if not best.text.strip():
+            nonempty = [s for s in scored if s.text.strip()]
+            if not nonempty:
                 drop("empty")
                 continue
-            if best.truncated:
+            complete = [s for s in nonempty if not s.truncated]
+            if not complete:
                 drop("truncated")
                 continue
-            if len(best.text.strip()) < _length_floor(
-                prompt.samples, config.min_length_ratio
-            ):
+            floor = _length_floor(prompt.samples, config.min_length_ratio)
+            best = _best([s for s in complete if len(s.text.strip()) >= floor])
+            if best is None:
                 drop("too_short")
                 continue
             median = statistics.median(
@@ -222,7 +250,8 @@ def select_pairs(
 ) -> GuardResult:
     """DPO pairs in TRL's conversational preference format ``{"prompt",
     "chosen", "rejected"}`` plus ``chosen_reward``/``rejected_reward``/``round``:
-    per prompt the best complete sample against the worst sample."""
+    per prompt the best complete sample against the worst sample of about its
+    length."""
     config = config or GuardConfig()
     seen: set[tuple[tuple[str, ...], tuple[str, ...]]] = set()
     result = GuardResult(examples=[], counts=_counter(PAIR_FILTERS))
@@ -253,8 +282,21 @@ def select_pairs(
                 drop("too_short")
                 continue
             # The worst of all samples, cut-off ones included: they are the
-            # failures the policy should move away from.
-            rejected = min(reversed(scored), key=lambda s: s.reward)  # type: ignore[arg-type, return-value]
+            # failures the policy should move away from. With a length band, only
+            # samples about as long as the chosen one compete, so the pair cannot
+            # teach "shorter wins" (measured: without it the rejected answer was the
+            # longer one in 35 of 41 pairs, 458 vs 271 characters at the median).
+            band = config.pair_length_band
+            rivals = [
+                s
+                for s in scored
+                if s is not chosen
+                and (not band or _about_as_long(s.text, chosen.text, band))
+            ]
+            if not rivals:
+                drop("length_mismatch")
+                continue
+            rejected = min(reversed(rivals), key=lambda s: s.reward)  # type: ignore[arg-type, return-value]
             if not chosen.reward - rejected.reward > config.pair_margin:  # type: ignore[operator]
                 drop("below_margin")
                 continue

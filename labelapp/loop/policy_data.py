@@ -34,6 +34,7 @@ from training.data_guard import (
 POLICY_EXTRAS: dict[str, tuple[type | tuple[type, ...], Any]] = {
     "guard_margin": ((int, float), GuardConfig.margin),
     "guard_min_length_ratio": ((int, float), GuardConfig.min_length_ratio),
+    "guard_pair_length_band": ((int, float), GuardConfig.pair_length_band),
     "require_approved": (bool, False),
     "eval_prompts": (int, 16),
     "eval_samples": (int, 2),

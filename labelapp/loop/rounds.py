@@ -263,6 +263,7 @@ def round_guard(project: Project, result, number: int) -> dict:
     guard = GuardConfig(
         margin=float(cfg["guard_margin"]),
         min_length_ratio=float(cfg["guard_min_length_ratio"]),
+        pair_length_band=float(cfg["guard_pair_length_band"]),
     )
     sft, dpo = {}, {}
     sft_counts: dict[str, int] = {}

@@ -97,6 +97,12 @@ def project(tmp_path, settings):
             "batch_size": 4,
             "max_length": 128,
             "guard_margin": 0.0,
+            # The tiny random model's samples are random-length token soup: the
+            # length floor and band would leave few examples, a policy that barely
+            # moves, and audits too small to refuse (tests/training/test_data_guard.py
+            # tests them).
+            "guard_min_length_ratio": 0,
+            "guard_pair_length_band": 0,
             "eval_prompts": 4,
             "eval_samples": 2,
             "audit_pairs": 3,

@@ -37,11 +37,19 @@ def test_keeps_the_best_complete_sample_above_the_median_margin():
     assert result.counts["kept"] == 1 and result.counts["prompts"] == 1
 
 
-def test_truncated_best_is_dropped_not_replaced():
-    p = prompt(("low", 0.0), ("cut off mid", 3.0, True), ("ok", 1.0))
-    result = select_sft([[p]])
-    assert result.examples == []
-    assert result.counts["truncated"] == 1
+def test_truncated_best_gives_way_to_the_best_complete_sample():
+    # Rewards 0, 0.5, 2 and 3 (cut off): median 1.25; the best complete one, 2.0,
+    # beats it by more than the margin.
+    p = prompt(("low", 0.0), ("meh", 0.5), ("cut off mid", 3.0, True), ("fine", 2.0))
+    result = select_sft([[p]], GuardConfig(margin=0.25, min_length_ratio=0))
+    assert texts(result) == ["fine"] and result.examples[0]["median_reward"] == 1.25
+    # The stand-in still has to beat the median by the margin.
+    weak = prompt(("low", 0.0), ("cut off mid", 3.0, True), ("fine", 1.0))
+    result = select_sft([[weak]], GuardConfig(margin=0.25, min_length_ratio=0))
+    assert result.examples == [] and result.counts["below_margin"] == 1
+    only_cut = prompt(("a b", 0.0, True), ("cut off mid", 3.0, True))
+    result = select_sft([[only_cut]])
+    assert result.examples == [] and result.counts["truncated"] == 1
 
 
 def test_best_must_beat_the_median_by_the_margin():
@@ -57,12 +65,16 @@ def test_no_reward_round_zero():
     assert result.examples == [] and result.counts["no_reward"] == 1
 
 
-def test_empty_best_is_dropped_and_empty_samples_never_pair():
-    p = prompt(("a", 0.0), (" ", 3.0))
+def test_empty_samples_are_never_picked_and_never_pair():
+    p = prompt(("", 0.0), (" ", 3.0))
     result = select_sft([[p]])
     assert result.examples == [] and result.counts["empty"] == 1
-    q = prompt(("", -5.0), ("a", 0.0), ("b", 1.0))
-    (pair,) = select_pairs([[q]]).examples
+    # Beside a non-empty one, the empty top sample gives way (and the margin
+    # then decides: median 1.5, the stand-in has 0.0).
+    q = prompt(("a", 0.0), (" ", 3.0))
+    assert select_sft([[q]]).counts["below_margin"] == 1
+    r = prompt(("", -5.0), ("a", 0.0), ("b", 1.0))
+    (pair,) = select_pairs([[r]]).examples
     assert pair["rejected"][0]["content"] == "a"
 
 
@@ -108,7 +120,7 @@ def test_pools_every_round_in_order():
 
 def test_pairs_best_complete_vs_worst():
     p = prompt(("worst", -2.0, True), ("mid", 0.0), ("cut best", 5.0, True), ("b", 1))
-    result = select_pairs([[p]], GuardConfig(min_length_ratio=0))
+    result = select_pairs([[p]], GuardConfig(min_length_ratio=0, pair_length_band=0))
     (pair,) = result.examples
     assert pair["prompt"] == CONV
     assert pair["chosen"] == [{"role": "assistant", "content": "b"}]
@@ -128,6 +140,7 @@ def test_pairs_skip_ties_margins_and_single_samples():
         "too_few_samples": 1,
         "no_complete_sample": 1,
         "too_short": 0,
+        "length_mismatch": 0,
         "below_margin": 2,
         "duplicate": 0,
         "kept": 0,
@@ -182,21 +195,25 @@ def test_adapters_read_round_outputs():
 LONG = "a complete answer of some length"  # 32 characters
 
 
-def test_sft_best_shorter_than_the_length_floor_is_dropped():
-    # Lengths 32, 32, 32 and 3: median 32, floor 0.8 x 32 = 25.6 characters.
-    short_best = prompt(
-        (LONG, 0.0), (LONG.upper(), 0.0), (LONG + "!", 0.0, True), ("Ok.", 2.0)
-    )
-    result = select_sft([[short_best]])
+def test_sft_top_sample_under_the_length_floor_gives_way():
+    # Lengths 32, 32, 33 and 3: median 32, floor 0.8 x 32 = 25.6 characters.
+    # Rewards 1, 0, 0, 2: median 0.5. "Ok." is the top sample but too short; the
+    # pick is the best long enough complete one.
+    p = prompt((LONG, 1.0), (LONG.upper(), 0.0), (LONG + "!", 0.0, True), ("Ok.", 2.0))
+    result = select_sft([[p]])
+    assert texts(result) == [LONG] and result.counts["too_short"] == 0
+    # Off, the short top sample is the pick: the floor is the filter.
+    assert texts(select_sft([[p]], GuardConfig(min_length_ratio=0))) == ["Ok."]
+    # Every complete sample too short: the prompt gives nothing, and says why.
+    short = prompt(("Ok.", 2.0), (LONG, 0.0, True), (LONG + "?", 0.0, True))
+    result = select_sft([[short]])
     assert result.examples == [] and result.counts["too_short"] == 1
-    # Off, the short pick is kept: the floor is the filter.
-    off = select_sft([[short_best]], GuardConfig(min_length_ratio=0))
-    assert texts(off) == ["Ok."] and off.counts["too_short"] == 0
     # Long best among short others (median 3): kept up to a ratio of 32 / 3.
     long_best = prompt((LONG, 2.0), ("Ok.", 0.0), ("No.", 0.0))
     assert texts(select_sft([[long_best]])) == [LONG]
     assert texts(select_sft([[long_best]], GuardConfig(min_length_ratio=10))) == [LONG]
-    assert select_sft([[long_best]], GuardConfig(min_length_ratio=11)).examples == []
+    over = select_sft([[long_best]], GuardConfig(min_length_ratio=11))
+    assert over.examples == [] and over.counts["too_short"] == 1
 
 
 def test_pairs_chosen_is_the_best_complete_sample_above_the_length_floor():
@@ -215,3 +232,26 @@ def test_pairs_chosen_is_the_best_complete_sample_above_the_length_floor():
     only_short = prompt(("Ok.", 3.0), (LONG, -1.0, True), (LONG + "?", 0.0, True))
     result = select_pairs([[only_short]])
     assert result.examples == [] and result.counts["too_short"] == 1
+
+
+def test_pairs_rejected_is_the_worst_sample_of_about_the_chosen_length():
+    # The worst sample overall is three times longer than the chosen answer; with
+    # the band (1.25) the rejected one is the worst of those about as long.
+    p = prompt(
+        (LONG, 2.0),
+        (LONG * 3, -3.0, True),  # worst, but 3x as long: never the rival
+        (LONG.upper(), -1.0),
+        (LONG + " and more", 0.5),
+    )
+    (pair,) = select_pairs([[p]], GuardConfig(min_length_ratio=0)).examples
+    assert pair["chosen"][0]["content"] == LONG
+    assert pair["rejected"][0]["content"] == LONG.upper()
+    # Band off: best vs worst of all, as before.
+    (off,) = select_pairs(
+        [[p]], GuardConfig(min_length_ratio=0, pair_length_band=0)
+    ).examples
+    assert off["rejected"][0]["content"] == LONG * 3
+    # No rival of about its length: the prompt gives no pair, and says why.
+    lone = prompt((LONG, 2.0), (LONG * 3, -3.0))
+    result = select_pairs([[lone]], GuardConfig(min_length_ratio=0))
+    assert result.examples == [] and result.counts["length_mismatch"] == 1
