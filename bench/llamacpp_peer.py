@@ -319,6 +319,7 @@ def gguf_variant(
         run = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         if run.returncode != 0:
             raise RuntimeError(f"quantize to {ftype} failed: {run.stderr[-2000:]}")
+        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; other trees may read it
         os.replace(tmp, target)  # atomic: readers see no file or a whole one
     finally:
         Path(tmp).unlink(missing_ok=True)
