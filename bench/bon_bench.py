@@ -9,11 +9,20 @@ Same model object, prompts, N, temperature/top-p and max new tokens for both:
   prompt's KV kept once per prompt, a fused decode step for Llama models on CPU,
   finished rows dropped); ``--ablate`` adds it without the fused step and with
   the prompt's KV copied N times;
-- optionally ``--backends transformers,vllm`` adds the vLLM sampler (GPU).
+- optionally ``--backends transformers,vllm`` adds the vLLM sampler (GPU);
+- optionally ``--backends transformers,llamacpp`` adds llama.cpp as a peer on the
+  same GGUF the builtin model is converted from, as Q4_1 (the file itself) and as
+  F32 (dequantised once into var/gguf/), through its C API in
+  ``.venv-llama`` (``bench/llamacpp_peer.py``): every prompt prefilled once, its
+  KV copied to its N sequences, all rows decoded together, the same token ids,
+  end-of-sequence ids, N, budget, temperature/top-p and thread count.
 
-Runs alternate (baseline, engine, baseline, ...) so that a machine shared with
-other work slows both alike; the best of ``--repeats`` runs is reported. Tokens
-are counted up to and including each sample's end-of-sequence token.
+Runs alternate (baseline, engine, peers, then the reverse order, ...) so that a
+machine shared with other work slows each alike; the median and the range of
+``--repeats`` runs are reported, with ratios of medians. Each timed call includes
+encoding the prompts, their prefill and decoding the replies to text. Tokens are
+counted up to and including each sample's end-of-sequence token; nothing after it
+is generated or counted.
 
     python bench/bon_bench.py            # 8 MT-bench prompts x N=8 x 64 tokens
 """
@@ -97,7 +106,10 @@ def run_engine(sampler: Any, prompts: list, args: argparse.Namespace) -> dict:
         torch.cuda.synchronize()
     elapsed = time.perf_counter() - start
     tokens = sum(c.token_count for row in result for c in row)
-    return {"seconds": elapsed, "tokens": tokens, "samples": sum(map(len, result))}
+    run = {"seconds": elapsed, "tokens": tokens, "samples": sum(map(len, result))}
+    # A llama.cpp peer also says what its worker did (prefill tokens, KV copies).
+    stats = getattr(sampler, "last_stats", None)
+    return {**run, "worker": stats} if stats else run
 
 
 def rates(run: dict) -> dict:
@@ -144,6 +156,54 @@ def alternate(
     return runs
 
 
+LLAMACPP_TYPES = ("q4_1", "f32")
+
+
+def llamacpp_peers(
+    engine: Any, prompts: list, args: argparse.Namespace, threads: int
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """A started, warmed-up llama.cpp worker per GGUF type, and for each type that
+    has none, why."""
+    from bench.llamacpp_peer import LlamaCppPeer, gguf_variant
+
+    names = [f"llama.cpp {kind.upper()}" for kind in LLAMACPP_TYPES]
+    if args.policy != "builtin:smollm2-135m-instruct":
+        reason = "only the builtin SmolLM2 has a GGUF (its source)"
+        return {}, dict.fromkeys(names, reason)
+    from training.models import smollm2_gguf_path
+
+    rows = len(prompts) * args.n
+    lengths = [len(engine.encode(c)) for c in prompts]
+    peers: dict[str, Any] = {}
+    missing: dict[str, str] = {}
+    for name, kind in zip(names, LLAMACPP_TYPES, strict=True):
+        try:
+            python = args.llamacpp_python
+            model = gguf_variant(smollm2_gguf_path(), kind, python=python)
+            peer = LlamaCppPeer(
+                model,
+                engine,
+                threads=threads,
+                rows=rows,
+                prompt_lengths=lengths,
+                max_new_tokens=args.max_new_tokens,
+                kv=args.llamacpp_kv,
+                python=python,
+            )
+            run_engine(peer, prompts[:1], short(args))  # warm-up, not measured
+        except RuntimeError as exc:
+            missing[name] = str(exc).splitlines()[0]
+            continue
+        peers[name] = peer
+        print(json.dumps({name: peer.info}))
+    return peers, missing
+
+
+def summary(results: list[dict]) -> dict[str, float]:
+    rate = [r["tokens_per_s"] for r in results]
+    return {"median": statistics.median(rate), "min": min(rate), "max": max(rate)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=Path, default=DEFAULT_PROMPTS)
@@ -157,7 +217,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default=None, help="default: cuda if available")
     parser.add_argument("--dtype", default=None, help="float32 / bfloat16")
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--backends", default="transformers", help="and/or vllm")
+    parser.add_argument(
+        "--backends", default="transformers", help="and/or vllm, llamacpp"
+    )
+    parser.add_argument(
+        "--llamacpp-kv",
+        choices=("streams", "unified"),
+        default="streams",
+        help="llama.cpp's KV layout: a buffer per sequence (the prompt's KV copied "
+        "to each) or one shared buffer (the prompt's cells shared)",
+    )
+    parser.add_argument(
+        "--llamacpp-python",
+        type=Path,
+        help="a python with llama_cpp (default: .venv-llama's, once built)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument(
         "--ablate",
@@ -207,7 +281,19 @@ def main(argv: list[str] | None = None) -> int:
             max_batch_rows=rows,
             shared_prefix_attention=False,
         )
-    runs = alternate(engine, samplers, prompts, args)
+    peers, missing = {}, {}
+    if "llamacpp" in args.backends.split(","):
+        threads = torch.get_num_threads()
+        peers, missing = llamacpp_peers(engine, prompts, args, threads)
+        samplers |= peers
+        setup["llamacpp"] = {name: peer.info for name, peer in peers.items()}
+        for name, reason in missing.items():
+            print(f"  {name}: unavailable ({reason})")
+    try:
+        runs = alternate(engine, samplers, prompts, args)
+    finally:
+        for peer in peers.values():
+            peer.close()
 
     if "vllm" in args.backends.split(","):
         vllm_sampler = make_sampler("vllm", args.policy)
@@ -216,21 +302,32 @@ def main(argv: list[str] | None = None) -> int:
             rates(run_engine(vllm_sampler, prompts, args)) for _ in range(args.repeats)
         ]
 
-    best = {
-        name: max(results, key=lambda r: r["tokens_per_s"])
-        for name, results in runs.items()
+    stats = {name: summary(results) for name, results in runs.items()}
+    base = stats["generate"]["median"]
+    mine = stats["transformers"]["median"]
+    report: dict[str, Any] = {
+        "setup": setup,
+        "tokens_per_s": stats,
+        "ratios": {k: v["median"] / base for k, v in stats.items()},
+        "engine_over": {k: mine / v["median"] for k, v in stats.items()},
+        "unavailable": missing,
     }
-    base = best["generate"]
-    report: dict[str, Any] = {"setup": setup, "best": best, "ratios": {}}
-    print(f"{'':26s}{'tokens/s':>10s}{'samples/s':>11s}{'ratio':>8s}")
-    for name, result in best.items():
-        ratio = result["tokens_per_s"] / base["tokens_per_s"]
-        report["ratios"][name] = ratio
-        spread = statistics.pstdev([r["tokens_per_s"] for r in runs[name]])
+    print(f"tokens/s over {args.repeats} runs; ratios of medians")
+    head = f"{'':26s}{'median':>9s}  {'[min-max]':15s}{'vs generate':>12s}"
+    print(f"{head}{'engine/it':>11s}")
+    for name, row in stats.items():
+        span = f"[{row['min']:.1f}-{row['max']:.1f}]"
+        label = "engine" if name == "transformers" else name
         print(
-            f"{name:26s}{result['tokens_per_s']:10.1f}{result['samples_per_s']:11.2f}"
-            f"{ratio:7.2f}x   (spread over runs ±{spread:.1f} tokens/s)"
+            f"{label:26s}{row['median']:9.1f}  {span:15s}"
+            f"{report['ratios'][name]:11.2f}x{report['engine_over'][name]:10.2f}x"
         )
+    for name, reason in missing.items():
+        print(f"{name:26s}unavailable: {reason}")
+    if peers:
+        best = max(peers, key=lambda k: stats[k]["median"])
+        report["engine_over_best_peer"] = ratio = mine / stats[best]["median"]
+        print(f"engine / best peer ({best}): {ratio:.2f}x (issue 19 target: >= 1.5x)")
     if args.json:
         args.json.write_text(json.dumps({**report, "runs": runs}, indent=2))
     return 0
