@@ -139,6 +139,12 @@ def main(argv: list[str] | None = None) -> int:
         help="data guard: a DPO pair's rejected answer within this length factor of"
         " the chosen one (0: the worst of all samples)",
     )
+    p.add_argument(
+        "--sft-fallback",
+        action="store_true",
+        help="data guard: a cut-off or short top sample gives way to the best that"
+        " qualifies (default: the prompt is dropped)",
+    )
     p.add_argument("--rm-pairs", type=int, default=300, help="pairs per reward model")
     p.add_argument("--rm-epochs", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
@@ -222,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
             margin=args.margin,
             min_length_ratio=args.min_length_ratio,
             pair_length_band=args.pair_length_band,
+            sft_fallback=args.sft_fallback,
         )
         sft, pairs = select_sft(rounds, guard), select_pairs(rounds, guard)
         sft_file = write_jsonl(args.work / f"sft-{it}.jsonl", sft.examples)

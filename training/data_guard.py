@@ -7,7 +7,7 @@ at it, whether it was approved. :func:`from_round_result` and
 :func:`from_sample_records` build them from ``training.rejection.RoundResult`` and
 from the ``samples.jsonl`` that ``python -m training best-of-n`` writes.
 
-SFT (:func:`select_sft`): per prompt, the pick is the best of the samples that
+SFT (:func:`select_sft`): per prompt, the candidate samples are those that
 
 1. have a reward (``no_reward``: round 0 has no reward model);
 2. are not empty (``empty``: an immediate end of turn) and are complete, not cut
@@ -19,10 +19,10 @@ SFT (:func:`select_sft`): per prompt, the pick is the best of the samples that
    short picks learns to stop (measured in bench/loop_bench.py: without this floor
    the answers shrank to a quarter of the base's length in two iterations);
 
-(each name counts the prompts where no sample was left). The pick is the DPO
-chosen answer too. A cut-off or short top sample gives way to the best that
-qualifies: keeping only prompts whose overall best qualified left 3 SFT examples of
-64 prompts in loop_bench. It is kept only if
+The pick is the top sample by reward, and a prompt whose top sample fails 1–3 is
+dropped (the name counts it). With ``sft_fallback`` it gives way to the best sample
+that passes them (the DPO chosen answer): keeping only prompts whose top sample
+qualified left 3 SFT examples of 64 prompts in loop_bench. It is kept only if
 
 4. it beats the median reward of the prompt's samples by more than ``margin``
    (``below_margin``): when every sample is about as good, the pick is noise;
@@ -105,6 +105,12 @@ class GuardConfig:
     """The SFT pick and the DPO chosen answer must be at least this share of the
     median length (characters) of the prompt's samples; 0 turns the floor off.
     0.8 is the lower end of the length band eval-policy holds a candidate to."""
+    sft_fallback: bool = False
+    """When the top sample fails a filter (empty, cut off, too short), take the best
+    sample that passes them instead of dropping the prompt. Off by default: with it
+    on, the tiny test policy of tests/labelapp/test_policy_loop.py stopped moving in
+    a CI dry run (its samples matched the base's; not yet understood). loop_bench
+    measured it on (``--sft-fallback``, docs/benchmarks.md)."""
     pair_length_band: float = 1.25
     """A DPO pair's rejected answer is the worst sample whose length is within this
     factor of the chosen one's (longer / shorter), or within LENGTH_SLACK characters
@@ -203,7 +209,10 @@ def select_sft(
             if not scored:
                 drop("no_reward")
                 continue
-            nonempty = [s for s in scored if s.text.strip()]
+            # Without sft_fallback only the top sample is a candidate (each filter
+            # then speaks of it); with it, the filters narrow the candidates.
+            pool = scored if config.sft_fallback else [_best(scored)]
+            nonempty = [s for s in pool if s.text.strip()]  # type: ignore[union-attr]
             if not nonempty:
                 drop("empty")
                 continue

@@ -41,11 +41,15 @@ def test_truncated_best_gives_way_to_the_best_complete_sample():
     # Rewards 0, 0.5, 2 and 3 (cut off): median 1.25; the best complete one, 2.0,
     # beats it by more than the margin.
     p = prompt(("low", 0.0), ("meh", 0.5), ("cut off mid", 3.0, True), ("fine", 2.0))
-    result = select_sft([[p]], GuardConfig(margin=0.25, min_length_ratio=0))
+    fallback = GuardConfig(margin=0.25, min_length_ratio=0, sft_fallback=True)
+    result = select_sft([[p]], fallback)
     assert texts(result) == ["fine"] and result.examples[0]["median_reward"] == 1.25
+    # By default the cut-off top sample drops the prompt.
+    default = select_sft([[p]], GuardConfig(margin=0.25, min_length_ratio=0))
+    assert default.examples == [] and default.counts["truncated"] == 1
     # The stand-in still has to beat the median by the margin.
     weak = prompt(("low", 0.0), ("cut off mid", 3.0, True), ("fine", 1.0))
-    result = select_sft([[weak]], GuardConfig(margin=0.25, min_length_ratio=0))
+    result = select_sft([[weak]], fallback)
     assert result.examples == [] and result.counts["below_margin"] == 1
     only_cut = prompt(("a b", 0.0, True), ("cut off mid", 3.0, True))
     result = select_sft([[only_cut]])
@@ -72,7 +76,8 @@ def test_empty_samples_are_never_picked_and_never_pair():
     # Beside a non-empty one, the empty top sample gives way (and the margin
     # then decides: median 1.5, the stand-in has 0.0).
     q = prompt(("a", 0.0), (" ", 3.0))
-    assert select_sft([[q]]).counts["below_margin"] == 1
+    assert select_sft([[q]], GuardConfig(sft_fallback=True)).counts["below_margin"] == 1
+    assert select_sft([[q]]).counts["empty"] == 1
     r = prompt(("", -5.0), ("a", 0.0), ("b", 1.0))
     (pair,) = select_pairs([[r]]).examples
     assert pair["rejected"][0]["content"] == "a"
@@ -200,8 +205,10 @@ def test_sft_top_sample_under_the_length_floor_gives_way():
     # Rewards 1, 0, 0, 2: median 0.5. "Ok." is the top sample but too short; the
     # pick is the best long enough complete one.
     p = prompt((LONG, 1.0), (LONG.upper(), 0.0), (LONG + "!", 0.0, True), ("Ok.", 2.0))
-    result = select_sft([[p]])
+    result = select_sft([[p]], GuardConfig(sft_fallback=True))
     assert texts(result) == [LONG] and result.counts["too_short"] == 0
+    # By default the short top sample drops the prompt.
+    assert select_sft([[p]]).counts["too_short"] == 1
     # Off, the short top sample is the pick: the floor is the filter.
     assert texts(select_sft([[p]], GuardConfig(min_length_ratio=0))) == ["Ok."]
     # Every complete sample too short: the prompt gives nothing, and says why.
