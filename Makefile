@@ -39,6 +39,7 @@ run: install
 test: install
 	@scripts/ensure-chromium.sh
 	@scripts/ensure-llama-server.sh
+	@scripts/ensure-vllm-server.sh
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VPY) -m config.devservices exec -- $(VPY) -m pytest $(PYTEST_ARGS)

